@@ -1,0 +1,165 @@
+// Package cli holds what both nixlos commands share: the mapping from error
+// kinds to exit codes (in one place), and a small subcommand dispatcher.
+//
+// Library packages never exit or print; they return errors. A command's
+// run(args, stdout, stderr) returns an error and main calls Exit, which maps it:
+//
+//	0 success · 1 failure during work · 2 bad usage or bad input
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// InputError is bad usage or bad input: exit code 2. Its message names the
+// input; Fix, when set, says how to put it right.
+type InputError struct {
+	Input string // what was wrong: a path, a flag, a host name
+	Err   error  // what is wrong with it
+	Fix   string // how to fix it (optional)
+}
+
+func (e *InputError) Error() string {
+	var b strings.Builder
+	if e.Input != "" {
+		b.WriteString(e.Input)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Err.Error())
+	if e.Fix != "" {
+		b.WriteString(" (fix: ")
+		b.WriteString(e.Fix)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+func (e *InputError) Unwrap() error { return e.Err }
+
+// BadInput returns an *InputError for input, with a formatted reason and a fix.
+func BadInput(input, fix, format string, args ...any) error {
+	return &InputError{Input: input, Err: fmt.Errorf(format, args...), Fix: fix}
+}
+
+// Usagef is bad usage of a command (exit 2).
+func Usagef(format string, args ...any) error {
+	return &InputError{Err: fmt.Errorf(format, args...)}
+}
+
+// ErrHelp is returned when the user asked for help: printed usage, exit 0.
+var ErrHelp = flag.ErrHelp
+
+// ExitCode maps an error to the process exit code. The only place that does.
+func ExitCode(err error) int {
+	var ie *InputError
+	switch {
+	case err == nil, errors.Is(err, ErrHelp):
+		return 0
+	case errors.As(err, &ie):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// Exit prints err (if any) as "prog: err" to stderr and exits with ExitCode.
+func Exit(prog string, err error) {
+	if err != nil && !errors.Is(err, ErrHelp) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+	}
+	os.Exit(ExitCode(err))
+}
+
+// Command is one subcommand of a CLI.
+type Command struct {
+	Name    string
+	Summary string // one line for the command list
+	Run     func(args []string, stdout, stderr io.Writer) error
+}
+
+// Dispatch runs the subcommand named by args[0] from cmds. It prints help for
+// -h/--help/help, and returns a usage error for an unknown command.
+// def, if not nil, runs when args is empty.
+func Dispatch(prog, about string, cmds []Command, def func(stdout, stderr io.Writer) error, args []string, stdout, stderr io.Writer) error {
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "%s — %s\n\nUsage: %s COMMAND [flags] [args]\n\nCommands:\n", prog, about, prog)
+		sorted := append([]Command(nil), cmds...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+		for _, c := range sorted {
+			fmt.Fprintf(w, "  %-10s %s\n", c.Name, c.Summary)
+		}
+		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\nExit codes: 0 success, 1 failure during work, 2 bad usage or bad input.\n", prog)
+	}
+	if len(args) == 0 {
+		if def != nil {
+			return def(stdout, stderr)
+		}
+		usage(stderr)
+		return Usagef("no command given (fix: run '%s --help')", prog)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	for _, c := range cmds {
+		if c.Name == args[0] {
+			return c.Run(args[1:], stdout, stderr)
+		}
+	}
+	return BadInput(args[0], fmt.Sprintf("run '%s --help' for the list of commands", prog), "unknown command")
+}
+
+// NewFlagSet returns a FlagSet that reports errors as InputError rather than
+// exiting, writes its help to stdout, and prints usage text above the flags.
+func NewFlagSet(name, usage string, stdout io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "%s\n\nFlags:\n", strings.TrimSpace(usage))
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
+// Parse parses args with fs and maps flag errors to InputError (exit 2) and
+// -h/--help to ErrHelp after printing usage.
+func Parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+		return ErrHelp
+	}
+	if err != nil {
+		return &InputError{Input: fs.Name(), Err: err, Fix: "run with --help for the flags"}
+	}
+	return nil
+}
+
+// Interspersed parses flags that may come before or after positional args
+// ("mkiso hosts FLAKE --json"), returning the positional args.
+func Interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := Parse(fs, args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
