@@ -26,10 +26,10 @@ const (
 // Config is a parsed ip= value: what the network should look like.
 type Config struct {
 	Mode     Mode         `json:"mode"`
-	Device   string       `json:"device,omitempty"`  // empty: every wired link
-	Address  netip.Prefix `json:"address,omitzero"`  // static: client address and mask
-	Server   netip.Addr   `json:"server,omitzero"`   // the ip= server-ip field (NFS root server; kept for reports)
-	Gateway  netip.Addr   `json:"gateway,omitzero"`  // static: default route
+	Device   string       `json:"device,omitempty"` // empty: every wired link
+	Address  netip.Prefix `json:"address,omitzero"` // static: client address and mask
+	Server   netip.Addr   `json:"server,omitzero"`  // the ip= server-ip field (NFS root server; kept for reports)
+	Gateway  netip.Addr   `json:"gateway,omitzero"` // static: default route
 	Hostname string       `json:"hostname,omitempty"`
 	DNS      []netip.Addr `json:"dns,omitempty"`
 	NTP      []netip.Addr `json:"ntp,omitempty"`
