@@ -1,0 +1,297 @@
+package bootcfg
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/netconf"
+)
+
+// Host is what Choose needs to know of one manifest host: its name and the
+// keys of its layout's disks (disko's devices.disk attribute names).
+type Host struct {
+	Name  string
+	Disks []string
+}
+
+// Choices is what the installer will do: which host, which device for each
+// of its layout's disks, and what happens around the install. When Menu is
+// not empty, a person still has to pick what it lists (never with Auto).
+type Choices struct {
+	Host   string            `json:"host"`
+	Disks  map[string]string `json:"disks"` // layout disk key → whole-disk device (/dev/<name>)
+	After  After             `json:"after"`
+	Auto   bool              `json:"auto"`
+	Net    netconf.Config    `json:"net"`
+	Server string            `json:"server,omitempty"`
+	Menu   []string          `json:"menu,omitempty"` // what the menu must still ask, and why
+}
+
+// Decided reports whether nothing is left for the menu.
+func (c Choices) Decided() bool { return len(c.Menu) == 0 }
+
+// Choose decides host and disks from the manifest's hosts, the parsed command
+// line and the disk inventory. It is pure: it reads nothing but its arguments.
+//
+//   - Host: nixlos.host (must be in hosts); else the only host; else the menu.
+//   - Disks: nixlos.disk for a layout with one disk, nixlos.disk.<key> for
+//     named disks; a value is a /dev path or /dev/disk/by-id link of a whole
+//     disk in the inventory (never the boot medium or a disk in use), or
+//     "auto": the one hw.Disk.Candidate not already named. Undecided disks go
+//     to the menu.
+//   - With nixlos.auto=1 anything left for the menu is an error.
+//
+// Settings from nixlos.server (per-MAC host/disk/after) are merged into c by
+// the caller before Choose. After the menu picks a host, call Choose again
+// with c.Host set. Errors are *cli.InputError values (exit 2), joined.
+func Choose(hosts []Host, c Cmdline, disks []hw.Disk) (Choices, error) {
+	ch := Choices{After: c.After, Auto: c.Auto, Net: c.Net, Server: c.Server, Disks: map[string]string{}}
+	if ch.After == "" {
+		ch.After = AfterReboot
+	}
+	var problems []error
+	names := make([]string, 0, len(hosts))
+	byName := map[string]Host{}
+	for _, h := range hosts {
+		names = append(names, h.Name)
+		byName[h.Name] = h
+	}
+	sort.Strings(names)
+	var host Host
+	switch {
+	case len(hosts) == 0:
+		return Choices{}, cli.BadInput("manifest", "build the image from a flake with at least one nixosConfiguration", "has no hosts")
+	case c.Host != "":
+		h, ok := byName[c.Host]
+		if !ok {
+			return Choices{}, cli.BadInput("nixlos.host="+c.Host, "use one of: "+strings.Join(names, ", "), "no such host in the manifest")
+		}
+		host = h
+	case len(hosts) == 1:
+		host = hosts[0]
+	default:
+		ch.Menu = append(ch.Menu, fmt.Sprintf("host: nixlos.host not given, the manifest has %d hosts (%s)", len(hosts), strings.Join(names, ", ")))
+	}
+	if host.Name != "" {
+		ch.Host = host.Name
+		problems = append(problems, chooseDisks(&ch, host, c, disks)...)
+	} else if c.Disk != "" || len(c.Disks) > 0 {
+		ch.Menu = append(ch.Menu, "disks: decided once the host is chosen")
+	}
+	if c.Auto && len(ch.Menu) > 0 && len(problems) == 0 {
+		for _, m := range ch.Menu {
+			input, fix := "nixlos.auto=1", "give it on the kernel command line"
+			switch {
+			case strings.HasPrefix(m, "host:"):
+				fix = "add nixlos.host=NAME (one of: " + strings.Join(names, ", ") + ")"
+			case strings.HasPrefix(m, "disk "):
+				fix = "add nixlos.disk=/dev/… or nixlos.disk=auto (nixlos.disk.<disk>=… for a layout with several disks)"
+			}
+			problems = append(problems, cli.BadInput(input, fix, "unattended install, but the menu would have to ask: %s", m))
+		}
+	}
+	if len(problems) > 0 {
+		return Choices{}, errors.Join(problems...)
+	}
+	return ch, nil
+}
+
+// chooseDisks fills ch.Disks for host, adding menu entries for undecided disks.
+func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
+	var problems []error
+	keys := append([]string(nil), host.Disks...)
+	sort.Strings(keys)
+	want := map[string]string{} // key → requested value ("auto" or a path)
+	source := map[string]string{}
+	if c.Disk != "" {
+		if len(keys) != 1 {
+			problems = append(problems, cli.BadInput("nixlos.disk="+c.Disk,
+				fmt.Sprintf("name each disk: %s", diskParams(keys)),
+				"host %s has %d disks (%s), nixlos.disk is for a layout with one disk", host.Name, len(keys), strings.Join(keys, ", ")))
+		} else {
+			want[keys[0]], source[keys[0]] = c.Disk, "nixlos.disk="+c.Disk
+		}
+	}
+	named := make([]string, 0, len(c.Disks))
+	for k := range c.Disks {
+		named = append(named, k)
+	}
+	sort.Strings(named)
+	for _, k := range named {
+		v := c.Disks[k]
+		param := "nixlos.disk." + k + "=" + v
+		if !contains(keys, k) {
+			problems = append(problems, cli.BadInput(param, "use one of the layout's disks: "+diskParams(keys),
+				"host %s's layout has no disk %q", host.Name, k))
+			continue
+		}
+		if prev, ok := want[k]; ok && prev != v {
+			problems = append(problems, cli.BadInput(param, "give the disk once", "conflicts with %s", source[k]))
+			continue
+		}
+		want[k], source[k] = v, param
+	}
+	// Explicit devices first, so that auto never picks a disk named elsewhere.
+	taken := map[string]string{} // disk name → key
+	var autoKeys []string
+	for _, k := range keys {
+		v, ok := want[k]
+		switch {
+		case !ok:
+			ch.Menu = append(ch.Menu, fmt.Sprintf("disk %s: not given (%s)", k, diskHint(keys)))
+		case v == AutoDisk:
+			autoKeys = append(autoKeys, k)
+		default:
+			d, err := findDisk(disks, v)
+			if err != nil {
+				problems = append(problems, cli.BadInput(source[k], "name a whole disk of this machine: "+listDisks(disks)+", or use auto", "%v", err))
+				continue
+			}
+			if other, dup := taken[d.Name]; dup {
+				problems = append(problems, cli.BadInput(source[k], "give each layout disk its own device", "%s is already chosen for disk %s", d.Path, other))
+				continue
+			}
+			taken[d.Name] = k
+			ch.Disks[k] = d.Path
+		}
+	}
+	if len(autoKeys) > 1 {
+		problems = append(problems, cli.BadInput("auto", "name the devices: "+diskParams(autoKeys),
+			"auto is given for %d disks (%s); it can only pick one", len(autoKeys), strings.Join(autoKeys, ", ")))
+		return problems
+	}
+	if len(autoKeys) == 1 {
+		k := autoKeys[0]
+		var cands []hw.Disk
+		var why []string
+		for _, d := range disks {
+			if _, dup := taken[d.Name]; dup {
+				why = append(why, d.Path+": chosen for disk "+taken[d.Name])
+				continue
+			}
+			if ok, reason := d.Candidate(); ok {
+				cands = append(cands, d)
+			} else {
+				why = append(why, d.Path+": "+reason)
+			}
+		}
+		switch len(cands) {
+		case 1:
+			ch.Disks[k] = cands[0].Path
+		case 0:
+			detail := "no disks found"
+			if len(why) > 0 {
+				detail = strings.Join(why, "; ")
+			}
+			problems = append(problems, cli.BadInput(source[k], "attach a disk, or name one explicitly: "+paramFor(keys, k)+"/dev/…",
+				"no candidate disk (a non-removable disk that is not the boot medium and not in use): %s", detail))
+		default:
+			var list []string
+			for _, d := range cands {
+				list = append(list, describe(d))
+			}
+			problems = append(problems, cli.BadInput(source[k], "name the one to install on, e.g. "+paramFor(keys, k)+cands[0].Path,
+				"%d candidate disks, auto needs exactly one: %s", len(cands), strings.Join(list, ", ")))
+		}
+	}
+	return problems
+}
+
+// findDisk resolves a /dev path or by-id link to a whole disk of the inventory.
+func findDisk(disks []hw.Disk, dev string) (hw.Disk, error) {
+	for _, d := range disks {
+		match := d.Path == dev
+		for _, id := range d.ByID {
+			match = match || id == dev
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case d.BootMedium:
+			return hw.Disk{}, fmt.Errorf("%s is the installer's boot medium (%s)", dev, d.BootReason)
+		case len(d.InUse) > 0:
+			return hw.Disk{}, fmt.Errorf("%s is in use (%s)", dev, strings.Join(d.InUse, ", "))
+		case d.SizeBytes == 0:
+			return hw.Disk{}, fmt.Errorf("%s has no medium (size 0)", dev)
+		}
+		return d, nil
+	}
+	for _, d := range disks {
+		for _, p := range d.Partitions {
+			if p.Path == dev {
+				return hw.Disk{}, fmt.Errorf("%s is a partition of %s, not a whole disk", dev, d.Path)
+			}
+		}
+	}
+	return hw.Disk{}, fmt.Errorf("no disk %s on this machine", dev)
+}
+
+func describe(d hw.Disk) string {
+	s := fmt.Sprintf("%s (%s", d.Path, humanBytes(d.SizeBytes))
+	if d.Model != "" {
+		s += " " + d.Model
+	}
+	return s + ")"
+}
+
+func listDisks(disks []hw.Disk) string {
+	var l []string
+	for _, d := range disks {
+		if d.Kind == hw.KindDisk {
+			l = append(l, d.Path)
+		}
+	}
+	if len(l) == 0 {
+		return "(none found)"
+	}
+	return strings.Join(l, ", ")
+}
+
+func diskParams(keys []string) string {
+	var l []string
+	for _, k := range keys {
+		l = append(l, "nixlos.disk."+k+"=/dev/…")
+	}
+	return strings.Join(l, " ")
+}
+
+func diskHint(keys []string) string {
+	if len(keys) == 1 {
+		return "nixlos.disk=/dev/… or nixlos.disk=auto"
+	}
+	return "nixlos.disk." + "<disk>=/dev/…"
+}
+
+func paramFor(keys []string, k string) string {
+	if len(keys) == 1 {
+		return "nixlos.disk="
+	}
+	return "nixlos.disk." + k + "="
+}
+
+func contains(l []string, s string) bool {
+	for _, v := range l {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,338 @@
+// Package bootcfg reads the installer's kernel command line (DESIGN.md
+// "Installer kernel command line") into a plain Cmdline, and decides from it,
+// the manifest's hosts and the disk inventory which host goes onto which
+// disks (Choose) — or says what a person still has to pick at the menu.
+//
+// Parsing is strict: an unknown or malformed nixlos.* parameter is an error,
+// and all problems are reported at once. A parameter given twice takes its
+// last value (as the kernel does for its own parameters, so that a value
+// appended at the boot menu overrides the image's default); Cmdline.Warnings
+// records each override. console= collects every value. Parameters after
+// "--" belong to init, not the kernel; a nixlos.* parameter there is an error.
+// Everything else is ignored.
+package bootcfg
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/netconf"
+)
+
+// After is what the installer does when it is done.
+type After string
+
+// The nixlos.after values.
+const (
+	AfterReboot   After = "reboot"
+	AfterPoweroff After = "poweroff"
+	AfterShell    After = "shell"
+)
+
+// AutoDisk is the nixlos.disk value that picks the one candidate disk.
+const AutoDisk = "auto"
+
+// Cmdline is the parsed installer command line.
+type Cmdline struct {
+	Host     string            `json:"host,omitempty"`   // nixlos.host
+	Disk     string            `json:"disk,omitempty"`   // nixlos.disk: /dev/…, /dev/disk/by-id/… or "auto"
+	Disks    map[string]string `json:"disks,omitempty"`  // nixlos.disk.<key>, same values
+	Auto     bool              `json:"auto"`             // nixlos.auto=1
+	Server   string            `json:"server,omitempty"` // nixlos.server URL
+	After    After             `json:"after"`            // nixlos.after, default reboot
+	Net      netconf.Config    `json:"net"`              // ip=, default DHCP on every wired link
+	Consoles []string          `json:"consoles,omitempty"`
+	Warnings []string          `json:"warnings,omitempty"` // repeated parameters (last wins)
+}
+
+// Param is one kernel parameter split the way the kernel splits them.
+type Param struct {
+	Name     string
+	Value    string
+	HasValue bool // "name=" (empty value) versus bare "name"
+}
+
+// The known nixlos parameters, for messages and suggestions.
+var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.after"}
+
+// Split splits a kernel command line into parameters following the kernel's
+// next_arg rules: whitespace separates parameters except inside double
+// quotes; a value starting with a quote loses it and a matching final quote
+// ("name=\"a b\""); a parameter starting with a quote loses it and its final
+// quote ("\"name=a b\""). Quotes elsewhere stay.
+func Split(cmdline string) []Param {
+	var out []Param
+	s := cmdline
+	for {
+		s = strings.TrimLeft(s, " \t\n\r\v\f")
+		if s == "" {
+			return out
+		}
+		quoted, inQuote := false, false
+		if s[0] == '"' {
+			s = s[1:]
+			quoted, inQuote = true, true
+		}
+		eq, i := -1, 0
+		for ; i < len(s); i++ {
+			if isSpace(s[i]) && !inQuote {
+				break
+			}
+			if eq < 0 && s[i] == '=' {
+				eq = i
+			}
+			if s[i] == '"' {
+				inQuote = !inQuote
+			}
+		}
+		tok := s[:i]
+		s = s[i:]
+		p := Param{Name: tok}
+		endUsed := false // the token's last character was consumed as a closing quote
+		if eq >= 0 {
+			p.Name, p.Value, p.HasValue = tok[:eq], tok[eq+1:], true
+			if strings.HasPrefix(p.Value, `"`) {
+				p.Value = p.Value[1:]
+				if p.Value == "" {
+					endUsed = true
+				} else if strings.HasSuffix(p.Value, `"`) {
+					p.Value = p.Value[:len(p.Value)-1]
+					endUsed = true
+				}
+			}
+		}
+		if quoted && !endUsed && strings.HasSuffix(tok, `"`) {
+			if p.HasValue {
+				p.Value = p.Value[:len(p.Value)-1]
+			} else {
+				p.Name = p.Name[:len(p.Name)-1]
+			}
+		}
+		out = append(out, p)
+	}
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// Parse parses a kernel command line (the contents of /proc/cmdline). On
+// bad input it returns every problem at once, joined (errors.Join) as
+// *cli.InputError values (exit 2), each naming the parameter and the fix.
+func Parse(cmdline string) (Cmdline, error) {
+	c := Cmdline{After: AfterReboot, Net: netconf.DefaultConfig()}
+	var problems []error
+	bad := func(p Param, fix, format string, args ...any) {
+		problems = append(problems, cli.BadInput(show(p), fix, format, args...))
+	}
+	seen := map[string]string{}
+	set := func(p Param) {
+		if prev, ok := seen[p.Name]; ok && prev != p.Value {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s given more than once: %q replaces %q", p.Name, p.Value, prev))
+		}
+		seen[p.Name] = p.Value
+	}
+	initArgs := false
+	for _, p := range Split(cmdline) {
+		if !p.HasValue && p.Name == "--" {
+			initArgs = true
+			continue
+		}
+		lower := strings.ToLower(p.Name)
+		isNixlos := lower == "nixlos" || strings.HasPrefix(lower, "nixlos.")
+		if initArgs {
+			if isNixlos {
+				bad(p, "move it before the \"--\" on the kernel command line", "comes after \"--\", so the kernel passes it to init instead")
+			}
+			continue
+		}
+		switch {
+		case p.Name == "ip":
+			set(p)
+			n, err := netconf.ParseIP(p.Value)
+			if err != nil {
+				problems = append(problems, err)
+				continue
+			}
+			c.Net = n
+			continue
+		case p.Name == "console":
+			if p.Value != "" {
+				c.Consoles = append(c.Consoles, p.Value)
+			}
+			continue
+		case !isNixlos:
+			continue
+		case p.Name != lower:
+			bad(p, "write nixlos parameters in lowercase: "+lower, "parameter names are case-sensitive")
+			continue
+		}
+		needValue := func(example string) bool {
+			if !p.HasValue || p.Value == "" {
+				bad(p, "give a value: "+example, "needs a value")
+				return false
+			}
+			return true
+		}
+		switch {
+		case p.Name == "nixlos.host":
+			if !needValue("nixlos.host=NAME (a host of the flake)") {
+				continue
+			}
+			if strings.ContainsAny(p.Value, " \t/\"") {
+				bad(p, "give a host name of the flake", "%q is not a host name", p.Value)
+				continue
+			}
+			set(p)
+			c.Host = p.Value
+		case p.Name == "nixlos.disk":
+			if !needValue("nixlos.disk=/dev/vda or nixlos.disk=auto") {
+				continue
+			}
+			if err := checkDev(p.Value); err != nil {
+				bad(p, devFix(p.Value), "%v", err)
+				continue
+			}
+			set(p)
+			c.Disk = p.Value
+		case strings.HasPrefix(p.Name, "nixlos.disk."):
+			key := strings.TrimPrefix(p.Name, "nixlos.disk.")
+			if key == "" {
+				bad(p, "name the layout's disk: nixlos.disk.<disk>=/dev/…", "has no disk name after nixlos.disk.")
+				continue
+			}
+			if !needValue(p.Name + "=/dev/vda or " + p.Name + "=auto") {
+				continue
+			}
+			if err := checkDev(p.Value); err != nil {
+				bad(p, devFix(p.Value), "%v", err)
+				continue
+			}
+			set(p)
+			if c.Disks == nil {
+				c.Disks = map[string]string{}
+			}
+			c.Disks[key] = p.Value
+		case p.Name == "nixlos.auto":
+			v, ok := parseBool(p)
+			if !ok {
+				bad(p, "use nixlos.auto=1 (unattended) or leave it out", "%q is not 1 or 0", p.Value)
+				continue
+			}
+			set(p)
+			c.Auto = v
+		case p.Name == "nixlos.server":
+			if !needValue("nixlos.server=http://10.0.2.2:8080") {
+				continue
+			}
+			u, err := url.Parse(p.Value)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(p, "give the PXE server's base URL, e.g. nixlos.server=http://10.0.2.2:8080", "is not an http(s) URL")
+				continue
+			}
+			set(p)
+			c.Server = strings.TrimSuffix(p.Value, "/")
+		case p.Name == "nixlos.after":
+			switch a := After(p.Value); a {
+			case AfterReboot, AfterPoweroff, AfterShell:
+				set(p)
+				c.After = a
+			default:
+				bad(p, "use nixlos.after=reboot, nixlos.after=poweroff or nixlos.after=shell", "%q is not reboot, poweroff or shell", p.Value)
+			}
+		default:
+			fix := "known parameters: " + strings.Join(known, ", ")
+			if s := suggest(p.Name); s != "" {
+				fix = "did you mean " + s + "? " + fix
+			}
+			bad(p, fix, "unknown nixlos parameter")
+		}
+	}
+	if len(problems) > 0 {
+		return Cmdline{}, errors.Join(problems...)
+	}
+	return c, nil
+}
+
+// show renders a parameter for messages as it appeared (quoted if needed).
+func show(p Param) string {
+	if !p.HasValue {
+		return p.Name
+	}
+	if strings.ContainsAny(p.Value, " \t") {
+		return p.Name + `="` + p.Value + `"`
+	}
+	return p.Name + "=" + p.Value
+}
+
+func parseBool(p Param) (bool, bool) {
+	if !p.HasValue {
+		return true, true // bare "nixlos.auto"
+	}
+	switch strings.ToLower(p.Value) {
+	case "1", "yes", "true", "on":
+		return true, true
+	case "0", "no", "false", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// checkDev validates a disk value: "auto" or an absolute, clean /dev path.
+func checkDev(v string) error {
+	if v == AutoDisk {
+		return nil
+	}
+	if !strings.HasPrefix(v, "/dev/") || len(v) == len("/dev/") {
+		return fmt.Errorf("%q is not a device path", v)
+	}
+	if path.Clean(v) != v {
+		return fmt.Errorf("%q is not a clean path (write it as %s)", v, path.Clean(v))
+	}
+	return nil
+}
+
+func devFix(v string) string {
+	if v != "" && !strings.Contains(v, "/") {
+		return fmt.Sprintf("write the full path /dev/%s, a /dev/disk/by-id/… link, or auto", v)
+	}
+	return "give /dev/…, /dev/disk/by-id/…, or auto"
+}
+
+// suggest returns the known parameter closest to name, if it is close.
+func suggest(name string) string {
+	best, bestD := "", 4
+	cands := append([]string(nil), known...)
+	sort.Strings(cands)
+	for _, k := range cands {
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
