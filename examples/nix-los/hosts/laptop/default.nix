@@ -1,0 +1,17 @@
+# laptop: UEFI, one disk, LUKS-encrypted LVM (see ./disko.nix).
+{ lib, ... }:
+{
+  imports = [ ./hardware.nix ./disko.nix ];
+
+  networking.hostName = "laptop";
+  networking.networkmanager.enable = true;
+
+  custom.development = {
+    enable = true;
+    languages = [ "go" "rust" "python" ];
+  };
+  custom.secrets.enable = true;
+
+  boot.loader.systemd-boot.enable = true;
+  boot.loader.efi.canTouchEfiVariables = true;
+}
