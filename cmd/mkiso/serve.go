@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/pxe"
+)
+
+func init() {
+	commands = append(commands, cli.Command{Name: "serve", Summary: "network-boot and install machines by MAC (DHCP/proxyDHCP, TFTP, HTTP)", Run: runServe})
+}
+
+const serveUsage = `Usage: mkiso serve BUILD_DIR --iface IF [--map FILE] [--dhcp-range FIRST-LAST]
+                  [--unknown menu|ignore] [--age-key FILE] [--json]
+
+Serves BUILD_DIR/pxe (vmlinuz, initrd, iPXE binaries) on the interface IF:
+proxyDHCP beside the LAN's DHCP server by default, or full DHCP from the
+--dhcp-range pool on an isolated network; TFTP (read-only) and HTTP. Machines
+in the map file are installed unattended as their host and sent to their local
+disk once they report complete. Prints "serving on ADDR" when ready; stops on
+Ctrl-C.`
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("serve", serveUsage, stdout)
+	iface := fs.String("iface", "", "network interface to serve on (required)")
+	mapFile := fs.String("map", "", "TOML map file: [[machine]] mac, host, disk, after, key")
+	dhcpRange := fs.String("dhcp-range", "", "full DHCP from this pool FIRST-LAST (default: proxyDHCP)")
+	unknown := fs.String("unknown", pxe.UnknownMenu, "unknown MACs: menu (boot the installer menu) or ignore")
+	ageKey := fs.String("age-key", "", "age key file served once per boot token to mapped hosts with key = true")
+	cmdline := fs.String("cmdline", "", "base kernel command line (default: from the bundle's boot.ipxe)")
+	httpPort := fs.Int("http-port", pxe.HTTPPort, "HTTP port")
+	stateFile := fs.String("state", "", "file remembering installed MACs (default BUILD_DIR/serve-state.json)")
+	jsonOut := fs.Bool("json", false, "one JSON event per line instead of the table")
+	pos, err := cli.Interspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("serve needs exactly one BUILD_DIR (fix: mkiso serve BUILD_DIR --iface IF)")
+	}
+	if *iface == "" {
+		return cli.BadInput("--iface", "name the interface facing the machines, e.g. --iface eth1", "required")
+	}
+	if *unknown != pxe.UnknownMenu && *unknown != pxe.UnknownIgnore {
+		return cli.BadInput("--unknown", "use menu or ignore", "%q is not a policy", *unknown)
+	}
+	if *httpPort < 1 || *httpPort > 65535 {
+		return cli.BadInput("--http-port", "use 1-65535", "%d is not a port", *httpPort)
+	}
+	bundle, err := pxe.OpenBundle(pos[0], *cmdline)
+	if err != nil {
+		return cli.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
+	}
+	cfg := pxe.Config{Iface: *iface, DHCPPort: pxe.DHCPPort, ProxyPort: pxe.ProxyPort, TFTPPort: pxe.TFTPPort,
+		HTTPPort: *httpPort, Bundle: bundle, Unknown: *unknown, Log: stderr}
+	cfg.Addr, cfg.Mask, err = pxe.InterfaceAddr(*iface)
+	if err != nil {
+		return cli.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
+	}
+	if *mapFile != "" {
+		m, err := pxe.LoadMap(*mapFile)
+		if err != nil {
+			var me *pxe.MapError
+			if errors.As(err, &me) {
+				return cli.BadInput("--map", "fix the entry; see the map format in pxe/README.md", "%v", err)
+			}
+			return err
+		}
+		cfg.Map, cfg.MapFile = m, *mapFile
+	}
+	if *dhcpRange != "" {
+		r, err := pxe.ParseRange(*dhcpRange)
+		if err != nil {
+			return cli.BadInput("--dhcp-range", "e.g. --dhcp-range 10.99.0.100-10.99.0.150", "%v", err)
+		}
+		cfg.Range = &r
+	}
+	if *ageKey != "" {
+		fi, err := os.Stat(*ageKey)
+		if err != nil {
+			return cli.BadInput("--age-key", "give a readable age key file", "%v", err)
+		}
+		if fi.Mode().Perm()&0o004 != 0 {
+			return cli.BadInput("--age-key", "chmod 600 "+*ageKey, "the key file is world-readable")
+		}
+		cfg.AgeKey = *ageKey
+	}
+	if *stateFile == "" {
+		*stateFile = filepath.Join(pos[0], "serve-state.json")
+	}
+	tr, err := pxe.NewTracker(nil, *stateFile)
+	if err != nil {
+		return cli.BadInput("--state", "delete the file to forget installed machines", "%v", err)
+	}
+	cfg.Tracker = tr
+	srv, err := pxe.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Serve(ctx, func() {
+		line := srv.Describe()
+		switch {
+		case *jsonOut:
+			fmt.Fprintln(stdout, line)
+			tr.SetSink(pxe.JSONSink(stdout))
+		case isTerminal(stdout):
+			sink := pxe.TableSink(stdout, tr, line)
+			tr.SetSink(sink)
+			sink(pxe.Event{})
+		default:
+			fmt.Fprintln(stdout, line)
+			tr.SetSink(pxe.LineSink(stdout))
+		}
+	})
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,125 @@
+package pxe
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Bundle is a directory holding what network boot serves: vmlinuz, initrd and
+// the iPXE binaries, plus the base kernel command line.
+type Bundle struct {
+	Dir     string // the served directory (TFTP root, HTTP files)
+	Cmdline string // base kernel command line, without nixlos.* parameters
+}
+
+// Files a bundle must hold.
+const (
+	KernelFile   = "vmlinuz"
+	InitrdFile   = "initrd"
+	BIOSBootFile = "undionly.kpxe"
+	EFIBootFile  = "ipxe.efi"
+)
+
+// IPXEDir is where Debian's ipxe package installs the iPXE binaries.
+var IPXEDir = "/usr/lib/ipxe"
+
+// DefaultCmdline is the base command line when the bundle names none.
+const DefaultCmdline = "console=tty0 console=ttyS0,115200"
+
+// OpenBundle finds the bundle in a build directory (DIR/pxe) or a bundle
+// directory itself (DIR with vmlinuz). It copies undionly.kpxe and ipxe.efi
+// from IPXEDir into the bundle when missing. The base command line is cmdline
+// when not empty, else the kernel line of the bundle's boot.ipxe (without its
+// nixlos.* and initrd= parameters), else DefaultCmdline.
+func OpenBundle(dir, cmdline string) (*Bundle, error) {
+	cand := []string{filepath.Join(dir, "pxe"), dir}
+	var bdir string
+	for _, c := range cand {
+		if fi, err := os.Stat(filepath.Join(c, KernelFile)); err == nil && fi.Mode().IsRegular() {
+			bdir = c
+			break
+		}
+	}
+	if bdir == "" {
+		return nil, fmt.Errorf("bundle %s: no %s in %s or %s", dir, KernelFile, cand[0], cand[1])
+	}
+	abs, err := filepath.Abs(bdir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	if fi, err := os.Stat(filepath.Join(abs, InitrdFile)); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("bundle %s: no %s", abs, InitrdFile)
+	}
+	for _, f := range []string{BIOSBootFile, EFIBootFile} {
+		dst := filepath.Join(abs, f)
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := copyFile(filepath.Join(IPXEDir, f), dst); err != nil {
+			return nil, fmt.Errorf("bundle %s: add %s from the ipxe package: %w", abs, f, err)
+		}
+	}
+	b := &Bundle{Dir: abs, Cmdline: strings.TrimSpace(cmdline)}
+	if b.Cmdline == "" {
+		b.Cmdline = cmdlineFromScript(filepath.Join(abs, "boot.ipxe"))
+	}
+	if b.Cmdline == "" {
+		b.Cmdline = DefaultCmdline
+	}
+	return b, nil
+}
+
+// cmdlineFromScript reads the first "kernel" line of an iPXE script and
+// returns its parameters minus initrd= and nixlos.* ones.
+func cmdlineFromScript(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || (f[0] != "kernel" && f[0] != "chain") {
+			continue
+		}
+		var keep []string
+		for _, a := range f[2:] {
+			if strings.HasPrefix(a, "--") || strings.HasPrefix(a, "initrd=") || strings.HasPrefix(a, "nixlos.") {
+				continue
+			}
+			keep = append(keep, a)
+		}
+		return strings.Join(keep, " ")
+	}
+	return ""
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		return errors.Join(err, os.Remove(tmp))
+	}
+	return nil
+}

@@ -1,0 +1,47 @@
+// Package pxe network-boots machines into the nixlos installer and tracks
+// them by MAC address: DHCP (proxyDHCP beside a LAN's own server, or full
+// DHCP on an isolated lab network), read-only TFTP for the iPXE binaries,
+// and HTTP for per-MAC iPXE scripts, the kernel, the initrd, installer status
+// reports and the one-time age key. It also exports the same bundle as
+// matchbox or dnsmasq configuration.
+//
+// # Boot chain
+//
+// A PXE ROM asks DHCP; it gets undionly.kpxe (BIOS, arch 0) or ipxe.efi (UEFI
+// x64, arch 7/9) over TFTP, or http://ADDR:PORT/ipxe.efi for UEFI HTTP boot
+// (arch 16, vendor class HTTPClient). iPXE (user class "iPXE" or option 175)
+// is sent http://ADDR:PORT/boot.ipxe?mac=MAC, which renders:
+//
+//	#!ipxe
+//	kernel http://ADDR:PORT/vmlinuz initrd=initrd BASE nixlos.server=http://ADDR:PORT \
+//	       nixlos.host=H nixlos.auto=1 [nixlos.disk=D] [nixlos.after=A] nixlos.token=T
+//	initrd --name initrd http://ADDR:PORT/initrd
+//	boot
+//
+// or, once that MAC reported "complete", a local-disk boot
+// (sanboot --no-describe --drive 0x80 || exit).
+//
+// # Installer wire protocol (nixlos.server=URL)
+//
+// Kernel command line parameters added by the server:
+//
+//	nixlos.server=http://ADDR:PORT   base URL for the endpoints below
+//	nixlos.token=T                   one-time boot token (32 hex digits), new on every boot.ipxe render
+//
+// POST URL/v1/status with Content-Type application/json and body
+//
+//	{"mac":"52:54:00:12:34:56","host":"server","state":"installing",
+//	 "message":"partitioning /dev/vda","progress":40}
+//
+// state is one of booting, installing, complete, failed; progress (0–100) and
+// message are optional; mac is required. Reply: 204 No Content, or 400 with a
+// text reason. "complete" switches that MAC to local boot for later boots.
+//
+// GET URL/v1/key?mac=MAC&token=T returns the age key file (200,
+// application/octet-stream, Cache-Control: no-store) only when MAC is in the
+// map with key = true, T is the token of that MAC's latest boot script, and T
+// has not been used before. Otherwise 403 (refused: logged as state
+// "refused", never with the key) or 404 when the server has no key.
+//
+// ReportStatus and FetchKey are the client side of this protocol.
+package pxe

@@ -1,0 +1,291 @@
+package pxe
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+)
+
+// Status is the body of POST /v1/status.
+type Status struct {
+	MAC      string `json:"mac"`
+	Host     string `json:"host,omitempty"`
+	State    string `json:"state"`
+	Message  string `json:"message,omitempty"`
+	Progress *int   `json:"progress,omitempty"` // 0–100
+}
+
+// ReportableStates are the states an installer may POST.
+var ReportableStates = []string{StateBooting, StateInstalling, StateComplete, StateFailed}
+
+// maxStatusBody bounds a status request body.
+const maxStatusBody = 64 << 10
+
+// DecodeStatus reads and validates a status report: mac must be a MAC,
+// state one of ReportableStates, progress 0–100, message at most 1024 bytes.
+// The returned MAC is canonical.
+func DecodeStatus(r io.Reader) (Status, error) {
+	var st Status
+	dec := json.NewDecoder(io.LimitReader(r, maxStatusBody))
+	if err := dec.Decode(&st); err != nil {
+		return Status{}, fmt.Errorf("status body is not JSON: %w", err)
+	}
+	mac, err := CanonicalMAC(st.MAC)
+	if err != nil {
+		return Status{}, err
+	}
+	st.MAC = mac
+	if !contains(ReportableStates, st.State) {
+		return Status{}, fmt.Errorf("state %q is not one of %s", st.State, strings.Join(ReportableStates, ", "))
+	}
+	if st.Progress != nil && (*st.Progress < 0 || *st.Progress > 100) {
+		return Status{}, fmt.Errorf("progress %d is not 0-100", *st.Progress)
+	}
+	if len(st.Message) > 1024 {
+		st.Message = st.Message[:1024]
+	}
+	st.Message = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, st.Message)
+	if len(st.Host) > 63 || (st.Host != "" && !hostRe.MatchString(st.Host)) {
+		return Status{}, fmt.Errorf("host %q is not a valid host name", st.Host)
+	}
+	return st, nil
+}
+
+// QueryMAC returns the canonical MAC of the "mac" query parameter.
+func QueryMAC(q url.Values) (string, error) {
+	v := q.Get("mac")
+	if v == "" {
+		return "", errors.New("mac parameter missing")
+	}
+	return CanonicalMAC(v)
+}
+
+// Handler returns the HTTP handler: /boot.ipxe, bundle files, /v1/status, /v1/key.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /boot.ipxe", s.serveScript)
+	mux.HandleFunc("POST /v1/status", s.serveStatus)
+	mux.HandleFunc("GET /v1/key", s.serveKey)
+	mux.HandleFunc("GET /{file}", s.serveFile)
+	return mux
+}
+
+func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if r.URL.Query().Get("mac") == "" {
+		// Ask iPXE for its MAC, then come back.
+		fmt.Fprintf(w, "#!ipxe\nchain %s/boot.ipxe?mac=${net0/mac}\n", s.baseFor(r))
+		return
+	}
+	mac, err := QueryMAC(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	script, state, host, msg, err := s.Script(mac, s.baseFor(r))
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		s.logf("boot.ipxe %s: %v", mac, err)
+		return
+	}
+	if script == "" {
+		http.Error(w, "unknown MAC", http.StatusNotFound)
+		return
+	}
+	s.rememberIP(r, mac)
+	s.cfg.Tracker.Record(mac, host, state, msg, -1)
+	io.WriteString(w, script)
+}
+
+// baseFor is the server's base URL as this request reached it.
+func (s *Server) baseFor(r *http.Request) string {
+	if s.httpURL != "" {
+		return s.httpURL
+	}
+	return "http://" + r.Host
+}
+
+// Script renders the iPXE script for mac: a local-disk boot when it is
+// installed, the install for a mapped MAC, the menu for an unknown one
+// (or "" under --unknown=ignore). It issues a fresh boot token for mapped MACs.
+func (s *Server) Script(mac, base string) (script, state, host, msg string, err error) {
+	if s.cfg.Tracker.Installed(mac) {
+		mc, _ := s.reloadMap().Lookup(mac)
+		return LocalBootScript(mac), StateLocalBoot, mc.Host, "installed: boot from local disk", nil
+	}
+	mc, known := s.reloadMap().Lookup(mac)
+	if !known {
+		if s.cfg.Unknown == UnknownIgnore {
+			return "", "", "", "", nil
+		}
+		return InstallScript(base, s.cfg.Bundle.Cmdline, nil, ""), StateBooting, "", "unknown MAC: menu boot script sent", nil
+	}
+	tok, err := s.cfg.Tracker.IssueToken(mac)
+	if err != nil {
+		return "", "", "", "", err
+	}
+	return InstallScript(base, s.cfg.Bundle.Cmdline, &mc, tok), StateBooting, mc.Host, "boot script sent", nil
+}
+
+// KernelArgs is the nixlos part of the kernel command line for a machine
+// (nil: the menu, only nixlos.server).
+func KernelArgs(base string, mc *Machine, token string) []string {
+	args := []string{"nixlos.server=" + base}
+	if mc == nil {
+		return args
+	}
+	args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
+	if mc.Disk != "" {
+		args = append(args, "nixlos.disk="+mc.Disk)
+	}
+	if mc.After != "" {
+		args = append(args, "nixlos.after="+mc.After)
+	}
+	if token != "" {
+		args = append(args, "nixlos.token="+token)
+	}
+	return args
+}
+
+// InstallScript is the iPXE script booting the installer.
+func InstallScript(base, cmdline string, mc *Machine, token string) string {
+	parts := []string{"kernel", base + "/" + KernelFile, "initrd=" + InitrdFile}
+	if cmdline != "" {
+		parts = append(parts, cmdline)
+	}
+	parts = append(parts, KernelArgs(base, mc, token)...)
+	return "#!ipxe\n" + strings.Join(parts, " ") + "\n" +
+		"initrd --name " + InitrdFile + " " + base + "/" + InitrdFile + "\n" +
+		"boot\n"
+}
+
+// LocalBootScript sends an installed machine to its first local disk.
+func LocalBootScript(mac string) string {
+	return "#!ipxe\necho nixlos: " + mac + " is installed, booting from local disk\n" +
+		"sanboot --no-describe --drive 0x80 || exit\n"
+}
+
+func (s *Server) rememberIP(r *http.Request, mac string) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if s.ipMAC == nil {
+		s.ipMAC = map[string]string{}
+	}
+	if len(s.ipMAC) > 4096 {
+		clear(s.ipMAC)
+	}
+	s.ipMAC[host] = mac
+	s.mu.Unlock()
+}
+
+func (s *Server) macForIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ipMAC[host]
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	if name != path.Base(name) || name == "." || name == ".." {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := os.OpenInRoot(s.cfg.Bundle.Dir, name)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	if name == InitrdFile && r.Header.Get("Range") == "" {
+		if mac := s.macForIP(r); mac != "" {
+			mc, _ := s.machineMap().Lookup(mac)
+			s.cfg.Tracker.Record(mac, mc.Host, StateBooting, "initrd download", -1)
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, name, fi.ModTime(), f)
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := DecodeStatus(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	host := st.Host
+	if mc, ok := s.machineMap().Lookup(st.MAC); ok {
+		host = mc.Host // the map decides, not the client
+	}
+	p := -1
+	if st.Progress != nil {
+		p = *st.Progress
+	}
+	s.cfg.Tracker.Record(st.MAC, host, st.State, st.Message, p)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	q := r.URL.Query()
+	mac, err := QueryMAC(q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	refuse := func(host, why string) {
+		s.cfg.Tracker.Record(mac, host, StateRefused, "key refused: "+why+" (from "+r.RemoteAddr+")", -1)
+		http.Error(w, "key refused: "+why, http.StatusForbidden)
+	}
+	if s.cfg.AgeKey == "" {
+		http.Error(w, "this server has no age key", http.StatusNotFound)
+		return
+	}
+	mc, ok := s.reloadMap().Lookup(mac)
+	if !ok {
+		refuse("", "MAC not in the map")
+		return
+	}
+	if !mc.Key {
+		refuse(mc.Host, "key not enabled for this host (set key = true in the map)")
+		return
+	}
+	if err := s.cfg.Tracker.UseToken(mac, q.Get("token")); err != nil {
+		refuse(mc.Host, err.Error())
+		return
+	}
+	key, err := os.ReadFile(s.cfg.AgeKey)
+	if err != nil {
+		s.logf("key for %s: cannot read the age key file", mac)
+		http.Error(w, "cannot read the key file", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(key)
+	clear(key)
+	s.cfg.Tracker.Record(mac, mc.Host, StateInstalling, "age key sent (token now used)", -1)
+}
