@@ -1,0 +1,36 @@
+package image
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+const ovmf = "/usr/share/ovmf/OVMF.fd"
+
+func TestBootISO(t *testing.T) {
+	if testing.Short() {
+		t.Skip("VM boot test (QEMU TCG); skipped with -short")
+	}
+	spec := testSpec(t, false)
+	iso := filepath.Join(t.TempDir(), ISOName)
+	if _, err := BuildISO(spec, iso); err != nil {
+		t.Fatal(err)
+	}
+	usb := []string{"-drive", "if=none,id=u,format=raw,file=" + iso, "-device", "qemu-xhci", "-device", "usb-storage,drive=u,bootindex=0"}
+	for _, tc := range []struct {
+		mode string
+		args []string
+	}{
+		{"bios-cd", []string{"-cdrom", iso}},
+		{"uefi-cd", []string{"-bios", ovmf, "-cdrom", iso}},
+		{"bios-usb", usb},
+		{"uefi-usb", append([]string{"-bios", ovmf}, usb...)},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			requireFile(t, ovmf)
+			secs := bootQEMU(t, tc.args, readyLine, 4*time.Minute)
+			t.Logf("%s: %q after %.1f s", tc.mode, readyLine, secs)
+		})
+	}
+}
