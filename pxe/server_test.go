@@ -1,0 +1,372 @@
+package pxe
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const testMAC = "52:54:00:12:34:56"
+
+// testKey is a stand-in age identity (format only; never a real secret).
+const testKey = "AGE-SECRET-KEY-1TESTTESTTESTTESTTESTTESTTESTTESTTESTTESTTESTTESTTESTTESTQQQQQQ\n"
+
+// eventLog collects events for assertions.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []Event
+	buf bytes.Buffer
+}
+
+func (l *eventLog) sink(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, e)
+	fmt.Fprintf(&l.buf, "%s %s %s %s\n", e.MAC, e.Host, e.State, e.Message)
+}
+
+func (l *eventLog) states(mac string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.evs {
+		if e.MAC == mac {
+			out = append(out, e.State)
+		}
+	}
+	return out
+}
+
+func (l *eventLog) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// testBundle writes a small bundle directory (fake kernel/initrd bytes, real
+// iPXE binaries copied in by OpenBundle).
+func testBundle(t testing.TB, initrdSize int) *Bundle {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, KernelFile), []byte("not really a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, initrdSize)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(dir, InitrdFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(IPXEDir, BIOSBootFile)); err != nil {
+		t.Skipf("Debian ipxe package not installed (%v); make deps installs it", err)
+	}
+	b, err := OpenBundle(dir, "console=ttyS0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type testServer struct {
+	*Server
+	events *eventLog
+	key    string
+	mapf   string
+}
+
+// startTestServer runs a server on 127.0.0.1 with ephemeral ports.
+func startTestServer(t testing.TB, mapText string, mutate func(*Config)) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	mapf := filepath.Join(dir, "map.toml")
+	if err := os.WriteFile(mapf, []byte(mapText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadMap(mapf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "key.txt")
+	if err := os.WriteFile(key, []byte(testKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ev := &eventLog{}
+	tr, _ := NewTracker(ev.sink, filepath.Join(dir, "state.json"))
+	var logb bytes.Buffer
+	cfg := Config{Addr: netip.MustParseAddr("127.0.0.1"), Bundle: testBundle(t, 1<<20), Map: m, MapFile: mapf,
+		AgeKey: key, Tracker: tr, Log: &lockedWriter{w: &logb}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		if strings.Contains(logb.String(), "AGE-SECRET-KEY") || strings.Contains(ev.text(), "AGE-SECRET-KEY") {
+			t.Errorf("the age key appeared in the log or events")
+		}
+	})
+	return &testServer{Server: s, events: ev, key: key, mapf: mapf}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func get(t testing.TB, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const keyMap = "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisk = \"auto\"\nafter = \"poweroff\"\nkey = true\n" +
+	"[[machine]]\nmac = \"52:54:00:00:00:02\"\nhost = \"nokey\"\n"
+
+func tokenOf(t testing.TB, script string) string {
+	t.Helper()
+	for _, f := range strings.Fields(script) {
+		if v, ok := strings.CutPrefix(f, "nixlos.token="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no nixlos.token in script:\n%s", script)
+	return ""
+}
+
+func TestBootScriptPerMAC(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	base := s.HTTPBase()
+	code, body := get(t, base+"/boot.ipxe?mac=52-54-00-12-34-56")
+	if code != 200 {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	for _, want := range []string{"#!ipxe\n", "kernel " + base + "/vmlinuz initrd=initrd console=ttyS0 ",
+		"nixlos.server=" + base, "nixlos.host=server", "nixlos.auto=1", "nixlos.disk=auto", "nixlos.after=poweroff",
+		"initrd --name initrd " + base + "/initrd\n", "\nboot\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("script lacks %q:\n%s", want, body)
+		}
+	}
+	tok1 := tokenOf(t, body)
+	_, body2 := get(t, base+"/boot.ipxe?mac="+testMAC)
+	if tok2 := tokenOf(t, body2); tok2 == tok1 || len(tok2) != 32 {
+		t.Errorf("second boot token %q not fresh (first %q)", tok2, tok1)
+	}
+	// Without mac: a chain script asking iPXE for its MAC.
+	_, chain := get(t, base+"/boot.ipxe")
+	if !strings.Contains(chain, "chain "+base+"/boot.ipxe?mac=${net0/mac}") {
+		t.Errorf("chain script wrong:\n%s", chain)
+	}
+	// Unknown MAC, menu policy: no host, no token.
+	_, menu := get(t, base+"/boot.ipxe?mac=52:54:00:99:99:99")
+	if strings.Contains(menu, "nixlos.host=") || strings.Contains(menu, "nixlos.token=") || !strings.Contains(menu, "nixlos.server=") {
+		t.Errorf("menu script wrong:\n%s", menu)
+	}
+	if code, _ := get(t, base+"/boot.ipxe?mac=zz"); code != 400 {
+		t.Errorf("bad mac: status %d, want 400", code)
+	}
+}
+
+func TestUnknownIgnore(t *testing.T) {
+	s := startTestServer(t, keyMap, func(c *Config) { c.Unknown = UnknownIgnore })
+	if code, _ := get(t, s.HTTPBase()+"/boot.ipxe?mac=52:54:00:99:99:99"); code != 404 {
+		t.Errorf("unknown MAC under ignore: status %d, want 404", code)
+	}
+}
+
+func TestKeyOncePerToken(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	base := s.HTTPBase()
+	ctx := context.Background()
+	_, script := get(t, base+"/boot.ipxe?mac="+testMAC)
+	tok := tokenOf(t, script)
+
+	if _, err := FetchKey(ctx, nil, base, testMAC, "00000000000000000000000000000000"); err == nil {
+		t.Fatal("wrong token got the key")
+	}
+	key, err := FetchKey(ctx, nil, base, testMAC, tok)
+	if err != nil {
+		t.Fatalf("first key request: %v", err)
+	}
+	if string(key) != testKey {
+		t.Fatal("served key differs from the key file")
+	}
+	_, err = FetchKey(ctx, nil, base, testMAC, tok)
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("second request with the same token: %v, want 403 already used", err)
+	}
+	if strings.Contains(err.Error(), "AGE-SECRET") {
+		t.Fatal("key in error")
+	}
+	st := s.events.states(testMAC)
+	if st[len(st)-1] != StateRefused {
+		t.Errorf("last event %q, want refused; events %v", st[len(st)-1], st)
+	}
+	// A new boot gives a new token that works once.
+	_, script = get(t, base+"/boot.ipxe?mac="+testMAC)
+	if _, err := FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err != nil {
+		t.Fatalf("key with a fresh token: %v", err)
+	}
+}
+
+func TestKeyRefusedUnmappedOrDisabled(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	base := s.HTTPBase()
+	ctx := context.Background()
+	// MAC not in the map (it may still boot the menu and get no token).
+	_, _ = get(t, base+"/boot.ipxe?mac=52:54:00:99:99:99")
+	if _, err := FetchKey(ctx, nil, base, "52:54:00:99:99:99", ""); err == nil || !strings.Contains(err.Error(), "not in the map") {
+		t.Fatalf("unmapped MAC: %v", err)
+	}
+	// Mapped, but key not enabled.
+	_, script := get(t, base+"/boot.ipxe?mac=52:54:00:00:00:02")
+	if _, err := FetchKey(ctx, nil, base, "52:54:00:00:00:02", tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
+		t.Fatalf("key-disabled host: %v", err)
+	}
+	// The operator disables the key for "server" in the map file: refused live.
+	_, script = get(t, base+"/boot.ipxe?mac="+testMAC)
+	disabled := strings.Replace(keyMap, "key = true", "key = false", 1)
+	if err := os.WriteFile(s.mapf, []byte(disabled), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(2 * time.Second)
+	os.Chtimes(s.mapf, future, future)
+	if _, err := FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
+		t.Fatalf("after disabling in the map: %v", err)
+	}
+	if n := strings.Count(s.events.text(), " refused "); n != 3 {
+		t.Errorf("%d refused events, want 3:\n%s", n, s.events.text())
+	}
+}
+
+func TestStatusAndBootOnce(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	base := s.HTTPBase()
+	ctx := context.Background()
+	get(t, base+"/boot.ipxe?mac="+testMAC)
+	p := 40
+	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, Host: "evil", State: StateInstalling, Message: "partitioning", Progress: &p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, State: "bogus"}); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("bogus state accepted: %v", err)
+	}
+	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, State: StateComplete, Message: "install complete host=server"}); err != nil {
+		t.Fatal(err)
+	}
+	_, script := get(t, base+"/boot.ipxe?mac="+testMAC)
+	if !strings.Contains(script, "sanboot --no-describe --drive 0x80") || strings.Contains(script, "kernel") {
+		t.Fatalf("after complete, script is not a local boot:\n%s", script)
+	}
+	want := []string{StateBooting, StateInstalling, StateComplete, StateLocalBoot}
+	if got := s.events.states(testMAC); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+	snap := s.Tracker().Snapshot()
+	if snap[0].Host != "server" {
+		t.Errorf("host taken from the client: %+v", snap[0])
+	}
+	// The installed set survives a restart through the state file.
+	tr2, err := NewTracker(nil, s.cfg.Tracker.StateFile)
+	if err != nil || !tr2.Installed(testMAC) {
+		t.Fatalf("state file did not keep the installed MAC: %v", err)
+	}
+}
+
+func TestFileRangeRequests(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	want, _ := os.ReadFile(filepath.Join(s.cfg.Bundle.Dir, InitrdFile))
+	req, _ := http.NewRequest("GET", s.HTTPBase()+"/initrd", nil)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, want[1000:2000]) {
+		t.Fatalf("range: status %d, %d bytes", resp.StatusCode, len(got))
+	}
+	code, full := get(t, s.HTTPBase()+"/initrd")
+	if code != 200 || full != string(want) {
+		t.Fatalf("full initrd: status %d, %d bytes", code, len(full))
+	}
+	for _, bad := range []string{"/..%2fetc%2fpasswd", "/%2e%2e/x", "/nonexistent", "/v1"} {
+		if code, _ := get(t, s.HTTPBase()+bad); code != 404 && code != 400 && code != 405 {
+			t.Errorf("%s: status %d", bad, code)
+		}
+	}
+}
+
+func FuzzDecodeStatus(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"server","state":"installing","message":"x","progress":40}`))
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","state":"complete"}`))
+	f.Add([]byte(`{"mac":1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := DecodeStatus(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if c, err := CanonicalMAC(st.MAC); err != nil || c != st.MAC {
+			t.Fatalf("accepted bad MAC %q", st.MAC)
+		}
+		if !contains(ReportableStates, st.State) {
+			t.Fatalf("accepted bad state %q", st.State)
+		}
+		if st.Progress != nil && (*st.Progress < 0 || *st.Progress > 100) {
+			t.Fatalf("accepted progress %d", *st.Progress)
+		}
+		if strings.ContainsAny(st.Message, "\n\r\x1b") || len(st.Message) > 1024 {
+			t.Fatalf("message not sanitised: %q", st.Message)
+		}
+	})
+}
+
+func FuzzQueryMAC(f *testing.F) {
+	f.Add("mac=52:54:00:12:34:56&token=abc")
+	f.Add("mac=52-54-00-12-34-56")
+	f.Add("mac=%zz")
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		mac, err := QueryMAC(q)
+		if err != nil {
+			return
+		}
+		if c, err := CanonicalMAC(mac); err != nil || c != mac || len(mac) != 17 {
+			t.Fatalf("QueryMAC returned %q", mac)
+		}
+	})
+}
+
