@@ -34,3 +34,28 @@ func TestBootISO(t *testing.T) {
 		})
 	}
 }
+
+func TestBootUSB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("VM boot test (QEMU TCG); skipped with -short")
+	}
+	spec := testSpec(t, false)
+	img := filepath.Join(t.TempDir(), USBName)
+	if _, err := BuildUSB(spec, img); err != nil {
+		t.Fatal(err)
+	}
+	usb := []string{"-drive", "if=none,id=u,format=raw,file=" + img, "-device", "qemu-xhci", "-device", "usb-storage,drive=u,bootindex=0"}
+	for _, tc := range []struct {
+		mode string
+		args []string
+	}{
+		{"bios-usb", usb},
+		{"uefi-usb", append([]string{"-bios", ovmf}, usb...)},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			requireFile(t, ovmf)
+			secs := bootQEMU(t, tc.args, readyLine, 4*time.Minute)
+			t.Logf("%s: %q after %.1f s", tc.mode, readyLine, secs)
+		})
+	}
+}
