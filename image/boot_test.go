@@ -59,3 +59,34 @@ func TestBootUSB(t *testing.T) {
 		})
 	}
 }
+
+func TestBootPXE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("VM boot test (QEMU TCG); skipped with -short")
+	}
+	spec := testSpec(t, false)
+	dir := filepath.Join(t.TempDir(), PXEDir)
+	if _, err := BuildPXE(spec, dir); err != nil {
+		t.Fatal(err)
+	}
+	net := func(bootfile string) []string {
+		return []string{"-netdev", "user,id=n0,tftp=" + dir + ",bootfile=" + bootfile, "-device", "e1000,netdev=n0", "-boot", "n"}
+	}
+	for _, tc := range []struct {
+		mode string
+		args []string
+	}{
+		// SeaBIOS runs QEMU's iPXE NIC ROM, which fetches and runs boot.ipxe.
+		{"pxe-bios", net(PXEScript)},
+		// OVMF's PXE loads grubnetx64.efi, which reads grub/grub.cfg over TFTP.
+		{"pxe-uefi", append([]string{"-bios", ovmf}, net(PXEGrubEFI)...)},
+		// -kernel/-initrd with the bundle's files (the loader-less path).
+		{"pxe-direct", []string{"-kernel", filepath.Join(dir, PXEKernel), "-initrd", filepath.Join(dir, PXEInitrd), "-append", Menu(spec)[0].Cmdline}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			requireFile(t, ovmf)
+			secs := bootQEMU(t, tc.args, readyLine, 4*time.Minute)
+			t.Logf("%s: %q after %.1f s", tc.mode, readyLine, secs)
+		})
+	}
+}

@@ -46,9 +46,11 @@ func writeTestInitrd(t testing.TB, dir string, withKey bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	init := "#!/bin/busybox sh\n/bin/busybox echo '" + readyLine + "' > /dev/console\n/bin/busybox poweroff -f\n"
+	init := "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n" +
+		"/bin/busybox echo \"cmdline: $(/bin/busybox cat /proc/cmdline)\" > /dev/console\n" +
+		"/bin/busybox echo '" + readyLine + "' > /dev/console\n/bin/busybox poweroff -f\n"
 	base := []cpio.Record{
-		cpio.Directory("bin", 0o755), cpio.Directory("dev", 0o755),
+		cpio.Directory("bin", 0o755), cpio.Directory("dev", 0o755), cpio.Directory("proc", 0o755),
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.StaticFile("bin/busybox", string(bb), 0o755),
 		cpio.StaticFile("init", init, 0o755),
@@ -103,7 +105,9 @@ func testSpec(t testing.TB, withKey bool) Spec {
 
 // bootQEMU runs qemu-system-x86_64 (TCG, no reboot, serial on stdout) with
 // args and waits for want on the serial console. It returns the seconds it
-// took and fails the test with the console tail on timeout.
+// took and fails the test with the console tail on timeout. The test
+// initrd prints its kernel command line first: bootQEMU checks it carries the
+// serial console argument, i.e. a menu entry of ours was booted.
 func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) float64 {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -124,6 +128,7 @@ func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) flo
 	}
 	defer func() { cancel(); cmd.Wait() }()
 	var tail []string
+	var cmdline string
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
@@ -132,7 +137,13 @@ func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) flo
 		if len(tail) > 40 {
 			tail = tail[1:]
 		}
+		if strings.HasPrefix(line, "cmdline: ") {
+			cmdline = line
+		}
 		if strings.Contains(line, want) {
+			if !strings.Contains(cmdline, "console=ttyS0,115200") {
+				t.Errorf("booted kernel command line %q lacks the serial console", cmdline)
+			}
 			return time.Since(start).Seconds()
 		}
 	}
