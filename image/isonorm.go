@@ -21,8 +21,9 @@ type isoRW interface {
 
 // normalizeISO makes an ISO written by go-diskfs reproducible: it sets every
 // volume descriptor date, directory record date and Rock Ridge TF time to t,
-// uid/gid to 0 and the link count of files to 1 (Rock Ridge PX), so nothing
-// depends on the build time or how the staging tree was made.
+// uid/gid to 0, file modes to 0644 (directories 0755) and the link count of
+// files to 1 (Rock Ridge PX), so nothing depends on the build time or on how
+// the staging tree was made.
 func normalizeISO(f isoRW, t time.Time) error {
 	for sec := int64(pvdSector); sec < pvdSector+16; sec++ {
 		vd := make([]byte, isoBlock)
@@ -43,6 +44,7 @@ func normalizeISO(f isoRW, t time.Time) error {
 			copy(vd[off:off+17], long)
 		}
 		copy(vd[847:864], "0000000000000000\x00")
+		copy(vd[156+18:156+25], shortDate(t)) // the root directory record
 		if _, err := f.WriteAt(vd, sec*isoBlock); err != nil {
 			return err
 		}
@@ -115,6 +117,13 @@ func normalizeSUSP(f isoRW, t time.Time, su []byte, isDir bool, depth int) error
 		e := su[:n]
 		switch {
 		case sig == "PX" && n >= 36:
+			mode := binary.LittleEndian.Uint32(e[4:])
+			switch mode & 0o170000 {
+			case 0o100000:
+				putBoth32(e[4:12], 0o100644)
+			case 0o040000:
+				putBoth32(e[4:12], 0o040755)
+			}
 			if !isDir {
 				putBoth32(e[12:20], 1)
 			}
