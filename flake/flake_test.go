@@ -60,11 +60,15 @@ func TestBadInput(t *testing.T) {
 			[]string{"no flake.nix in this directory", "fix:"}},
 		{"nix not installed", func(t *testing.T) string { return writeFlake(t, "{ outputs = _: {}; }") }, Nix{Path: "nix-not-installed-here"}, false,
 			[]string{"nix is not installed", "apt-get install nix-bin", "make deps"}},
-		{"flake.nix syntax error", func(t *testing.T) string { return writeFlake(t, "{ outputs = { self }: { nixosConfigurations = ; }; }") }, Nix{}, true,
+		{"flake.nix syntax error", func(t *testing.T) string {
+			return writeFlake(t, "{ outputs = { self }: { nixosConfigurations = ; }; }")
+		}, Nix{}, true,
 			[]string{"syntax error", "flake.nix:1:", "fix: fix the syntax error"}},
 		{"no nixosConfigurations", func(t *testing.T) string { return writeFlake(t, "{ outputs = { self }: { packages = {}; }; }") }, Nix{}, true,
 			[]string{"no nixosConfigurations output", "fix: add outputs.nixosConfigurations"}},
-		{"no hosts", func(t *testing.T) string { return writeFlake(t, "{ outputs = { self }: { nixosConfigurations = {}; }; }") }, Nix{}, true,
+		{"no hosts", func(t *testing.T) string {
+			return writeFlake(t, "{ outputs = { self }: { nixosConfigurations = {}; }; }")
+		}, Nix{}, true,
 			[]string{"nixosConfigurations has no hosts", "fix: add at least one host"}},
 		{"evaluation error", func(t *testing.T) string {
 			return writeFlake(t, `{ outputs = { self }: { nixosConfigurations.a = throw "broken host"; }; }`)
