@@ -369,4 +369,3 @@ func FuzzQueryMAC(f *testing.F) {
 		}
 	})
 }
-
