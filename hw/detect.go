@@ -2,6 +2,7 @@ package hw
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 
 	"github.com/jaypipes/ghw"
 	"golang.org/x/sys/unix"
@@ -25,7 +27,14 @@ type Options struct {
 	// BootDevices names disks (/dev/… paths or kernel names) the caller knows
 	// to be the boot medium.
 	BootDevices []string
+	// BootPartNames are GPT partition names that mark a disk as the boot
+	// medium; nil means {BootPartName}.
+	BootPartNames []string
 }
+
+// BootPartName is the GPT partition name of the nixlos USB image's ESP
+// (image/usb.go); a disk carrying it is the installer's boot medium.
+const BootPartName = "NIXLOS-ESP"
 
 func (o Options) root() string {
 	if o.Root == "" {
@@ -171,6 +180,31 @@ func Disks(opts Options) ([]Disk, error) {
 		if u.boot != "" {
 			d.BootMedium, d.BootReason = true, u.boot
 		}
+		var gptNames map[int]string
+		if !opts.NoDeviceReads && d.SizeBytes > 0 {
+			gptNames = readGPTNames(opts.path("dev", g.Name))
+			for i := range d.Partitions {
+				if p := &d.Partitions[i]; p.PartName == "" {
+					p.PartName = gptNames[p.Number]
+				}
+			}
+		}
+		marks := opts.BootPartNames
+		if marks == nil {
+			marks = []string{BootPartName}
+		}
+		for _, name := range marks {
+			found := false
+			for _, p := range d.Partitions {
+				found = found || p.PartName == name
+			}
+			for _, n := range gptNames {
+				found = found || n == name
+			}
+			if found && !d.BootMedium {
+				d.BootMedium, d.BootReason = true, "has the nixlos image partition "+name
+			}
+		}
 		for _, bd := range opts.BootDevices {
 			if bd == d.Path || bd == d.Name || contains(d.ByID, bd) {
 				d.BootMedium, d.BootReason = true, "named as the boot device"
@@ -310,6 +344,57 @@ func isoImage(dev string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(string(buf[40:72])), true
+}
+
+// readGPTNames reads the GPT partition names of a device (read-only),
+// keyed by partition number; nil when there is no GPT. It serves kernels
+// that do not report PARTNAME (or parse GPT at all).
+func readGPTNames(dev string) map[int]string {
+	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	hdr := make([]byte, 92)
+	if _, err := f.ReadAt(hdr, 512); err != nil || string(hdr[:8]) != "EFI PART" {
+		return nil
+	}
+	lba := binary.LittleEndian.Uint64(hdr[72:])
+	n := binary.LittleEndian.Uint32(hdr[80:])
+	size := binary.LittleEndian.Uint32(hdr[84:])
+	if size < 128 || size > 4096 || n > 1024 || lba < 2 || lba > 1<<40 {
+		return nil
+	}
+	buf := make([]byte, int(n)*int(size))
+	if _, err := f.ReadAt(buf, int64(lba)*512); err != nil {
+		return nil
+	}
+	names := map[int]string{}
+	for i := 0; i < int(n); i++ {
+		e := buf[i*int(size) : (i+1)*int(size)]
+		if allZero(e[:16]) { // unused entry: zero type GUID
+			continue
+		}
+		u := make([]uint16, 0, 36)
+		for j := 56; j+1 < 128; j += 2 {
+			c := binary.LittleEndian.Uint16(e[j:])
+			if c == 0 {
+				break
+			}
+			u = append(u, c)
+		}
+		names[i+1] = string(utf16.Decode(u))
+	}
+	return names
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 type diskUse struct {

@@ -207,7 +207,8 @@ func TestLoopDisk(t *testing.T) {
 	name := filepath.Base(dev)
 	// A kernel without partition-table parsers (CONFIG_EFI_PARTITION unset,
 	// as on this build host) shows no partitions after --partscan; partx then
-	// adds them from user space (BLKPG), but without the GPT names.
+	// adds them from user space (BLKPG), without names: Disks reads those
+	// from the GPT itself.
 	kernelParsed := true
 	if _, err := os.Stat(fmt.Sprintf("/sys/block/%s/%sp1", name, name)); err != nil {
 		kernelParsed = false
@@ -231,9 +232,6 @@ func TestLoopDisk(t *testing.T) {
 		{Name: name + "p2", Path: dev + "p2", Number: 2, PartName: "disk-main-root"},
 	} {
 		got := d.Partitions[i]
-		if !kernelParsed {
-			want.PartName = "" // BLKPG carries no partition names
-		}
 		if i == 1 { // size checked against the kernel's own count below
 			want.SizeBytes = got.SizeBytes
 			sectors := readTrim(fmt.Sprintf("/sys/block/%s/%sp2/size", name, name))
@@ -247,6 +245,11 @@ func TestLoopDisk(t *testing.T) {
 	}
 	if ok, reason := d.Candidate(); ok || reason != KindLoop {
 		t.Errorf("loop disk candidate=%v (%s)", ok, reason)
+	}
+	// Named like the nixlos USB image's ESP, the disk is the boot medium.
+	disks, _ = Disks(Options{BootPartNames: []string{"disk-main-root"}})
+	if d := find(t, disks, dev); !d.BootMedium || d.BootReason != "has the nixlos image partition disk-main-root" {
+		t.Errorf("boot part name: %v %q", d.BootMedium, d.BootReason)
 	}
 
 	// Mount the second partition: the disk is in use at that mountpoint.
@@ -362,6 +365,7 @@ func fakeTree(t *testing.T) string {
 	w("sys/devices/fake/sda/device/model", "Cruzer Blade\n")
 	w("sys/devices/fake/sda/device/vendor", "SanDisk\n")
 	disk("sr0", "11:0", 0, "1", "1")
+	disk("sdb", "8:16", 4000000, "1", "1", part{"sdb1", "8:17", "NIXLOS-ESP", 1, 300000})
 	w("proc/self/mountinfo", strings.Join([]string{
 		"22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw",
 		"23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw",
@@ -410,6 +414,7 @@ func TestDisksFakeTree(t *testing.T) {
 		"vdb": {KindDisk, 8 << 30, "", "blank", []string{"/dev/disk/by-id/virtio-blank"}, false, true, "", nil, 0, true},
 		"sda": {KindDisk, 60062500 * 512, "Cruzer Blade", "", nil, true, true, "holds the mounted iso9660 filesystem at /run/live medium", []string{"/run/live medium"}, 1, false},
 		"sr0": {KindCDROM, 0, "", "", nil, true, true, "", nil, 0, false},
+		"sdb": {KindDisk, 4000000 * 512, "", "", nil, true, true, "has the nixlos image partition NIXLOS-ESP", nil, 1, false},
 	}
 	if len(disks) != len(wants) {
 		t.Errorf("%d disks, want %d: %+v", len(disks), len(wants), disks)
