@@ -91,7 +91,10 @@ func readNewc(b []byte, c *InitrdContents) (int, error) {
 	if eof, ok := rr.(cpio.EOFReader); ok {
 		rr = eof.RecordReader // we need the trailer's position
 	}
-	for {
+	for pos := 0; ; {
+		if err := newcHeaderOK(b, pos); err != nil {
+			return 0, err
+		}
 		rec, err := rr.ReadRecord()
 		if err != nil {
 			return 0, fmt.Errorf("cpio: %w", err)
@@ -103,6 +106,7 @@ func readNewc(b []byte, c *InitrdContents) (int, error) {
 		if end > len(b) {
 			return 0, fmt.Errorf("cpio entry %s: truncated", rec.Name)
 		}
+		pos = (end + 3) &^ 3
 		switch rec.Name {
 		case ManifestPath:
 			if rec.FileSize > maxInitrdEntry {
@@ -114,6 +118,39 @@ func readNewc(b []byte, c *InitrdContents) (int, error) {
 			c.AgeKeyMode = uint32(rec.Mode & 0o7777)
 		}
 	}
+}
+
+// newcHeaderOK checks the newc header at pos names a path of sane length
+// that fits in b, before the cpio reader allocates for it.
+func newcHeaderOK(b []byte, pos int) error {
+	const hdrLen, nameSizeOff = 110, 94
+	if pos+hdrLen > len(b) {
+		return fmt.Errorf("cpio: truncated header at %d", pos)
+	}
+	var n uint64
+	for _, c := range b[pos+nameSizeOff : pos+nameSizeOff+8] {
+		d, ok := hexDigit(c)
+		if !ok {
+			return fmt.Errorf("cpio: bad header at %d", pos)
+		}
+		n = n<<4 | d
+	}
+	if n == 0 || n > 4096 || pos+hdrLen+int(n) > len(b) {
+		return fmt.Errorf("cpio: bad name size %d at %d", n, pos)
+	}
+	return nil
+}
+
+func hexDigit(c byte) (uint64, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return uint64(c - '0'), true
+	case c >= 'a' && c <= 'f':
+		return uint64(c-'a') + 10, true
+	case c >= 'A' && c <= 'F':
+		return uint64(c-'A') + 10, true
+	}
+	return 0, false
 }
 
 func gunzip(b []byte) ([]byte, int, error) {
