@@ -194,3 +194,7 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// NewCompressor returns a writer that compresses to w with c the way the
+// initramfs segments are compressed (settings the kernel can unpack).
+func NewCompressor(c Compression, w io.Writer) (io.WriteCloser, error) { return compressTo(c, w) }

@@ -525,24 +525,61 @@ func baseSegment(ctx context.Context, s Spec, modDir, cacheDir string, progress 
 	if err != nil {
 		return Segment{}, err
 	}
-	key := hashKey(formatVersion, "base", string(gomod), string(gosum), gv, strings.Join(s.Commands, "\n"),
-		string(s.Compression), strconv.FormatInt(s.SourceDateEpoch, 10))
+	// The u-root archive itself (uncompressed, normalised) is cached once;
+	// each compression of it is cached beside it.
+	rawKey := hashKey(formatVersion, "base", string(gomod), string(gosum), gv, strings.Join(s.Commands, "\n"),
+		strconv.FormatInt(s.SourceDateEpoch, 10))
+	raw := segPath(cacheDir, "base", rawKey, None)
+	key := hashKey(rawKey, string(s.Compression))
 	p := segPath(cacheDir, "base", key, s.Compression)
+	if s.Compression == None {
+		p, key = raw, rawKey
+	}
 	seg := Segment{Name: "base", Key: key, Path: p}
 	if hit, _ := cacheLookup(p); hit {
 		seg.CacheHit = true
 	} else {
-		fmt.Fprintf(progress, "initramfs: base    building u-root (%d command patterns, Go %s)...\n", len(s.Commands), gv)
-		if _, err := buildBase(ctx, modDir, s.Commands, s.Compression, s.SourceDateEpoch, p, progress); err != nil {
-			return seg, err
+		if hit, _ := cacheLookup(raw); !hit {
+			fmt.Fprintf(progress, "initramfs: base    building u-root (%d command patterns, Go %s)...\n", len(s.Commands), gv)
+			if _, err := buildBase(ctx, modDir, s.Commands, None, s.SourceDateEpoch, raw, progress); err != nil {
+				return seg, err
+			}
+			if err := cacheStore(raw, nil, nil); err != nil {
+				return seg, err
+			}
 		}
-		if err := cacheStore(p, nil, nil); err != nil {
-			return seg, err
+		if p != raw {
+			if err := compressFile(raw, p, s.Compression); err != nil {
+				return seg, err
+			}
+			if err := cacheStore(p, nil, nil); err != nil {
+				return seg, err
+			}
 		}
 	}
 	seg.Bytes = fileSize(p)
 	seg.Duration = time.Since(t)
 	return seg, nil
+}
+
+// compressFile writes src compressed with c to dst.
+func compressFile(src, dst string, c Compression) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = writeAtomic(dst, func(w io.Writer) error {
+		cw, err := compressTo(c, w)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(cw, in); err != nil {
+			return err
+		}
+		return cw.Close()
+	})
+	return err
 }
 
 func fileSize(p string) int64 {

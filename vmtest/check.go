@@ -1,0 +1,176 @@
+package vmtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixlos/nixlos/initramfs"
+)
+
+// DefaultKernel returns /boot/vmlinuz-<v> of the newest kernel that has
+// modules (initramfs.DefaultKernelVersion), or "" when there is none.
+func DefaultKernel() string {
+	v, err := initramfs.DefaultKernelVersion()
+	if err != nil {
+		return ""
+	}
+	return "/boot/vmlinuz-" + v
+}
+
+// Available says why VMs cannot run here ("" when they can): no QEMU
+// binary, no readable kernel.
+func Available() string {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86; `make deps`)"
+	}
+	k := DefaultKernel()
+	if k == "" {
+		return "no kernel with modules in /boot and /lib/modules (apt-get install linux-image-amd64; `make deps`)"
+	}
+	if f, err := os.Open(k); err != nil {
+		return fmt.Sprintf("kernel %s not readable: %v", k, err)
+	} else {
+		f.Close()
+	}
+	return ""
+}
+
+// SkipUnlessVM skips a VM test under -short or when Available says VMs
+// cannot run, naming the reason.
+func SkipUnlessVM(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("VM test (QEMU TCG boot): skipped with -short")
+	}
+	if why := Available(); why != "" {
+		t.Skip("VM test: " + why)
+	}
+}
+
+// Check is a shell script run inside a guest.
+type Check struct {
+	// Script is run by busybox sh with -e, as root, after u-root's init
+	// (devtmpfs, proc, sys mounted); PATH has the image's tools.
+	Script string
+	// Files are extra files placed in the test initramfs (e.g. a layout).
+	Files []initramfs.File
+	// Disks are extra virtio disks (/dev/vda, /dev/vdb, … in order).
+	Disks []Disk
+	// Append is added to the kernel command line.
+	Append string
+	// MemoryMiB for the guest (default 1024).
+	MemoryMiB int
+	// Timeout for the whole run (default 10 minutes).
+	Timeout time.Duration
+	// Initramfs overrides the test initramfs spec (Output, UinitScript
+	// and Files are set by RunCheck).
+	Initramfs initramfs.Spec
+	// Name labels the VM (default "check").
+	Name string
+}
+
+// CheckResult is what the guest script reported.
+type CheckResult struct {
+	Output   string        // script stdout+stderr, between the markers
+	ExitCode int           // the script's exit status
+	Elapsed  time.Duration // power-on to end marker
+	Console  string        // the whole serial console
+}
+
+// checkScript wraps the user's script: markers carry a per-run nonce so
+// kernel messages or echoes of the script cannot fake them.
+func checkScript(nonce string) string {
+	return fmt.Sprintf(`export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/bbin
+echo "@@CHECK-BEGIN-%[1]s@@"
+/bin/busybox sh -e /etc/nixlos/check.sh </dev/null 2>&1
+rc=$?
+echo "@@CHECK-END-%[1]s rc=$rc@@"
+/bin/busybox sync
+/bin/busybox poweroff -f
+`, nonce)
+}
+
+// RunCheck builds a test initramfs (cached segments; about a second when
+// warm) whose uinit runs c.Script, boots it with the default kernel and
+// c.Disks, and returns the script's output and exit code. A non-zero exit
+// code is not an error; failing to boot or to see the markers is.
+func RunCheck(t testing.TB, c Check) CheckResult {
+	t.Helper()
+	SkipUnlessVM(t)
+	ctx := context.Background()
+	nb := make([]byte, 8)
+	rand.Read(nb)
+	nonce := hex.EncodeToString(nb)
+	spec := c.Initramfs
+	spec.Output = filepath.Join(t.TempDir(), "check-initrd")
+	spec.UinitScript = checkScript(nonce)
+	spec.Files = append(append([]initramfs.File(nil), spec.Files...), c.Files...)
+	spec.Files = append(spec.Files, initramfs.File{Path: "etc/nixlos/check.sh", Data: []byte(c.Script), Mode: 0o755})
+	var progress strings.Builder
+	initrd, rep, err := initramfs.Build(ctx, spec, &progress)
+	if err != nil {
+		t.Fatalf("vmtest: build check initramfs: %v\n%s", err, progress.String())
+	}
+	t.Logf("vmtest: check initramfs %s (%.1f MiB) in %s", initrd, float64(rep.Bytes)/(1<<20), rep.Duration.Round(time.Millisecond))
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	name := c.Name
+	if name == "" {
+		name = "check"
+	}
+	vm := StartT(t, Options{
+		Name:      name,
+		Kernel:    DefaultKernel(),
+		Initrd:    initrd,
+		Append:    strings.TrimSpace("console=ttyS0 loglevel=3 " + c.Append),
+		Disks:     c.Disks,
+		MemoryMiB: c.MemoryMiB,
+		Timeout:   timeout + time.Minute,
+	})
+	if _, err := vm.Expect(ctx, "@@CHECK-BEGIN-"+nonce+"@@", timeout); err != nil {
+		t.Fatal(err)
+	}
+	m, err := vm.Expect(ctx, regexp.MustCompile(`@@CHECK-END-`+nonce+` rc=(\d+)@@`), timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elapsed := vm.Elapsed()
+	console := vm.Console()
+	out := ParseCheckOutput(console, nonce)
+	rc, _ := strconv.Atoi(m[1])
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := vm.Wait(wctx); err != nil {
+		t.Logf("vmtest: after the check: %v", err)
+	}
+	return CheckResult{Output: out, ExitCode: rc, Elapsed: elapsed, Console: console}
+}
+
+// ParseCheckOutput returns the text between the begin and end markers of
+// run nonce in a console log ("" when either is missing), with \r removed.
+func ParseCheckOutput(console, nonce string) string {
+	begin := "@@CHECK-BEGIN-" + nonce + "@@"
+	i := strings.Index(console, begin)
+	if i < 0 {
+		return ""
+	}
+	rest := console[i+len(begin):]
+	j := strings.Index(rest, "@@CHECK-END-"+nonce+" rc=")
+	if j < 0 {
+		return ""
+	}
+	out := strings.ReplaceAll(rest[:j], "\r", "")
+	return strings.TrimPrefix(out, "\n")
+}
