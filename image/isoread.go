@@ -13,6 +13,13 @@ type isoVolume struct {
 	Label   string
 	Blocks  uint32 // volume size in 2048-byte blocks
 	Catalog []byte // El Torito boot catalog (one block), nil when absent
+	Root    extent // root directory
+}
+
+// extent is a run of 2048-byte blocks: a file or a directory.
+type extent struct {
+	LBA  uint32
+	Size uint32
 }
 
 // BootEntry is one El Torito boot catalog entry.
@@ -47,6 +54,7 @@ func readVolume(r io.ReaderAt) (isoVolume, error) {
 		case 1:
 			v.Label = strings.TrimRight(string(vd[40:72]), " ")
 			v.Blocks = binary.LittleEndian.Uint32(vd[80:])
+			v.Root = extent{binary.LittleEndian.Uint32(vd[158:]), binary.LittleEndian.Uint32(vd[166:])}
 			found = true
 		case 255:
 			if !found {
@@ -145,3 +153,73 @@ func fatBytes(bs []byte) (int64, error) {
 }
 
 func unixUTC(epoch int64) time.Time { return time.Unix(epoch, 0).UTC() }
+
+// isoLookup finds a file by path ("nixlos/vmlinuz") under the root
+// directory, matching Rock Ridge names, or ISO 9660 names without ";1".
+func isoLookup(r io.ReaderAt, root extent, p string) (extent, error) {
+	cur := root
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	for i, name := range parts {
+		next, isDir, err := isoDirFind(r, cur, name)
+		if err != nil {
+			return extent{}, fmt.Errorf("%s: %w", p, err)
+		}
+		if (i < len(parts)-1) != isDir {
+			return extent{}, fmt.Errorf("%s: %s is not a %s", p, name, map[bool]string{true: "directory", false: "file"}[i < len(parts)-1])
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+// isoDirFind looks name up in the directory at d.
+func isoDirFind(r io.ReaderAt, d extent, name string) (extent, bool, error) {
+	if d.Size > 16*mib {
+		return extent{}, false, fmt.Errorf("directory at block %d too large", d.LBA)
+	}
+	buf := make([]byte, d.Size)
+	if _, err := r.ReadAt(buf, int64(d.LBA)*isoBlock); err != nil {
+		return extent{}, false, err
+	}
+	for off := 0; off < len(buf); {
+		n := int(buf[off])
+		if n == 0 {
+			off = (off/isoBlock + 1) * isoBlock
+			continue
+		}
+		if n < 34 || off+n > len(buf) || 33+int(buf[off+32]) > n {
+			return extent{}, false, fmt.Errorf("directory at block %d: bad record", d.LBA)
+		}
+		rec := buf[off : off+n]
+		if recordName(rec) == name {
+			return extent{binary.LittleEndian.Uint32(rec[2:]), binary.LittleEndian.Uint32(rec[10:])}, rec[25]&2 != 0, nil
+		}
+		off += n
+	}
+	return extent{}, false, fmt.Errorf("%s not found", name)
+}
+
+// recordName is a directory record's Rock Ridge NM name (single entry, in
+// the record itself) or its ISO 9660 name, lowercased, without version.
+func recordName(rec []byte) string {
+	nameLen := int(rec[32])
+	su := 33 + nameLen
+	if nameLen%2 == 0 {
+		su++
+	}
+	for su+4 <= len(rec) {
+		sig, n := string(rec[su:su+2]), int(rec[su+2])
+		if n < 4 || su+n > len(rec) {
+			break
+		}
+		if sig == "NM" && n >= 5 && rec[su+4]&^1 == 0 {
+			return string(rec[su+5 : su+n])
+		}
+		su += n
+	}
+	iso := string(rec[33 : 33+nameLen])
+	if i := strings.IndexByte(iso, ';'); i >= 0 {
+		iso = iso[:i]
+	}
+	return strings.ToLower(strings.TrimSuffix(iso, "."))
+}
