@@ -124,16 +124,19 @@ type Segment struct {
 
 // Report says what Build did.
 type Report struct {
-	Path          string        `json:"path"`
-	Bytes         int64         `json:"bytes"`
-	Compression   Compression   `json:"compression"`
-	KernelVersion string        `json:"kernelVersion"`
-	Segments      []Segment     `json:"segments"`
-	Modules       []string      `json:"modules"`      // relative .ko paths
-	MissingTools  []string      `json:"missingTools"` // default tools not on this host
-	MissingMods   []string      `json:"missingModules"`
-	AgeKey        bool          `json:"ageKey"`
-	Duration      time.Duration `json:"duration"`
+	Path          string      `json:"path"`
+	Bytes         int64       `json:"bytes"`
+	Compression   Compression `json:"compression"`
+	KernelVersion string      `json:"kernelVersion"`
+	Segments      []Segment   `json:"segments"`
+	Modules       []string    `json:"modules"`      // relative .ko paths
+	MissingTools  []string    `json:"missingTools"` // default tools not on this host
+	MissingMods   []string    `json:"missingModules"`
+	AgeKey        bool        `json:"ageKey"`
+	// InstallerCached: the installer binary came from the cache (same
+	// Go sources), not from `go build`.
+	InstallerCached bool          `json:"installerCached"`
+	Duration        time.Duration `json:"duration"`
 }
 
 // InstallerVersionDefault is used when Spec.Version is empty.
@@ -141,7 +144,7 @@ const InstallerVersionDefault = "dev"
 
 // formatVersion changes whenever segment contents change for the same
 // inputs, invalidating old cache entries.
-const formatVersion = "nixlos-initramfs-1"
+const formatVersion = "nixlos-initramfs-2"
 
 // Build writes the initramfs Spec describes to spec.Output and returns its
 // path and a report. Progress lines (one per segment) go to progress.
@@ -181,6 +184,7 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 		path string
 		err  error
 		dur  time.Duration
+		hit  bool
 	}
 	binCh := make(chan binResult, 1)
 	binDir, err := os.MkdirTemp("", "nixlos-installer-")
@@ -194,9 +198,8 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 			binCh <- binResult{path: s.InstallerBinary}
 			return
 		}
-		p := filepath.Join(binDir, "installer")
-		err := BuildInstaller(ctx, modDir, s.InstallerPkg, s.Version, p)
-		binCh <- binResult{path: p, err: err, dur: time.Since(t)}
+		p, err := cachedInstaller(ctx, modDir, s, cacheDir, binDir)
+		binCh <- binResult{path: p, err: err, dur: time.Since(t), hit: err == nil && strings.HasPrefix(p, cacheDir)}
 	}()
 
 	segs := []func() (Segment, error){
@@ -260,7 +263,14 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 	}
 	seg := Segment{Name: "build", Bytes: buildBytes, Duration: time.Since(t) + bin.dur}
 	rep.Segments = append(rep.Segments, seg)
-	fmt.Fprintf(progress, "initramfs: %-7s %s %8s  %s (installer go build %s)\n", seg.Name, "built", humanBytes(seg.Bytes), seg.Duration.Round(time.Millisecond), bin.dur.Round(time.Millisecond))
+	rep.InstallerCached = bin.hit
+	how := "go build"
+	if bin.hit {
+		how = "cached"
+	} else if s.InstallerBinary != "" {
+		how = "given"
+	}
+	fmt.Fprintf(progress, "initramfs: %-7s %s %8s  %s (installer %s %s)\n", seg.Name, "built ", humanBytes(seg.Bytes), seg.Duration.Round(time.Millisecond), how, bin.dur.Round(time.Millisecond))
 	rep.Bytes = n
 	rep.Duration = time.Since(start)
 	return s.Output, rep, nil
@@ -434,6 +444,73 @@ func BuildInstaller(ctx context.Context, modDir, pkg, version, out string) error
 		return fmt.Errorf("go build %s (in %s): %w\n%s", pkg, modDir, err, b)
 	}
 	return nil
+}
+
+// cachedInstaller returns the installer binary from the cache, or builds
+// it with `go build` and caches it. The key is the Go version, the package,
+// the version string and the identity of every Go source file (.go, .s,
+// .c, .h, go.mod, go.sum) of the module directory; files pulled in with
+// //go:embed are not part of it (use NoCache after changing one).
+func cachedInstaller(ctx context.Context, modDir string, s Spec, cacheDir, tmpDir string) (string, error) {
+	gv, err := goVersion(ctx, modDir)
+	if err != nil {
+		return "", err
+	}
+	parts := []string{formatVersion, "installer", gv, s.InstallerPkg, s.Version, modDir}
+	err = filepath.WalkDir(modDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != modDir && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(name) {
+		case ".go", ".s", ".c", ".h", ".syso":
+			if strings.HasSuffix(name, "_test.go") {
+				return nil
+			}
+		default:
+			if name != "go.mod" && name != "go.sum" && name != "go.work" {
+				return nil
+			}
+		}
+		parts = append(parts, p+"@"+fileIdentity(p))
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	key := hashKey(parts...)
+	cached := filepath.Join(cacheDir, "installer-"+key)
+	if isFile(cached) {
+		return cached, nil // the report's build segment says "installer cached"
+	}
+	out := filepath.Join(tmpDir, "installer")
+	if err := BuildInstaller(ctx, modDir, s.InstallerPkg, s.Version, out); err != nil {
+		return "", err
+	}
+	if err := copyFileAtomic(out, cached); err != nil {
+		return "", err
+	}
+	return cached, nil
+}
+
+// copyFileAtomic copies src to dst atomically, mode 0755.
+func copyFileAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = writeAtomicMode(dst, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+	return err
 }
 
 // ---- cache ----
@@ -652,10 +729,16 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 		ex = modulesExtra{Modules: paths, Missing: missing}
 		tr := newTree()
 		kver := filepath.Base(s.ModulesDir)
+		// Inside the image /lib may be the merged-/usr symlink the tools
+		// segment makes; never replace it with a directory.
+		libDir := "lib"
+		if target, err := os.Readlink("/lib"); err == nil && strings.Trim(target, "/") == "usr/lib" {
+			libDir = "usr/lib"
+		}
 		var files []string
 		for _, rel := range paths {
 			src := filepath.Join(s.ModulesDir, rel)
-			if err := tr.hostFile(filepath.Join("lib/modules", kver, rel), src); err != nil {
+			if err := tr.hostFile(filepath.Join(libDir, "modules", kver, rel), src); err != nil {
 				return seg, fmt.Errorf("module %s: %w", rel, err)
 			}
 			files = append(files, src)
@@ -663,7 +746,7 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 		for _, f := range moduleIndexFiles {
 			src := filepath.Join(s.ModulesDir, f)
 			if isFile(src) {
-				if err := tr.hostFile(filepath.Join("lib/modules", kver, f), src); err != nil {
+				if err := tr.hostFile(filepath.Join(libDir, "modules", kver, f), src); err != nil {
 					return seg, err
 				}
 				files = append(files, src)
