@@ -45,6 +45,9 @@ func normalizeISO(f isoRW, t time.Time) error {
 		}
 		copy(vd[847:864], "0000000000000000\x00")
 		copy(vd[156+18:156+25], shortDate(t)) // the root directory record
+		if vd[0] == 1 {
+			padIdentifiers(vd)
+		}
 		if _, err := f.WriteAt(vd, sec*isoBlock); err != nil {
 			return err
 		}
@@ -189,4 +192,16 @@ func shortDate(t time.Time) []byte {
 func longDate(t time.Time) []byte {
 	t = t.UTC()
 	return append([]byte(t.Format("20060102150405")+"00"), 0)
+}
+
+// padIdentifiers replaces the NUL padding go-diskfs leaves in the primary
+// volume descriptor's identifier fields with the spaces ISO 9660 requires.
+func padIdentifiers(vd []byte) {
+	for _, r := range [][2]int{{8, 72}, {190, 813}} {
+		for i := r[0]; i < r[1]; i++ {
+			if vd[i] == 0 {
+				vd[i] = ' '
+			}
+		}
+	}
 }

@@ -52,7 +52,7 @@ func readVolume(r io.ReaderAt) (isoVolume, error) {
 				v.Catalog = cat
 			}
 		case 1:
-			v.Label = strings.TrimRight(string(vd[40:72]), " ")
+			v.Label = strings.TrimRight(string(vd[40:72]), " \x00")
 			v.Blocks = binary.LittleEndian.Uint32(vd[80:])
 			v.Root = extent{binary.LittleEndian.Uint32(vd[158:]), binary.LittleEndian.Uint32(vd[166:])}
 			found = true

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/nixlos/nixlos/image"
+	"github.com/nixlos/nixlos/internal/cli"
+)
+
+func init() {
+	commands = append(commands, cli.Command{Name: "inspect", Summary: "show what an ISO, USB image or PXE directory holds", Run: runInspect})
+}
+
+const inspectUsage = `Usage: mkiso inspect IMAGE [--json]
+
+Reads nixlos.iso, nixlos-usb.img or a pxe/ directory back: kernel version,
+initrd size, boot modes, hosts, the embedded manifest (--json) and whether an
+age key is embedded (never the key itself).`
+
+func runInspect(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("inspect", inspectUsage, stdout)
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, err := cli.Interspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("inspect takes one IMAGE, got %d (fix: mkiso inspect out/nixlos.iso)", len(pos))
+	}
+	info, err := image.Inspect(pos[0])
+	if err != nil {
+		fix := "pass nixlos.iso, nixlos-usb.img or the pxe/ directory that 'mkiso build' wrote"
+		if errors.Is(err, os.ErrNotExist) {
+			fix = "check the path; 'mkiso build FLAKE --out DIR' writes DIR/nixlos.iso"
+		}
+		return cli.BadInput(pos[0], fix, "%v", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	printInfo(stdout, info)
+	return nil
+}
+
+func printInfo(w io.Writer, info image.Info) {
+	key := "not embedded"
+	if info.AgeKey {
+		key = "embedded (the medium holds a secret)"
+	}
+	hosts := strings.Join(info.Hosts, " ")
+	if hosts == "" {
+		hosts = "(no manifest)"
+	}
+	fmt.Fprintf(w, "image:      %s (%s, %d bytes)\n", info.Path, info.Kind, info.Size)
+	if info.Label != "" {
+		fmt.Fprintf(w, "label:      %s\n", info.Label)
+	}
+	fmt.Fprintf(w, "kernel:     %s\n", info.KernelVersion)
+	fmt.Fprintf(w, "initrd:     %d bytes (%d archives)\n", info.InitrdSize, info.Archives)
+	fmt.Fprintf(w, "boot modes: %s\n", strings.Join(info.BootModes, " "))
+	fmt.Fprintf(w, "hosts:      %s\n", hosts)
+	fmt.Fprintf(w, "age key:    %s\n", key)
+}
