@@ -24,8 +24,17 @@ import (
 
 const (
 	vmKernel = "/boot/vmlinuz-6.1.0-56-amd64"
-	vmE1000  = "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"
+	vmModDir = "/lib/modules/6.1.0-56-amd64/kernel/"
+	vmOVMF   = "/usr/share/ovmf/OVMF.fd"
 )
+
+// vmModules are the NIC drivers the test initrd loads, in dependency order.
+var vmModules = []string{
+	"drivers/net/ethernet/intel/e1000/e1000.ko",
+	"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
+	"drivers/virtio/virtio_pci_legacy_dev.ko", "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci.ko",
+	"net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
+}
 
 // testInit is the test initrd's /init: what a real installer does at the
 // protocol level (status, one-time key), then power off.
@@ -45,7 +54,7 @@ for a in $CMDLINE; do
     nixlos.host=*) HOST=${a#nixlos.host=} ;;
   esac
 done
-insmod /e1000.ko
+for m in $(cat /mods/order); do insmod /mods/$m 2>/dev/null; done
 ip link set lo up
 ip link set eth0 up
 sleep 1
@@ -91,7 +100,7 @@ func needVMTools(t *testing.T) {
 			t.Skipf("%s not installed (make deps installs it)", tool)
 		}
 	}
-	for _, f := range []string{vmKernel, vmE1000, "/bin/busybox", filepath.Join(IPXEDir, BIOSBootFile)} {
+	for _, f := range []string{vmKernel, vmModDir + vmModules[0], vmOVMF, "/bin/busybox", filepath.Join(IPXEDir, BIOSBootFile)} {
 		if _, err := os.Stat(f); err != nil {
 			t.Skipf("%s missing: %v", f, err)
 		}
@@ -110,7 +119,13 @@ func buildTestBundle(t *testing.T) string {
 		}
 	}
 	mustCopy(t, "/bin/busybox", filepath.Join(stage, "bin", "busybox"), 0o755)
-	mustCopy(t, vmE1000, filepath.Join(stage, "e1000.ko"), 0o644)
+	os.MkdirAll(filepath.Join(stage, "mods"), 0o755)
+	var order []string
+	for _, m := range vmModules {
+		mustCopy(t, vmModDir+m, filepath.Join(stage, "mods", filepath.Base(m)), 0o644)
+		order = append(order, filepath.Base(m))
+	}
+	os.WriteFile(filepath.Join(stage, "mods", "order"), []byte(strings.Join(order, "\n")+"\n"), 0o644)
 	os.WriteFile(filepath.Join(stage, "init"), []byte(testInit), 0o755)
 	os.WriteFile(filepath.Join(stage, "udhcpc.sh"), []byte(testUdhcpcScript), 0o755)
 	mustCopy(t, vmKernel, filepath.Join(pxeDir, KernelFile), 0o644)
@@ -280,11 +295,24 @@ func inOrder(got, want []string) bool {
 	return i == len(want)
 }
 
-func bootVM(t *testing.T, ns, logName string) *proc {
+// vmMachine is one test machine: BIOS with an e1000 (its option ROM is
+// iPXE), or UEFI (OVMF) with a virtio NIC whose ROM is removed so that OVMF's
+// own PXE client fetches ipxe.efi over TFTP.
+type vmMachine struct {
+	name, mac, host string
+	uefi            bool
+}
+
+func bootVM(t *testing.T, ns string, m vmMachine, logName string) *proc {
 	t.Helper()
-	q := startProc(t, ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		"-device", "e1000,netdev=n0,mac="+testMAC, "-boot", "n")
+	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	if m.uefi {
+		args = append(args, "-bios", vmOVMF, "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=0,mac="+m.mac)
+	} else {
+		args = append(args, "-device", "e1000,netdev=n0,mac="+m.mac, "-boot", "n")
+	}
+	q := startProc(t, ns, args...)
 	t.Cleanup(func() {
 		os.WriteFile(filepath.Join(os.TempDir(), logName), []byte(q.text()), 0o644)
 	})
@@ -299,16 +327,29 @@ func TestVMNetworkBoot(t *testing.T) {
 	}
 	build := buildTestBundle(t)
 	dir := t.TempDir()
+	bios := vmMachine{name: "bios", mac: testMAC, host: "server"}
+	uefi := vmMachine{name: "uefi", mac: "52:54:00:12:34:57", host: "uefibox", uefi: true}
 	mapf := filepath.Join(dir, "map.toml")
-	os.WriteFile(mapf, []byte("[[machine]]\nmac = \""+testMAC+"\"\nhost = \"server\"\ndisk = \"auto\"\nafter = \"poweroff\"\nkey = true\n"), 0o644)
+	var mapText string
+	for _, m := range []vmMachine{bios, uefi} {
+		mapText += "[[machine]]\nmac = \"" + m.mac + "\"\nhost = \"" + m.host + "\"\ndisk = \"auto\"\nafter = \"poweroff\"\nkey = true\n"
+	}
+	os.WriteFile(mapf, []byte(mapText), 0o644)
 	keyf := filepath.Join(dir, "key.txt")
 	os.WriteFile(keyf, []byte(testKey), 0o600)
 	sum := sha256.Sum256([]byte(testKey))
 	keySum := hex.EncodeToString(sum[:])[:16]
 	ns := netns(t)
 
-	for _, mode := range []string{"full", "proxy"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		mode     string
+		machines []vmMachine
+	}{
+		{"full", []vmMachine{bios, uefi}},
+		{"proxy", []vmMachine{bios}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			mode := tc.mode
 			state := filepath.Join(t.TempDir(), "state.json")
 			args := []string{mkiso, "serve", build, "--iface", "br0", "--map", mapf, "--age-key", keyf, "--state", state, "--json"}
 			if mode == "full" {
@@ -318,8 +359,12 @@ func TestVMNetworkBoot(t *testing.T) {
 				lease := filepath.Join(t.TempDir(), "leases")
 				dm := startProc(t, ns, "dnsmasq", "--keep-in-foreground", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 					"--interface=br0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,1h",
-					"--dhcp-leasefile="+lease, "--pid-file=", "--log-dhcp", "--user=root")
-				t.Cleanup(func() { t.Logf("dnsmasq output:\n%s", tail(dm.text())) })
+					"--dhcp-leasefile="+lease, "--pid-file=", "--user=root")
+				defer func() {
+					if t.Failed() {
+						t.Logf("dnsmasq output:\n%s", tail(dm.text()))
+					}
+				}()
 				time.Sleep(500 * time.Millisecond)
 			}
 			srv := startProc(t, ns, args...)
@@ -329,44 +374,45 @@ func TestVMNetworkBoot(t *testing.T) {
 					t.Logf("server output:\n%s", tail(srv.text()))
 				}
 			}()
-
-			// First boot: PXE → iPXE → HTTP boot script → kernel → test /init.
-			start := time.Now()
-			vm := bootVM(t, ns, "nixlos-pxe-vm-"+mode+"-1.log")
-			vm.waitFor(t, "first boot", regexp.MustCompile(`nixlos-installer test ready`), 4*time.Minute)
-			ready := time.Since(start)
-			vm.waitFor(t, "first boot", regexp.MustCompile(`test-init: done`), 2*time.Minute)
-			select {
-			case <-vm.done:
-			case <-time.After(60 * time.Second):
-				t.Fatal("VM did not power off")
-			}
-			con := vm.text()
-			for _, want := range []string{"nixlos.host=server", "nixlos.auto=1", "nixlos.disk=auto", "nixlos.after=poweroff",
-				"nixlos.server=http://10.99.0.1:80", "nixlos.token=", "console=ttyS0",
-				"test-init: posted installing", "test-init: key fetched " + fmt.Sprint(len(testKey)) + " bytes sha256 " + keySum,
-				"test-init: key reuse refused", "test-init: posted complete"} {
-				if !strings.Contains(con, want) {
-					t.Errorf("console lacks %q", want)
+			for _, m := range tc.machines {
+				// First boot: PXE → iPXE → HTTP boot script → kernel → test /init.
+				start := time.Now()
+				vm := bootVM(t, ns, m, "nixlos-pxe-vm-"+mode+"-"+m.name+"-1.log")
+				vm.waitFor(t, m.name+" first boot", regexp.MustCompile(`nixlos-installer test ready`), 5*time.Minute)
+				ready := time.Since(start)
+				vm.waitFor(t, m.name+" first boot", regexp.MustCompile(`test-init: done`), 2*time.Minute)
+				select {
+				case <-vm.done:
+				case <-time.After(60 * time.Second):
+					t.Fatal("VM did not power off")
 				}
-			}
-			if strings.Contains(con, "AGE-SECRET-KEY") || strings.Contains(srv.text(), "AGE-SECRET-KEY") {
-				t.Error("the key was printed")
-			}
-			t.Logf("%s: first boot to test userspace in %s", mode, ready.Round(time.Second))
+				con := vm.text()
+				for _, want := range []string{"nixlos.host=" + m.host, "nixlos.auto=1", "nixlos.disk=auto", "nixlos.after=poweroff",
+					"nixlos.server=http://10.99.0.1:80", "nixlos.token=", "console=ttyS0",
+					"test-init: posted installing", "test-init: key fetched " + fmt.Sprint(len(testKey)) + " bytes sha256 " + keySum,
+					"test-init: key reuse refused", "test-init: posted complete"} {
+					if !strings.Contains(con, want) {
+						t.Errorf("%s console lacks %q", m.name, want)
+					}
+				}
+				if strings.Contains(con, "AGE-SECRET-KEY") || strings.Contains(srv.text(), "AGE-SECRET-KEY") {
+					t.Error("the key was printed")
+				}
+				t.Logf("%s/%s: first boot to test userspace in %s", mode, m.name, ready.Round(time.Second))
 
-			// Second boot: the same MAC is sent to its local disk.
-			vm2 := bootVM(t, ns, "nixlos-pxe-vm-"+mode+"-2.log")
-			vm2.waitFor(t, "second boot", regexp.MustCompile(`is installed, booting from local disk`), 3*time.Minute)
-			srv.waitFor(t, "server", regexp.MustCompile(`"state":"local-boot"`), 30*time.Second)
-			vm2.stop(syscall.SIGKILL, 5*time.Second)
+				// Second boot: the same MAC is sent to its local disk.
+				vm2 := bootVM(t, ns, m, "nixlos-pxe-vm-"+mode+"-"+m.name+"-2.log")
+				vm2.waitFor(t, m.name+" second boot", regexp.MustCompile(`is installed, booting from local disk`), 4*time.Minute)
+				srv.waitFor(t, "server", regexp.MustCompile(`"mac":"`+m.mac+`","host":"`+m.host+`","state":"local-boot"`), 30*time.Second)
+				vm2.stop(syscall.SIGKILL, 5*time.Second)
 
-			got := stateOrder(events(srv.text()), testMAC)
-			want := []string{StateDHCP, StateBooting, StateInstalling, StateRefused, StateComplete, StateDHCP, StateLocalBoot}
-			if !inOrder(got, want) {
-				t.Errorf("server states %v, want in order %v", got, want)
+				got := stateOrder(events(srv.text()), m.mac)
+				want := []string{StateDHCP, StateBooting, StateInstalling, StateRefused, StateComplete, StateDHCP, StateLocalBoot}
+				if !inOrder(got, want) {
+					t.Errorf("%s: server states %v, want in order %v", m.name, got, want)
+				}
+				t.Logf("%s/%s: states %v", mode, m.name, got)
 			}
-			t.Logf("%s: states %v", mode, got)
 			if !srv.stop(syscall.SIGINT, 10*time.Second) || srv.err != nil {
 				t.Errorf("server did not shut down cleanly on SIGINT: %v", srv.err)
 			}
