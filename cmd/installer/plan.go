@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/partition"
+)
+
+func init() {
+	commands = append(commands, cli.Command{Name: "plan", Summary: "show how the disks would be laid out (touches nothing)", Run: runPlan})
+}
+
+// defaultManifest is where the image carries the manifest.
+const defaultManifest = "/etc/nixlos/manifest.json"
+
+const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
+
+Plans a disko layout without touching any disk: partition numbers, names,
+types and exact sectors, the commands apply would run, and the mount order.
+--disk main=8G plans on an empty virtual 8 GiB disk; --disk main=/dev/vdb uses
+that device's size; a layout with one disk takes --disk DEV.`
+
+// diskArgs collects repeated --disk flags.
+type diskArgs []string
+
+func (d *diskArgs) String() string     { return strings.Join(*d, ",") }
+func (d *diskArgs) Set(v string) error { *d = append(*d, v); return nil }
+
+// layoutFlags are the flags plan and partition share.
+type layoutFlags struct {
+	layout, host, manifest, root string
+	disks                        diskArgs
+}
+
+func runPlan(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("plan", planUsage, stdout)
+	var lf layoutFlags
+	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	fs.StringVar(&lf.layout, "layout", "", "disko devices JSON file (evaluated or hand-written)")
+	fs.StringVar(&lf.host, "host", "", "take the layout of this host from the manifest")
+	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
+	fs.StringVar(&lf.root, "mount", "/mnt", "mount root the plan's mount commands use")
+	fs.Var(&lf.disks, "disk", "KEY=DEV or KEY=SIZE (repeatable); DEV or SIZE alone for a one-disk layout")
+	pos, err := cli.Interspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("plan takes no arguments, got %q (fix: use --layout FILE or --host NAME)", pos)
+	}
+	plan, err := lf.plan()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan)
+	}
+	return plan.WriteTree(stdout)
+}
+
+// load reads the layout from --layout or from the manifest's host.
+func (l *layoutFlags) load() (*partition.Devices, string, error) {
+	var data []byte
+	var input string
+	switch {
+	case l.layout != "" && l.host != "":
+		return nil, "", cli.Usagef("give --layout or --host, not both")
+	case l.layout != "":
+		input = l.layout
+		var err error
+		if data, err = os.ReadFile(l.layout); err != nil {
+			return nil, "", cli.BadInput(l.layout, "give the path of a disko devices JSON file", "cannot read layout: %v", err)
+		}
+	case l.host != "":
+		input = l.manifest + " host " + l.host
+		var err error
+		if data, err = hostLayout(l.manifest, l.host); err != nil {
+			return nil, "", err
+		}
+	default:
+		return nil, "", cli.Usagef("no layout given (fix: --layout FILE or --host NAME)")
+	}
+	d, err := partition.Load(data)
+	if err != nil {
+		fix := "correct the layout (see disko's documentation for the option)"
+		if errors.Is(err, partition.ErrNotSupported) {
+			fix = "use gpt/table with filesystem, btrfs, swap, luks, lvm or mdadm content"
+		}
+		return nil, "", cli.BadInput(input, fix, "%v", err)
+	}
+	return d, input, nil
+}
+
+// plan loads the layout and plans it on the --disk targets.
+func (l *layoutFlags) plan() (*partition.Plan, error) {
+	d, input, err := l.load()
+	if err != nil {
+		return nil, err
+	}
+	targets, err := partition.ParseDiskArgs(d, l.disks)
+	if err != nil {
+		return nil, cli.BadInput("--disk", "name each layout disk: --disk KEY=/dev/… or --disk KEY=8G", "%v", err)
+	}
+	p, err := partition.NewPlan(d, targets, partition.Options{Root: l.root})
+	if err != nil {
+		return nil, cli.BadInput(input, "use a bigger disk or smaller partitions", "%v", err)
+	}
+	return p, nil
+}
+
+// manifestFile is the part of the nixlos manifest the planner needs.
+type manifestFile struct {
+	Hosts map[string]struct {
+		Disko json.RawMessage `json:"disko"`
+	} `json:"hosts"`
+}
+
+func hostLayout(path, host string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.BadInput(path, "give the manifest with --manifest FILE", "cannot read manifest: %v", err)
+	}
+	var m manifestFile
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, cli.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "not a nixlos manifest: %v", err)
+	}
+	h, ok := m.Hosts[host]
+	if !ok {
+		var names []string
+		for n := range m.Hosts {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, cli.BadInput("--host "+host, fmt.Sprintf("use one of: %s", strings.Join(names, ", ")), "no such host in %s", path)
+	}
+	if len(h.Disko) == 0 || string(h.Disko) == "null" {
+		return nil, cli.BadInput("--host "+host, "add a disko layout to the host (disko.devices)", "host has no disko layout in %s", path)
+	}
+	return h.Disko, nil
+}
