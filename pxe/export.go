@@ -242,4 +242,3 @@ func Export(out string, plan []ExportFile) ([]string, error) {
 	}
 	return written, nil
 }
-
