@@ -85,6 +85,9 @@ type Spec struct {
 	ModulesDir    string
 	// Modules to include (default DefaultModules); dependencies are added.
 	Modules []string
+	// BootModules are loaded at boot by u-root's init (default
+	// DefaultBootModules; those not in Modules are ignored).
+	BootModules []string
 
 	// Tools are host programs to copy (default DefaultTools; when set, each
 	// must exist). ExtraLibs are dlopen'ed libraries (default DefaultExtraLibs).
@@ -144,7 +147,11 @@ const InstallerVersionDefault = "dev"
 
 // formatVersion changes whenever segment contents change for the same
 // inputs, invalidating old cache entries.
-const formatVersion = "nixlos-initramfs-2"
+const formatVersion = "nixlos-initramfs-3"
+
+// baseFormat versions the u-root base archive's key on its own, so that a
+// change to the other segments does not recompile u-root.
+const baseFormat = "nixlos-initramfs-2"
 
 // Build writes the initramfs Spec describes to spec.Output and returns its
 // path and a report. Progress lines (one per segment) go to progress.
@@ -299,6 +306,9 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if s.Modules == nil {
 		s.Modules = DefaultModules
+	}
+	if s.BootModules == nil {
+		s.BootModules = DefaultBootModules
 	}
 	if s.ExtraLibs == nil {
 		s.ExtraLibs = DefaultExtraLibs
@@ -556,7 +566,7 @@ func cacheLookup(path string) (bool, json.RawMessage) {
 		return false, nil
 	}
 	var m cacheMeta
-	if json.Unmarshal(b, &m) != nil || m.Format != formatVersion {
+	if json.Unmarshal(b, &m) != nil {
 		return false, nil
 	}
 	for f, id := range m.Files {
@@ -604,7 +614,7 @@ func baseSegment(ctx context.Context, s Spec, modDir, cacheDir string, progress 
 	}
 	// The u-root archive itself (uncompressed, normalised) is cached once;
 	// each compression of it is cached beside it.
-	rawKey := hashKey(formatVersion, "base", string(gomod), string(gosum), gv, strings.Join(s.Commands, "\n"),
+	rawKey := hashKey(baseFormat, "base", string(gomod), string(gosum), gv, strings.Join(s.Commands, "\n"),
 		strconv.FormatInt(s.SourceDateEpoch, 10))
 	raw := segPath(cacheDir, "base", rawKey, None)
 	key := hashKey(rawKey, string(s.Compression))
@@ -714,7 +724,7 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 	t := time.Now()
 	dep := filepath.Join(s.ModulesDir, "modules.dep")
 	key := hashKey(formatVersion, "modules", string(s.Compression), strconv.FormatInt(s.SourceDateEpoch, 10),
-		s.ModulesDir, strings.Join(s.Modules, ","), fileIdentity(dep))
+		s.ModulesDir, strings.Join(s.Modules, ","), strings.Join(s.BootModules, ","), fileIdentity(dep))
 	p := segPath(cacheDir, "modules", key, s.Compression)
 	seg := Segment{Name: "modules", Key: key, Path: p}
 	var ex modulesExtra
@@ -743,8 +753,11 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 			}
 			files = append(files, src)
 		}
-		for _, f := range moduleIndexFiles {
-			src := filepath.Join(s.ModulesDir, f)
+		// Every index (text and kmod's .bin) so modprobe resolves names,
+		// aliases and softdeps.
+		idxFiles, _ := filepath.Glob(filepath.Join(s.ModulesDir, "modules.*"))
+		for _, src := range idxFiles {
+			f := filepath.Base(src)
 			if isFile(src) {
 				if err := tr.hostFile(filepath.Join(libDir, "modules", kver, f), src); err != nil {
 					return seg, err
@@ -752,6 +765,17 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 				files = append(files, src)
 			}
 		}
+		var boot []string
+		inImage := map[string]bool{}
+		for _, p := range paths {
+			inImage[ModuleName(p)] = true
+		}
+		for _, m := range s.BootModules {
+			if inImage[ModuleName(m)] {
+				boot = append(boot, ModuleName(m))
+			}
+		}
+		tr.file(filepath.Join(libDir, "modules-load.d", "nixlos.conf"), []byte("# loaded by u-root's init at boot\n"+strings.Join(boot, "\n")+"\n"), 0o644)
 		if _, err := writeSegment(tr, s.Compression, s.SourceDateEpoch, p); err != nil {
 			return seg, err
 		}

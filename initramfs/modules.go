@@ -30,7 +30,17 @@ var DefaultModules = []string{
 	// md RAID
 	"md_mod", "raid0", "raid1", "raid456", "raid10",
 	// NICs
-	"e1000", "e1000e", "af_packet",
+	"e1000", "e1000e", "igb", "igc", "r8169", "af_packet",
+}
+
+// DefaultBootModules are loaded by u-root's init at boot (listed in
+// /lib/modules-load.d/nixlos.conf): the disk, CD, USB and NIC drivers, so
+// the installer sees the hardware. Everything else is loaded on demand by
+// the kernel (request_module → /sbin/modprobe, kmod) or by the installer.
+var DefaultBootModules = []string{
+	"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_rng", "virtio_console",
+	"ahci", "nvme", "sd_mod", "sr_mod", "xhci_pci", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
+	"e1000", "e1000e", "igb", "igc", "r8169",
 }
 
 // ModuleIndex is a parsed modules.dep (plus modules.builtin) of one kernel.
@@ -147,6 +157,3 @@ func (idx *ModuleIndex) Resolve(names []string) (paths, missing []string) {
 	sort.Strings(paths)
 	return paths, missing
 }
-
-// moduleIndexFiles are copied beside the modules so modprobe works.
-var moduleIndexFiles = []string{"modules.dep", "modules.alias", "modules.builtin", "modules.order", "modules.softdep", "modules.builtin.modinfo"}

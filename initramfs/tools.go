@@ -21,6 +21,9 @@ var DefaultTools = []string{
 	"cryptsetup", "dmsetup", "mdadm",
 	"lvm", "pvcreate", "pvremove", "pvs", "pvscan", "vgcreate", "vgchange", "vgremove", "vgs", "vgscan",
 	"lvcreate", "lvchange", "lvremove", "lvs", "lvscan",
+	// kmod: modprobe resolves aliases (md-level-1, crypto-xts, fs-btrfs)
+	// for the kernel's request_module, which runs /sbin/modprobe
+	"modprobe", "insmod", "rmmod", "lsmod",
 	// mounts and inspection (util-linux beats u-root's minimal versions)
 	"mount", "umount", "findmnt", "lsblk", "losetup",
 	// Nix
@@ -102,11 +105,22 @@ func addChain(t *tree, p string, files map[string]bool) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		t.symlink(c, target)
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(c), target)
+		next := target
+		if !filepath.IsAbs(next) {
+			next = filepath.Join(filepath.Dir(c), next)
 		}
-		p = target
+		// In the image only /lib and /sbin are merged-/usr symlinks (/bin
+		// is u-root's directory), so a target through a host directory
+		// symlink (/bin/kmod) is written as its canonical path.
+		cnext, err := canonical(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) || cnext != filepath.Clean(next) {
+			target = cnext
+		}
+		t.symlink(c, target)
+		p = cnext
 	}
 	return "", fmt.Errorf("%s: too many symlinks", p)
 }
