@@ -74,7 +74,7 @@ type Spec struct {
 	InstallerBinary string
 	// Version is set into the installer as main.version with -ldflags.
 	Version string
-	// UinitScript, when set, makes /bin/uinit this busybox sh script
+	// UinitScript, when set, makes /bin/uinit this /bin/sh script
 	// instead of the installer (which is still at /bin/installer). Tests use it.
 	UinitScript string
 
@@ -389,7 +389,7 @@ func (s Spec) buildTree(t *tree, installer string) error {
 	}
 	t.entries["bin/installer"].mode = t.entries["bin/installer"].mode&^0o777 | 0o755
 	if s.UinitScript != "" {
-		t.file("bin/uinit", []byte("#!/bin/busybox sh\n"+s.UinitScript), 0o755)
+		t.file("bin/uinit", []byte("#!/bin/sh\n"+s.UinitScript), 0o755)
 	} else {
 		t.symlink("bin/uinit", "installer")
 	}

@@ -177,8 +177,11 @@ func TestBuild(t *testing.T) {
 	if inst != "bin/installer" || a.entries[inst].Mode&0o111 == 0 {
 		t.Fatalf("bin/uinit resolves to %q, want executable bin/installer", inst)
 	}
-	if a.resolve("bin/sh") != "bin/busybox" {
-		t.Errorf("bin/sh resolves to %q, want bin/busybox", a.resolve("bin/sh"))
+	if got := a.resolve("bin/sh"); got != "usr/bin/dash" {
+		t.Errorf("bin/sh resolves to %q, want usr/bin/dash", got)
+	}
+	if a.resolve("bin/busybox") == "" {
+		t.Error("no bin/busybox")
 	}
 	if a.resolve("bin/defaultsh") == "" || a.resolve("bbin/modprobe") == "" || a.resolve("bbin/gosh") == "" {
 		t.Error("u-root defaultsh, modprobe or gosh missing")

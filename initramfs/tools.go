@@ -28,8 +28,10 @@ var DefaultTools = []string{
 	"mount", "umount", "findmnt", "lsblk", "losetup",
 	// Nix
 	"nix", "nix-store", "nix-env", "nix-build", "nix-instantiate",
-	// a POSIX sh (busybox-static)
-	"busybox",
+	// /bin/sh is dash (a POSIX sh that searches PATH); busybox-static's
+	// ash runs its own applets (mount, mkfs.ext2, …) before PATH, so it
+	// is only /bin/busybox, for its applets
+	"dash", "busybox",
 }
 
 // DefaultExtraLibs are libraries loaded with dlopen rather than DT_NEEDED:
@@ -131,6 +133,7 @@ func resolveTools(names []string, required bool, extraLibs []string, r LibResolv
 	ts := &toolSet{tree: newTree()}
 	files := map[string]bool{}
 	var elfs []string
+	sh := "" // what /bin/sh links to: dash, else busybox
 	for _, n := range names {
 		p := LookTool(n)
 		if p == "" {
@@ -141,12 +144,14 @@ func resolveTools(names []string, required bool, extraLibs []string, r LibResolv
 			continue
 		}
 		if n == "busybox" || filepath.Base(p) == "busybox" {
-			// busybox goes to /bin/busybox; /bin/sh is busybox's sh.
+			// busybox goes to /bin/busybox.
 			if err := ts.tree.hostFile("bin/busybox", p); err != nil {
 				return nil, err
 			}
 			files[p] = true
-			ts.tree.symlink("bin/sh", "busybox")
+			if sh == "" {
+				sh = "busybox"
+			}
 			elfs = append(elfs, p)
 			continue
 		}
@@ -154,7 +159,13 @@ func resolveTools(names []string, required bool, extraLibs []string, r LibResolv
 		if err != nil {
 			return nil, fmt.Errorf("tool %s: %w", n, err)
 		}
+		if n == "dash" {
+			sh = real
+		}
 		elfs = append(elfs, real)
+	}
+	if sh != "" {
+		ts.tree.symlink("bin/sh", sh)
 	}
 	dirs := r.Dirs
 	if dirs == nil {

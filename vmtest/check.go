@@ -59,7 +59,7 @@ func SkipUnlessVM(t testing.TB) {
 
 // Check is a shell script run inside a guest.
 type Check struct {
-	// Script is run by busybox sh with -e, as root, after u-root's init
+	// Script is run by /bin/sh (dash) with -e, as root, after u-root's init
 	// (devtmpfs, proc, sys mounted); PATH has the image's tools.
 	Script string
 	// Files are extra files placed in the test initramfs (e.g. a layout).
@@ -92,7 +92,7 @@ type CheckResult struct {
 func checkScript(nonce string) string {
 	return fmt.Sprintf(`export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/bbin
 echo "@@CHECK-BEGIN-%[1]s@@"
-/bin/busybox sh -e /etc/nixlos/check.sh </dev/null 2>&1
+/bin/sh -e /etc/nixlos/check.sh </dev/null 2>&1
 rc=$?
 echo "@@CHECK-END-%[1]s rc=$rc@@"
 /bin/busybox sync

@@ -27,7 +27,7 @@
 // /dev/disk/by-id/virtio-<serial>.
 //
 // Guest checks: RunCheck builds a test initramfs (package initramfs) whose
-// uinit runs a busybox sh script, prints its output between markers on the
+// uinit runs a shell script, prints its output between markers on the
 // serial console and powers off; the host gets the output and exit code.
 // The partitioner's LUKS/LVM/md apply tests use it (this host kernel has no
 // device-mapper or md).
