@@ -25,10 +25,8 @@ func Build(spec Spec, out string, formats []Format) (Report, error) {
 	if len(formats) == 0 {
 		formats = AllFormats
 	}
-	for _, h := range spec.Hosts {
-		if !hostName.MatchString(h) {
-			return rep, fmt.Errorf("host name %q: only letters, digits, '.', '_' and '-' are allowed", h)
-		}
+	if err := spec.check(); err != nil {
+		return rep, err
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return rep, fmt.Errorf("output dir: %w", err)

@@ -31,7 +31,7 @@ func BuildPXE(spec Spec, dir string) (int64, error) {
 	copies := map[string]string{
 		PXEKernel: spec.Kernel, PXEInitrd: spec.Initrd,
 		PXEIPXEBIOS: tools.IPXEBIOS, PXEIPXEEFI: tools.IPXEEFI,
-		PXEGrubEFI: filepath.Join(filepath.Dir(tools.GrubEFI), "grubnetx64.efi"),
+		PXEGrubEFI: tools.GrubNetEFI,
 	}
 	rel := bootPaths{kernel: PXEKernel, initrd: PXEInitrd}
 	texts := map[string]string{

@@ -93,6 +93,11 @@ func (s Spec) check() error {
 			return fmt.Errorf("%s %s: not a regular file", p.what, p.path)
 		}
 	}
+	for _, h := range s.Hosts {
+		if !hostName.MatchString(h) {
+			return fmt.Errorf("host name %q: only letters, digits, '.', '_' and '-' are allowed", h)
+		}
+	}
 	return s.Tools.withDefaults().check()
 }
 

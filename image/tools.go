@@ -15,6 +15,7 @@ type Tools struct {
 	SyslinuxMod string // directory with ldlinux.c32, menu.c32, libutil.c32, libcom32.c32
 	SyslinuxCmd string // the mtools syslinux installer
 	GrubEFI     string // monolithic GRUB EFI for CDs (gcdx64.efi)
+	GrubNetEFI  string // monolithic GRUB EFI for network boot (grubnetx64.efi)
 	SystemdBoot string // systemd-bootx64.efi
 	IPXEBIOS    string // undionly.kpxe
 	IPXEEFI     string // ipxe.efi
@@ -28,6 +29,7 @@ var DebianTools = Tools{
 	SyslinuxMod: "/usr/lib/syslinux/modules/bios",
 	SyslinuxCmd: "syslinux",
 	GrubEFI:     "/usr/lib/grub/x86_64-efi/monolithic/gcdx64.efi",
+	GrubNetEFI:  "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi",
 	SystemdBoot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
 	IPXEBIOS:    "/usr/lib/ipxe/undionly.kpxe",
 	IPXEEFI:     "/usr/lib/ipxe/ipxe.efi",
@@ -49,6 +51,7 @@ func (t Tools) withDefaults() Tools {
 	pick(&t.SyslinuxMod, d.SyslinuxMod)
 	pick(&t.SyslinuxCmd, d.SyslinuxCmd)
 	pick(&t.GrubEFI, d.GrubEFI)
+	pick(&t.GrubNetEFI, d.GrubNetEFI)
 	pick(&t.SystemdBoot, d.SystemdBoot)
 	pick(&t.IPXEBIOS, d.IPXEBIOS)
 	pick(&t.IPXEEFI, d.IPXEEFI)
@@ -59,7 +62,7 @@ func (t Tools) withDefaults() Tools {
 func (t Tools) check() error {
 	files := []struct{ path, pkg string }{
 		{t.IsolinuxBin, "isolinux"}, {t.IsohdpfxBin, "isolinux"}, {t.GPTMBRBin, "syslinux-common"},
-		{t.GrubEFI, "grub-efi-amd64-bin"}, {t.SystemdBoot, "systemd-boot-efi"},
+		{t.GrubEFI, "grub-efi-amd64-bin"}, {t.GrubNetEFI, "grub-efi-amd64-bin"}, {t.SystemdBoot, "systemd-boot-efi"},
 		{t.IPXEBIOS, "ipxe"}, {t.IPXEEFI, "ipxe"},
 	}
 	for _, m := range syslinuxModules {
