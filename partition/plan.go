@@ -291,7 +291,7 @@ func placeGPT(c *Content, size uint64) ([]*PartPlan, error) {
 	for _, p := range c.GPTPartitions {
 		e, err := sim.create(p.Start, p.End, uint64(*p.Alignment))
 		if err != nil {
-			return nil, fmt.Errorf("partition %s: %w (fix: a bigger disk or smaller partitions)", p.Name, err)
+			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
 		}
 		pp := &PartPlan{Number: p.Index, Name: p.Name, Label: p.Label, TypeGUID: gptTypeGUID(p.Type),
 			StartSector: e.first, EndSector: e.last, SizeBytes: (e.last - e.first + 1) * SectorSize,

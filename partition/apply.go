@@ -1,0 +1,308 @@
+package partition
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Session applies, opens, mounts, unmounts and closes one plan on this
+// machine's devices. Steps name devices by disko's paths (by-partlabel,
+// md-name-any, …); the session resolves each to the actual node from the
+// parent device and partition number, so it works without udev.
+type Session struct {
+	Plan *Plan
+	Root string    // mount root, default /mnt
+	Log  io.Writer // tool output and progress; nil discards
+	// Password returns the passphrase of a LUKS device with askPassword
+	// (e.g. typed twice on a terminal). Nil makes such layouts fail.
+	Password func(name, device string) ([]byte, error)
+
+	parts     map[string]partRef // disko partition path → parent path and number
+	passwords map[string][]byte
+	tmpMount  string
+}
+
+type partRef struct {
+	parent string
+	number int
+}
+
+func (s *Session) init() {
+	if s.Root == "" {
+		s.Root = "/mnt"
+	}
+	if s.Log == nil {
+		s.Log = io.Discard
+	}
+	if s.parts != nil {
+		return
+	}
+	s.parts = map[string]partRef{}
+	s.passwords = map[string][]byte{}
+	for _, d := range s.Plan.Disks {
+		for _, p := range d.Partitions {
+			s.parts[p.Device] = partRef{d.LayoutDevice, p.Number}
+		}
+	}
+	for _, m := range s.Plan.Mdadm {
+		for _, p := range m.Partitions {
+			s.parts[p.Device] = partRef{m.Device, p.Number}
+		}
+	}
+}
+
+// Resolve maps a disko device path to the node to use on this machine.
+func (s *Session) Resolve(path string) string {
+	s.init()
+	for _, d := range s.Plan.Disks {
+		if path == d.LayoutDevice {
+			return d.Device
+		}
+	}
+	if ref, ok := s.parts[path]; ok {
+		if node, err := partitionNode(s.Resolve(ref.parent), ref.number); err == nil {
+			return node
+		}
+	}
+	return path
+}
+
+// partitionNode finds partition number n of a disk node through sysfs.
+func partitionNode(disk string, n int) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(disk, &st); err != nil {
+		return "", err
+	}
+	name, err := sysName(st.Rdev)
+	if err != nil {
+		return "", err
+	}
+	parts, err := partitionsOf(name)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range parts {
+		b, _ := os.ReadFile(filepath.Join(SysRoot, "class/block", p.name, "partition"))
+		if strings.TrimSpace(string(b)) == fmt.Sprint(n) {
+			return "/dev/" + p.name, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no partition %d", disk, n)
+}
+
+// Apply checks safety for every disk, then runs the plan's steps in order.
+func (s *Session) Apply() error {
+	s.init()
+	if err := CheckSafety(s.Plan); err != nil {
+		return err
+	}
+	for _, st := range s.Plan.Steps {
+		fmt.Fprintf(s.Log, "nixlos: %s %s %s\n", st.Op, st.Target, st.Detail)
+		if err := s.step(st); err != nil {
+			return fmt.Errorf("%s %s: %w", st.Op, st.Target, err)
+		}
+	}
+	return nil
+}
+
+func (s *Session) step(st Step) error {
+	switch st.Op {
+	case "partition", "partition-flag", "hybrid-mbr", "hybrid-type", "hybrid-active":
+		return nil // written with the table
+	case "wipe":
+		return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1]))
+	case "table":
+		return s.table(st.Target)
+	case "zap":
+		return s.run(nil, "wipefs", "--all", "--force", s.Resolve(st.Argv[len(st.Argv)-1]))
+	case "mount-temp":
+		return s.mountTemp(s.Resolve(st.Argv[1]))
+	case "umount-temp":
+		return s.umountTemp()
+	case "luksFormat", "luksOpen", "luksAddKey":
+		return s.luks(st.Argv)
+	case "mdadm":
+		return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...)
+	case "modprobe":
+		if err := s.run(nil, st.Argv...); err != nil {
+			fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)
+		}
+		return nil
+	}
+	return s.run(nil, s.resolveArgv(st.Argv)...)
+}
+
+func (s *Session) resolveArgv(argv []string) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		out[i] = s.Resolve(a)
+		if s.tmpMount != "" {
+			out[i] = strings.ReplaceAll(out[i], "$MNTPOINT", s.tmpMount)
+		}
+	}
+	return out
+}
+
+// run runs a tool, logging its output; the error carries the output's tail.
+func (s *Session) run(stdin []byte, argv ...string) error {
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, s.Log), io.MultiWriter(&out, s.Log)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if err := cmd.Run(); err != nil {
+		tail := strings.TrimSpace(out.String())
+		if len(tail) > 400 {
+			tail = "…" + tail[len(tail)-400:]
+		}
+		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, tail)
+	}
+	return nil
+}
+
+// wipeDisk removes the signatures of a disk's current partitions, then the
+// disk's own (GPT, MBR, filesystem, RAID, LVM, LUKS).
+func (s *Session) wipeDisk(node string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(node, &st); err != nil {
+		return err
+	}
+	if name, err := sysName(st.Rdev); err == nil {
+		parts, _ := partitionsOf(name)
+		for _, p := range parts {
+			if err := s.run(nil, "wipefs", "--all", "--force", "/dev/"+p.name); err != nil {
+				return err
+			}
+		}
+	}
+	return s.run(nil, "wipefs", "--all", "--force", node)
+}
+
+// table writes the partition table of a disk or md array from the plan,
+// re-reads it, and wipes stale signatures inside the new partitions.
+func (s *Session) table(dev string) error {
+	node := s.Resolve(dev)
+	parts, write, err := s.tableWriter(dev, node)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(node, os.O_RDWR|unix.O_EXCL, 0)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	err = syncKernelPartitions(f, parts)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		pn, err := waitPartition(node, p.Number)
+		if err != nil {
+			return err
+		}
+		if err := s.run(nil, "wipefs", "--all", "--force", pn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tableWriter returns the partitions and the writer of dev's table. For an
+// md array the partitions are placed again on the array's real size.
+func (s *Session) tableWriter(dev, node string) ([]*PartPlan, func(*os.File) error, error) {
+	for _, d := range s.Plan.Disks {
+		if d.LayoutDevice != dev {
+			continue
+		}
+		switch d.Table {
+		case "gpt":
+			return d.Partitions, func(f *os.File) error { return writeGPT(f, d.SizeBytes, d.Partitions, d.Hybrid) }, nil
+		case "msdos":
+			return d.Partitions, func(f *os.File) error { return writeMSDOS(f, d.SizeBytes, d.Partitions) }, nil
+		}
+	}
+	for _, m := range s.Plan.Mdadm {
+		if m.Device != dev || m.gpt == nil {
+			continue
+		}
+		size, err := DeviceSize(node)
+		if err != nil {
+			return nil, nil, err
+		}
+		parts, err := placeGPT(m.gpt, size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("md %s (%s): %w", m.Name, FormatSize(size), err)
+		}
+		m.Partitions, m.SizeBytes = parts, size
+		return parts, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
+	}
+	return nil, nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
+}
+
+func rereadPartitions(f *os.File) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0); err == nil || !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("re-read partition table of %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// waitPartition waits for the node of partition n of disk to appear.
+func waitPartition(disk string, n int) (string, error) {
+	var err error
+	for i := 0; i < 100; i++ {
+		var node string
+		if node, err = partitionNode(disk, n); err == nil {
+			if _, err = os.Stat(node); err == nil {
+				return node, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return "", fmt.Errorf("partition %d of %s did not appear: %w", n, disk, err)
+}
+
+func (s *Session) mountTemp(node string) error {
+	dir, err := os.MkdirTemp("", "nixlos-btrfs-")
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(node, dir, "btrfs", 0, "subvol=/"); err != nil {
+		os.Remove(dir)
+		return fmt.Errorf("mount %s subvol=/: %w", node, err)
+	}
+	s.tmpMount = dir
+	return nil
+}
+
+func (s *Session) umountTemp() error {
+	if s.tmpMount == "" {
+		return nil
+	}
+	if err := unix.Unmount(s.tmpMount, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", s.tmpMount, err)
+	}
+	err := os.Remove(s.tmpMount)
+	s.tmpMount = ""
+	return err
+}
