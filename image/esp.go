@@ -64,6 +64,7 @@ var fatEnvMu sync.Mutex
 // the environment) or the current time; writeFAT sets the variable to epoch
 // for the duration, so the image is reproducible. serial is the volume serial.
 func writeFAT(w *os.File, offset, size int64, label string, serial uint32, epoch int64, files []fatFile) error {
+	epoch = fatEpoch(epoch)
 	fatEnvMu.Lock()
 	defer fatEnvMu.Unlock()
 	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
@@ -93,7 +94,47 @@ func writeFAT(w *os.File, offset, size int64, label string, serial uint32, epoch
 			return fmt.Errorf("FAT file %s: %w", f.Dst, err)
 		}
 	}
+	if err := freeCluster2(w, offset); err != nil {
+		return err
+	}
 	return setFATSerial(w, offset, serial)
+}
+
+// freeCluster2 frees cluster 2, which go-diskfs v1.9.4 marks in use on
+// FAT16 as if it held the root directory (FAT16 keeps the root in a fixed
+// region), leaving a lost cluster fsck.fat complains about. go-diskfs never
+// hands that cluster out, so nothing references it.
+func freeCluster2(w *os.File, offset int64) error {
+	bpb := make([]byte, 32)
+	if _, err := w.ReadAt(bpb, offset); err != nil {
+		return err
+	}
+	bps := int64(binary.LittleEndian.Uint16(bpb[11:]))
+	reserved := int64(binary.LittleEndian.Uint16(bpb[14:]))
+	fats := int64(bpb[16])
+	fatSectors := int64(binary.LittleEndian.Uint16(bpb[22:]))
+	if binary.LittleEndian.Uint16(bpb[17:]) == 0 || fatSectors == 0 {
+		return fmt.Errorf("FAT: not FAT16 (fixed root directory expected)")
+	}
+	for i := int64(0); i < fats; i++ {
+		pos := offset + (reserved+i*fatSectors)*bps + 2*2
+		var e [2]byte
+		if _, err := w.ReadAt(e[:], pos); err != nil {
+			return err
+		}
+		if binary.LittleEndian.Uint16(e[:]) >= 0xfff8 {
+			if _, err := w.WriteAt([]byte{0, 0}, pos); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fatEpoch clamps a timestamp to FAT's range, which starts in 1980.
+func fatEpoch(epoch int64) int64 {
+	const fat1980 = 315532800 // 1980-01-01T00:00:00Z
+	return max(epoch, fat1980)
 }
 
 func copyIntoFAT(fs *fat16.FileSystem, f fatFile) error {

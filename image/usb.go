@@ -117,7 +117,7 @@ func writeGPTMBRCode(f *os.File, path string) error {
 func installSyslinux(spec Spec, img string, offset int64) error {
 	tools := spec.Tools.withDefaults()
 	cmd := exec.Command(tools.SyslinuxCmd, "--install", "--offset", strconv.FormatInt(offset, 10), "--directory", "/"+usbSyslinuxDir, img)
-	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(spec.Epoch, 10), "MTOOLS_SKIP_CHECK=1")
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(fatEpoch(spec.Epoch), 10), "MTOOLS_SKIP_CHECK=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("syslinux --install (Debian package syslinux): %w: %s", err, out)
 	}
