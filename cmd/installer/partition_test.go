@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixlos/nixlos/internal/cli"
+)
+
+const smallLayout = `{"disk":{"main":{"type":"disk","device":"/dev/vdb","content":{"type":"gpt","partitions":{
+ "ESP":{"size":"10M","type":"EF00","content":{"type":"filesystem","format":"vfat","mountpoint":"/boot"}},
+ "root":{"size":"100%","content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}`
+
+func requireLoopRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("loop-device test (skipped with -short)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to attach loop devices (run the tests as root)")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("losetup not installed (make deps)")
+	}
+}
+
+// loopDevice attaches a fresh 64 MiB image and detaches it after the test.
+func loopDevice(t *testing.T) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--partscan", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+	return dev
+}
+
+func hashDevice(t *testing.T, dev string) [32]byte {
+	t.Helper()
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// withStdin makes the partition command read from a non-terminal.
+func withStdin(t *testing.T, content string) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(content)
+	f.Seek(0, 0)
+	old := stdin
+	stdin = f
+	t.Cleanup(func() { stdin = old; f.Close() })
+}
+
+func TestPartitionRefusesMountedDevice(t *testing.T) {
+	requireLoopRoot(t)
+	dev := loopDevice(t)
+	if out, err := exec.Command("mkfs.ext4", "-q", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	before := hashDevice(t, dev)
+	layout := writeFile(t, "layout.json", smallLayout)
+	var out bytes.Buffer
+	err := run([]string{"partition", "--layout", layout, "--disk", "main=" + dev, "--yes", "--mount", t.TempDir()}, &out, &out)
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "mounted at "+mnt) {
+		t.Fatalf("exit %d: %v; want exit 2 naming the mountpoint", cli.ExitCode(err), err)
+	}
+	if hashDevice(t, dev) != before {
+		t.Fatal("device bytes changed")
+	}
+}
+
+func TestPartitionRefusesWithoutTerminal(t *testing.T) {
+	requireLoopRoot(t)
+	dev := loopDevice(t)
+	if err := os.WriteFile(dev, bytes.Repeat([]byte("nixlos"), 1000), 0); err != nil {
+		t.Fatal(err)
+	}
+	before := hashDevice(t, dev)
+	withStdin(t, filepath.Base(dev)+"\n") // even the right answer is refused from a non-terminal
+	layout := writeFile(t, "layout.json", smallLayout)
+	var out bytes.Buffer
+	err := run([]string{"partition", "--layout", layout, "--disk", dev, "--mount", t.TempDir()}, &out, &out)
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "not a terminal") {
+		t.Fatalf("exit %d: %v; want exit 2 (not a terminal)", cli.ExitCode(err), err)
+	}
+	if hashDevice(t, dev) != before {
+		t.Fatal("device bytes changed")
+	}
+}
+
+func TestPartitionRefusesSmallDeviceAndVirtual(t *testing.T) {
+	requireLoopRoot(t)
+	dev := loopDevice(t)
+	before := hashDevice(t, dev)
+	for _, tc := range []struct{ disk, want string }{
+		{"main=" + dev, "do not fit"}, // 64 MiB < 500 MiB ESP
+		{"main=8G", "virtual disk"},
+	} {
+		var out bytes.Buffer
+		err := run([]string{"partition", "--layout", corpus + "simple-efi.json", "--disk", tc.disk, "--yes", "--mount", t.TempDir()}, &out, &out)
+		if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--disk %s: exit %d: %v; want exit 2 with %q", tc.disk, cli.ExitCode(err), err, tc.want)
+		}
+	}
+	if hashDevice(t, dev) != before {
+		t.Fatal("device bytes changed")
+	}
+}
+
+// TestPartitionApplies runs the command end to end on a loop device and
+// checks the GPT it leaves (the apply details are tested in partition/).
+func TestPartitionApplies(t *testing.T) {
+	requireLoopRoot(t)
+	dev := loopDevice(t)
+	root := t.TempDir()
+	layout := writeFile(t, "layout.json", smallLayout)
+	var out bytes.Buffer
+	err := run([]string{"partition", "--layout", layout, "--disk", dev, "--yes", "--no-mount", "--mount", root}, &out, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	got, err := exec.Command("sfdisk", "--dump", dev).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"start=        2048, size=       20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B", `name="disk-main-ESP"`, `name="disk-main-root"`} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("sfdisk --dump lacks %q:\n%s", want, got)
+		}
+	}
+}
