@@ -369,3 +369,18 @@ func FuzzQueryMAC(f *testing.F) {
 		}
 	})
 }
+
+func TestTrackerBounded(t *testing.T) {
+	n := 0
+	tr, _ := NewTracker(func(Event) { n++ }, "")
+	for i := range MaxMachines + 100 {
+		tr.Record(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff), "", StateDHCP, "x", -1)
+	}
+	if got := len(tr.Snapshot()); got != MaxMachines || n != MaxMachines {
+		t.Fatalf("table %d rows, %d events; want %d", got, n, MaxMachines)
+	}
+	tr.Record("02:00:00:00:00:01", "", StateInstalling, "known MAC still updates", -1)
+	if n != MaxMachines+1 {
+		t.Fatal("update of a known MAC dropped")
+	}
+}

@@ -45,6 +45,9 @@ type MachineState struct {
 	Installed                 bool // reported complete: boots from local disk
 }
 
+// MaxMachines bounds the machine table; events for further new MACs are dropped.
+const MaxMachines = 4096
+
 // Tracker keeps the machine table, the boot tokens and the installed set,
 // and passes every event to Sink. Safe for concurrent use.
 type Tracker struct {
@@ -102,6 +105,10 @@ func (t *Tracker) now() time.Time {
 func (t *Tracker) Record(mac, host, state, message string, progress int) {
 	t.mu.Lock()
 	m := t.machines[mac]
+	if m == nil && len(t.machines) >= MaxMachines {
+		t.mu.Unlock() // a flood of made-up MACs does not grow the table
+		return
+	}
 	if m == nil {
 		m = &MachineState{MAC: mac, Progress: -1}
 		t.machines[mac] = m
