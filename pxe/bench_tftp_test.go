@@ -71,4 +71,3 @@ func BenchmarkTFTPWindowsize(b *testing.B) {
 	b.ReportMetric(mb/theirs.Seconds(), "dnsmasq-MB/s")
 	b.ReportMetric(theirs.Seconds()/ours.Seconds(), "ratio")
 }
-
