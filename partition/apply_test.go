@@ -340,3 +340,41 @@ func checkMounts(t *testing.T, root string, exp expectApply, p *Plan) {
 		}
 	}
 }
+
+// TestApplyHybridMBR applies a layout with hybrid MBR entries (EE last, a
+// type override, an active flag) and btrfs swap files, then compares the
+// MBR with the plan (whose slots TestGeometryMatchesRealTools checks
+// against sgdisk -h and sfdisk).
+func TestApplyHybridMBR(t *testing.T) {
+	requireLoop(t, "mkfs.vfat", "mkfs.ext4", "mkfs.btrfs", "btrfs")
+	data, err := os.ReadFile("testdata/layouts/hybrid-mbr-ee-last.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := newLoop(t, 1<<30)
+	root := filepath.Join(t.TempDir(), "mnt")
+	t.Cleanup(func() { unmountUnder(root) })
+	s := applyLayout(t, data, dev, root)
+	defer s.Unmount()
+	h := s.Plan.Disks["main"].Hybrid
+	if h == nil || len(h.Slots) != 3 || h.Slots[2].Type != 0xEE || h.Slots[0].Type != 0x0c || !h.Slots[1].Bootable {
+		t.Fatalf("unexpected hybrid plan %+v", h)
+	}
+	got := sfdiskJSON(t, "--label-nested", "dos", dev).PartitionTable.Partitions
+	if len(got) != len(h.Slots) {
+		t.Fatalf("MBR has %d entries, plan %d", len(got), len(h.Slots))
+	}
+	for i, s := range h.Slots {
+		g := got[i]
+		if g.Start != s.StartSector || g.Size != s.Sectors || g.Type != strings.TrimLeft(hex2(s.Type), "0") || g.Boot != s.Bootable {
+			t.Errorf("MBR slot %d: %+v, planned %+v", s.Slot, g, s)
+		}
+	}
+	label, _ := exec.Command("blkid", "--probe", "--output", "value", "--match-tag", "LABEL", dev+"p3").Output()
+	if strings.TrimSpace(string(label)) != "root" {
+		t.Errorf("btrfs label %q, want root (extraArgs word-split)", label)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "swap/swapfile")); err != nil || fi.Size() != 16<<20 {
+		t.Errorf("swap file: %v %v", fi, err)
+	}
+}
