@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,3 +73,35 @@ func FetchKey(ctx context.Context, client *http.Client, server, mac, token strin
 	}
 	return key, nil
 }
+
+// FetchMachine GETs what the server's map says about mac from /v1/machine.
+// It returns ErrUnknownMachine when the MAC is not in the map.
+func FetchMachine(ctx context.Context, client *http.Client, server, mac string) (MachineInfo, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(server, "/")+"/v1/machine?"+url.Values{"mac": {mac}}.Encode(), nil)
+	if err != nil {
+		return MachineInfo{}, fmt.Errorf("machine settings: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return MachineInfo{}, fmt.Errorf("machine settings from %s: %w", server, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return MachineInfo{}, ErrUnknownMachine
+	case resp.StatusCode != http.StatusOK:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return MachineInfo{}, fmt.Errorf("machine settings from %s: %s: %s", server, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	mi, err := DecodeMachineInfo(resp.Body)
+	if err != nil {
+		return MachineInfo{}, fmt.Errorf("machine settings from %s: %w", server, err)
+	}
+	return mi, nil
+}
+
+// ErrUnknownMachine is FetchMachine's error for a MAC not in the server's map.
+var ErrUnknownMachine = errors.New("MAC not in the server's map")

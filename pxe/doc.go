@@ -43,5 +43,14 @@
 // has not been used before. Otherwise 403 (refused: logged as state
 // "refused", never with the key) or 404 when the server has no key.
 //
-// ReportStatus and FetchKey are the client side of this protocol.
+// GET URL/v1/machine?mac=MAC returns the map entry as JSON (200) or 404:
+//
+//	{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff",
+//	 "auto":true,"key":true,"installed":false}
+//
+// for an installer that was started without nixlos.host (e.g. from USB with
+// only nixlos.server=); it issues no token.
+//
+// ReportStatus, FetchKey and FetchMachine are the client side of this
+// protocol; DecodeStatus and DecodeMachineInfo validate its JSON.
 package pxe

@@ -78,6 +78,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /boot.ipxe", s.serveScript)
 	mux.HandleFunc("POST /v1/status", s.serveStatus)
 	mux.HandleFunc("GET /v1/key", s.serveKey)
+	mux.HandleFunc("GET /v1/machine", s.serveMachine)
 	mux.HandleFunc("GET /{file}", s.serveFile)
 	return mux
 }
@@ -288,4 +289,60 @@ func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
 	w.Write(key)
 	clear(key)
 	s.cfg.Tracker.Record(mac, mc.Host, StateInstalling, "age key sent (token now used)", -1)
+}
+
+// MachineInfo is the reply of GET /v1/machine?mac=MAC: what the map says
+// about a MAC, for an installer that did not get it on its command line.
+type MachineInfo struct {
+	MAC       string `json:"mac"`
+	Host      string `json:"host"`
+	Disk      string `json:"disk,omitempty"`
+	After     string `json:"after,omitempty"`
+	Auto      bool   `json:"auto"`      // install unattended (always true for a mapped MAC)
+	Key       bool   `json:"key"`       // /v1/key may serve this MAC (with its boot token)
+	Installed bool   `json:"installed"` // reported complete: normally boots from local disk
+}
+
+// maxMachineBody bounds a /v1/machine reply.
+const maxMachineBody = 16 << 10
+
+// DecodeMachineInfo reads and validates a /v1/machine reply the way the
+// installer must: a canonical MAC, a valid host, disk and after as in the map.
+func DecodeMachineInfo(r io.Reader) (MachineInfo, error) {
+	var mi MachineInfo
+	if err := json.NewDecoder(io.LimitReader(r, maxMachineBody)).Decode(&mi); err != nil {
+		return MachineInfo{}, fmt.Errorf("machine reply is not JSON: %w", err)
+	}
+	mac, err := CanonicalMAC(mi.MAC)
+	if err != nil {
+		return MachineInfo{}, err
+	}
+	mi.MAC = mac
+	if !hostRe.MatchString(mi.Host) {
+		return MachineInfo{}, fmt.Errorf("host %q is not a valid host name", mi.Host)
+	}
+	if mi.Disk != "" && (mi.Disk != "auto" && !strings.HasPrefix(mi.Disk, "/dev/") || strings.ContainsAny(mi.Disk, " \t\n\"'\\")) {
+		return MachineInfo{}, fmt.Errorf("disk %q must be \"auto\" or a /dev/ path", mi.Disk)
+	}
+	if mi.After != "" && !contains(ValidAfter, mi.After) {
+		return MachineInfo{}, fmt.Errorf("after %q must be one of %s", mi.After, strings.Join(ValidAfter, ", "))
+	}
+	return mi, nil
+}
+
+func (s *Server) serveMachine(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	mac, err := QueryMAC(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	mc, ok := s.reloadMap().Lookup(mac)
+	if !ok {
+		http.Error(w, "MAC not in the map", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, After: mc.After, Auto: true,
+		Key: mc.Key && s.cfg.AgeKey != "", Installed: s.cfg.Tracker.Installed(mac)})
 }

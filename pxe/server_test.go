@@ -3,6 +3,7 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -383,4 +384,45 @@ func TestTrackerBounded(t *testing.T) {
 	if n != MaxMachines+1 {
 		t.Fatal("update of a known MAC dropped")
 	}
+}
+
+func TestMachineEndpoint(t *testing.T) {
+	s := startTestServer(t, keyMap, nil)
+	ctx := context.Background()
+	mi, err := FetchMachine(ctx, nil, s.HTTPBase(), "52-54-00-12-34-56")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := MachineInfo{MAC: testMAC, Host: "server", Disk: "auto", After: "poweroff", Auto: true, Key: true}
+	if mi != want {
+		t.Fatalf("got %+v, want %+v", mi, want)
+	}
+	if _, err := FetchMachine(ctx, nil, s.HTTPBase(), "52:54:00:99:99:99"); !errors.Is(err, ErrUnknownMachine) {
+		t.Fatalf("unknown MAC: %v", err)
+	}
+	ReportStatus(ctx, nil, s.HTTPBase(), Status{MAC: testMAC, State: StateComplete})
+	if mi, _ := FetchMachine(ctx, nil, s.HTTPBase(), testMAC); !mi.Installed {
+		t.Fatal("installed flag not set after complete")
+	}
+}
+
+func FuzzDecodeMachineInfo(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`))
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"a b"}`))
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"x","disk":"/dev/sda; rm"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		mi, err := DecodeMachineInfo(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if c, err := CanonicalMAC(mi.MAC); err != nil || c != mi.MAC || !hostRe.MatchString(mi.Host) {
+			t.Fatalf("accepted %+v", mi)
+		}
+		if strings.ContainsAny(mi.Disk, " \t\n\"'\\") || (mi.Disk != "" && mi.Disk != "auto" && !strings.HasPrefix(mi.Disk, "/dev/")) {
+			t.Fatalf("accepted disk %q", mi.Disk)
+		}
+		if mi.After != "" && !contains(ValidAfter, mi.After) {
+			t.Fatalf("accepted after %q", mi.After)
+		}
+	})
 }
