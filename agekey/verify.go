@@ -112,7 +112,7 @@ func Verify(k *Key, data []byte, name string) (Result, error) {
 	if err != nil {
 		return res, cli.BadInput(name, "re-encrypt it with sops", "sops lastmodified %q is not an RFC 3339 time", meta.LastModified)
 	}
-	mac, err := decryptValue(meta.MAC, dataKey, lm.Format(time.RFC3339))
+	mac, _, err := decryptValue(meta.MAC, dataKey, lm.Format(time.RFC3339))
 	if err != nil {
 		return res, cli.BadInput(name, "restore the file from git or re-encrypt it with sops", "its MAC does not authenticate with the data key the age key opened (file corrupted or tampered): %v", err)
 	}
@@ -182,12 +182,14 @@ func (w *macWalker) walk(n *yaml.Node, path []string, plain bool) error {
 		if n.Value == "" {
 			return nil
 		}
-		v, err := decryptValue(n.Value, w.key, strings.Join(path, ":")+":")
+		v, typ, err := decryptValue(n.Value, w.key, strings.Join(path, ":")+":")
 		if err != nil {
 			return fmt.Errorf("value at %s does not decrypt: %w", strings.Join(path, "."), err)
 		}
-		w.h.Write(v)
 		w.n++
+		if typ != "comment" { // sops keeps list comments as values, outside the MAC
+			w.h.Write(v)
+		}
 	}
 	return nil
 }
@@ -228,34 +230,34 @@ var encRe = regexp.MustCompile(`^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type
 var errNotEncrypted = errors.New("not a sops ENC[AES256_GCM,...] value")
 
 // decryptValue opens one sops value (AES-256-GCM, additional data ad) and
-// returns the plaintext bytes.
-func decryptValue(v string, key []byte, ad string) ([]byte, error) {
+// returns the plaintext bytes and the value's sops type (str, int, comment...).
+func decryptValue(v string, key []byte, ad string) ([]byte, string, error) {
 	m := encRe.FindStringSubmatch(v)
 	if m == nil {
-		return nil, errNotEncrypted
+		return nil, "", errNotEncrypted
 	}
 	var parts [3][]byte
 	for i := range parts {
 		b, err := base64.StdEncoding.DecodeString(m[i+1])
 		if err != nil {
-			return nil, fmt.Errorf("malformed sops value: %w", err)
+			return nil, "", fmt.Errorf("malformed sops value: %w", err)
 		}
 		parts[i] = b
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if len(parts[1]) == 0 {
-		return nil, errors.New("malformed sops value: empty iv")
+		return nil, "", errors.New("malformed sops value: empty iv")
 	}
 	gcm, err := cipher.NewGCMWithNonceSize(block, len(parts[1]))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out, err := gcm.Open(nil, parts[1], append(parts[0], parts[2]...), []byte(ad))
 	if err != nil {
-		return nil, errors.New("authentication failed")
+		return nil, "", errors.New("authentication failed")
 	}
-	return out, nil
+	return out, m[4], nil
 }
