@@ -99,9 +99,17 @@ func partitionNode(disk string, n int) (string, error) {
 	return "", fmt.Errorf("%s has no partition %d", disk, n)
 }
 
-// Apply checks safety for every disk, then runs the plan's steps in order.
+// Apply tears down what an earlier run of this plan left active on the
+// target disks, checks safety for every disk, then runs the plan's steps
+// in order.
 func (s *Session) Apply() error {
 	s.init()
+	if err := s.Preflight(); err != nil {
+		return err
+	}
+	if err := s.Teardown(); err != nil {
+		return err
+	}
 	if err := CheckSafety(s.Plan); err != nil {
 		return err
 	}
@@ -196,7 +204,7 @@ func (s *Session) table(dev string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(node, os.O_RDWR|unix.O_EXCL, 0)
+	f, err := openExclusive(node)
 	if err != nil {
 		return err
 	}
@@ -251,6 +259,18 @@ func (s *Session) tableWriter(dev, node string) ([]*PartPlan, func(*os.File) err
 		return parts, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
 	}
 	return nil, nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
+}
+
+// openExclusive opens a device for writing with O_EXCL, retrying briefly
+// while a just-unmounted filesystem lets go of it.
+func openExclusive(node string) (*os.File, error) {
+	for i := 0; ; i++ {
+		f, err := os.OpenFile(node, os.O_RDWR|unix.O_EXCL, 0)
+		if err == nil || !errors.Is(err, unix.EBUSY) || i == 50 {
+			return f, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func rereadPartitions(f *os.File) error {

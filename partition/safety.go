@@ -34,6 +34,33 @@ var (
 // mounted (or holds the running system), backs active swap, md or dm, or is
 // the installer's boot medium. It checks every disk before returning.
 func CheckSafety(p *Plan) error {
+	return checkSafety(p, nil)
+}
+
+// allowance lists what Preflight tolerates: mounts under root of the
+// target's own stack and holders that are the plan's own devices.
+type allowance struct {
+	root string
+	own  map[string]bool
+}
+
+func (a *allowance) mount(mp string) bool {
+	return a != nil && a.root != "/" && (mp == a.root || strings.HasPrefix(mp, a.root+"/"))
+}
+
+func (a *allowance) holders(h []string) bool {
+	if a == nil {
+		return false
+	}
+	for _, n := range h {
+		if !a.own[n] {
+			return false
+		}
+	}
+	return true
+}
+
+func checkSafety(p *Plan, allow *allowance) error {
 	mounts, err := readMounts()
 	if err != nil {
 		return err
@@ -41,14 +68,14 @@ func CheckSafety(p *Plan) error {
 	swaps := readSwaps()
 	for _, k := range sortedKeys(p.Disks) {
 		d := p.Disks[k]
-		if err := checkDisk(k, d, mounts, swaps); err != nil {
+		if err := checkDisk(k, d, mounts, swaps, allow); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string) error {
+func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
 	bad := func(format string, a ...any) error {
 		return &UnsafeError{Disk: key, Device: d.Device, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -66,7 +93,7 @@ func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint
 		return bad("it is read-only")
 	}
 	for _, n := range bd.stack() {
-		if mp, ok := mounts[n.dev]; ok {
+		if mp, ok := mounts[n.dev]; ok && !allow.mount(mp) {
 			if mp == "/" {
 				return bad("it holds the running system (%s is mounted at /)", n.name)
 			}
@@ -77,7 +104,7 @@ func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint
 		}
 	}
 	for _, n := range bd.nodes {
-		if h := holders(n.name); len(h) > 0 {
+		if h := holders(n.name); len(h) > 0 && !allow.holders(h) {
 			return bad("%s backs active md/dm device %s (stop or close it first)", n.name, strings.Join(h, ", "))
 		}
 	}
@@ -196,14 +223,40 @@ func holders(name string) []string {
 	return out
 }
 
-// readMounts maps device numbers to a mountpoint (from mountinfo).
+// readMounts maps device numbers to a mountpoint (from mountinfo), the
+// root mount winning.
 func readMounts() (map[uint64]string, error) {
-	f, err := os.Open(filepath.Join(ProcRoot, "self/mountinfo"))
+	list, err := readMountList()
 	if err != nil {
 		return nil, fmt.Errorf("reading mounts: %w", err)
 	}
-	defer f.Close()
 	m := map[uint64]string{}
+	for _, e := range list {
+		for _, dev := range e.devs {
+			if _, seen := m[dev]; !seen || e.target == "/" {
+				m[dev] = e.target
+			}
+		}
+	}
+	return m, nil
+}
+
+// mountEntry is one mount: its target and the device numbers behind it
+// (the superblock's, and the source device's: btrfs superblocks have
+// anonymous numbers).
+type mountEntry struct {
+	devs   []uint64
+	target string
+}
+
+// readMountList lists mounts in mount order.
+func readMountList() ([]mountEntry, error) {
+	f, err := os.Open(filepath.Join(ProcRoot, "self/mountinfo"))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountEntry
 	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 64<<10), 1<<20)
 	for s.Scan() {
@@ -211,18 +264,23 @@ func readMounts() (map[uint64]string, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		maj, min, ok := strings.Cut(fields[2], ":")
-		if !ok || maj == "0" {
-			continue
+		e := mountEntry{target: unescapeMount(fields[4])}
+		var ma, mi uint32
+		if _, err := fmt.Sscanf(fields[2], "%d:%d", &ma, &mi); err == nil && ma != 0 {
+			e.devs = append(e.devs, unix.Mkdev(ma, mi))
 		}
-		ma, _ := strconv.ParseUint(maj, 10, 32)
-		mi, _ := strconv.ParseUint(min, 10, 32)
-		dev := unix.Mkdev(uint32(ma), uint32(mi))
-		if _, seen := m[dev]; !seen || fields[4] == "/" {
-			m[dev] = unescapeMount(fields[4])
+		for i := 5; i+2 < len(fields); i++ {
+			if fields[i] == "-" {
+				var st unix.Stat_t
+				if src := unescapeMount(fields[i+2]); strings.HasPrefix(src, "/") && unix.Stat(src, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+					e.devs = append(e.devs, st.Rdev)
+				}
+				break
+			}
 		}
+		out = append(out, e)
 	}
-	return m, s.Err()
+	return out, s.Err()
 }
 
 func unescapeMount(s string) string {

@@ -52,7 +52,8 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := partition.CheckSafety(plan); err != nil {
+	s := &partition.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
+	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
 	}
 	if !*yes {
@@ -60,7 +61,6 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	s := &partition.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
 	if err := s.Apply(); err != nil {
 		return unsafeInput(err)
 	}

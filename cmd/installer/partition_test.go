@@ -81,9 +81,15 @@ func withStdin(t *testing.T, content string) {
 
 func TestPartitionRefusesMountedDevice(t *testing.T) {
 	requireLoopRoot(t)
+	for _, fs := range []string{"ext4", "btrfs"} { // btrfs mounts have anonymous device numbers
+		t.Run(fs, func(t *testing.T) { refusesMounted(t, fs) })
+	}
+}
+
+func refusesMounted(t *testing.T, fs string) {
 	dev := loopDevice(t)
-	if out, err := exec.Command("mkfs.ext4", "-q", dev).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	if out, err := exec.Command("mkfs."+fs, "-q", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.%s: %v %s", fs, err, out)
 	}
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
