@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/flake"
+)
+
+func TestDemoprepIdempotent(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	out := t.TempDir()
+	var log1, log2 bytes.Buffer
+	if err := run([]string{"--out", out, "--src", "../../../examples/nix-los"}, &log1, &log1); err != nil {
+		t.Fatalf("first run: %v\n%s", err, log1.String())
+	}
+	keyPath := filepath.Join(out, "age.key")
+	st, err := os.Stat(keyPath)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("age.key mode: %v %v", st, err)
+	}
+	key, err := agekey.Load(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.Split(string(key.File()), "\n")[2]
+	if strings.Contains(log1.String(), secret) {
+		t.Fatal("output contains the private key")
+	}
+	secrets, _ := os.ReadFile(filepath.Join(out, "flake/secrets/secrets.yaml"))
+	if res, err := agekey.Verify(key, secrets, "secrets.yaml"); err != nil || res.Values < 2 {
+		t.Fatalf("secrets do not open with the demo key: %v %+v", err, res)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(out, "flake/secrets/.sops.yaml"))
+	if !strings.Contains(string(cfg), key.Recipient()) {
+		t.Errorf(".sops.yaml lacks the recipient:\n%s", cfg)
+	}
+	gitOut := func(args ...string) string {
+		b, err := exec.Command("git", append([]string{"-C", filepath.Join(out, "flake")}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	head := gitOut("rev-parse", "HEAD")
+	if s := gitOut("status", "--porcelain"); s != "" {
+		t.Errorf("flake repo not clean after run: %s", s)
+	}
+	if strings.Contains(gitOut("ls-files"), "age.key") {
+		t.Error("key committed")
+	}
+	if err := run([]string{"--out", out, "--src", "../../../examples/nix-los"}, &log2, &log2); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if gitOut("rev-parse", "HEAD") != head || !strings.Contains(log2.String(), "nothing changed") || !strings.Contains(log2.String(), "kept") {
+		t.Errorf("second run changed things:\n%s", log2.String())
+	}
+	again, _ := agekey.Load(keyPath)
+	if again.Recipient() != key.Recipient() {
+		t.Error("second run replaced the key")
+	}
+
+	if _, err := exec.LookPath("nix"); err != nil {
+		t.Skip("nix not installed (apt-get install nix-bin): flake evaluation not checked")
+	}
+	_, m, err := flake.Hosts(context.Background(), filepath.Join(out, "flake"), flake.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Flake.Rev != head || m.Flake.Dirty || len(m.Hosts) != 2 {
+		t.Errorf("manifest of the demo flake: %+v (head %s)", m.Flake, head)
+	}
+}
+
+func TestDemoprepUsage(t *testing.T) {
+	var b bytes.Buffer
+	if err := run(nil, &b, &b); err == nil {
+		t.Error("no --out accepted")
+	}
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, "age.key"), []byte("not a key\n"), 0o600)
+	if err := run([]string{"--out", bad, "--src", "../../../examples/nix-los"}, &b, &b); err == nil || !strings.Contains(err.Error(), "not an age identity") {
+		t.Errorf("bad existing key: %v", err)
+	}
+}
