@@ -30,14 +30,14 @@ func requireLoopRoot(t *testing.T) {
 	}
 }
 
-// loopDevice attaches a fresh 64 MiB image and detaches it after the test.
+// loopDevice attaches a fresh 128 MiB image and detaches it after the test.
 func loopDevice(t *testing.T) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 64<<20); err != nil {
+	if err := os.Truncate(img, 128<<20); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("losetup", "--find", "--partscan", "--show", img).Output()
