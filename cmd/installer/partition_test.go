@@ -91,8 +91,8 @@ func refusesMounted(t *testing.T, fs string) {
 	if out, err := exec.Command("mkfs."+fs, "-q", dev).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.%s: %v %s", fs, err, out)
 	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "ro", dev, mnt) // read-only: no background writes.CombinedOutput(); err != nil {
+	mnt := t.TempDir() // mounted read-only below: no background writes change the hash
+	if out, err := exec.Command("mount", "-o", "ro", dev, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mount: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
