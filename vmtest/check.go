@@ -60,7 +60,10 @@ func SkipUnlessVM(t testing.TB) {
 // Check is a shell script run inside a guest.
 type Check struct {
 	// Script is run by /bin/sh (dash) with -e, as root, after u-root's init
-	// (devtmpfs, proc, sys mounted); PATH has the image's tools.
+	// (devtmpfs, proc, sys mounted); PATH has the image's tools first
+	// (/usr/sbin, /usr/bin: util-linux, lvm, cryptsetup, mdadm, kmod…), then
+	// u-root's Go commands (grep, ls, cat: Go flags and regexps). For GNU
+	// style flags use busybox applets: `busybox grep -E`, `busybox sort`.
 	Script string
 	// Files are extra files placed in the test initramfs (e.g. a layout).
 	Files []initramfs.File

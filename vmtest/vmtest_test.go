@@ -175,14 +175,14 @@ func TestGuestStorage(t *testing.T) {
 	m2 := NewDisk(t, "md2.img", 128<<20)
 	script := `
 modprobe -a dm_mod dm_crypt md_mod raid1
-lsmod | grep -E '^(dm_crypt|raid1|md_mod|dm_mod) ' | sort
+lsmod | busybox grep -E '^(dm_crypt|raid1|md_mod|dm_mod) ' | busybox sort
 printf 'passphrase' > /tmp/key
 cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /tmp/key /dev/vda
 cryptsetup open --key-file /tmp/key /dev/vda crypted
 test -b /dev/mapper/crypted
-cryptsetup status crypted | grep -E 'type|cipher'
+cryptsetup status crypted | busybox grep -E 'type|cipher'
 mdadm --create /dev/md/raid1 --run --level=1 --raid-devices=2 --metadata=1.2 --homehost=any /dev/vdb /dev/vdc
-mdadm --detail /dev/md/raid1 | grep -E 'Raid Level|Raid Devices'
+mdadm --detail /dev/md/raid1 | busybox grep -E 'Raid Level|Raid Devices'
 lvm pvcreate /dev/mapper/crypted
 lvm vgcreate pool /dev/mapper/crypted
 lvm lvcreate -l 100%FREE -n root pool
