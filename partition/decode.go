@@ -229,6 +229,9 @@ func firstKey[V any](m map[string]V) string {
 // unwrap strips {"disko": {"devices": …}} and {"devices": …} wrappers.
 func unwrap(data []byte) []byte {
 	for _, k := range []string{"disko", "devices"} {
+		if !bytes.Contains(data, []byte(`"`+k+`"`)) {
+			continue
+		}
 		var m map[string]json.RawMessage
 		if json.Unmarshal(data, &m) != nil {
 			return data

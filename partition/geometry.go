@@ -44,6 +44,22 @@ func (s *sgdiskSim) isFree(x uint64) bool {
 	return true
 }
 
+// rangeFree reports whether every sector in [a, b] is free (true if a > b).
+func (s *sgdiskSim) rangeFree(a, b uint64) bool {
+	if a > b {
+		return true
+	}
+	if a < s.firstUsable || b > s.lastUsable {
+		return false
+	}
+	for _, p := range s.parts {
+		if a <= p.last && b >= p.first {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *sgdiskSim) findFirstAvailable(start uint64) uint64 {
 	first := max(start, s.firstUsable)
 	for moved := true; moved; {
@@ -99,23 +115,11 @@ func (s *sgdiskSim) align(x, a uint64) uint64 {
 	}
 	earlier := x / a * a
 	later := earlier + a
-	if earlier >= s.firstUsable {
-		ok := true
-		for t := earlier; t < x && ok; t++ {
-			ok = s.isFree(t)
-		}
-		if ok {
-			return earlier
-		}
+	if earlier >= s.firstUsable && s.rangeFree(earlier, x-1) {
+		return earlier
 	}
-	if later+a <= s.lastUsable {
-		ok := true
-		for t := later; t > x && ok; t-- {
-			ok = s.isFree(t)
-		}
-		if ok {
-			return later
-		}
+	if later+a <= s.lastUsable && s.rangeFree(x+1, later) {
+		return later
 	}
 	return x
 }
