@@ -9,14 +9,14 @@ import (
 
 // luks runs a cryptsetup step. A key from askPassword or passwordFile (a
 // process substitution in disko's script) is fed on stdin as --key-file -.
-func (s *Session) luks(argv []string) error {
-	argv = s.resolveArgv(argv)
+func (s *Session) luks(orig []string) error {
+	argv := s.resolveArgv(orig)
 	var stdin []byte
 	for i := 0; i+1 < len(argv); i++ {
 		if argv[i] != "--key-file" {
 			continue
 		}
-		key, ok, err := s.keyFor(argv[i+1], argv)
+		key, ok, err := s.keyFor(argv[i+1], orig)
 		if err != nil {
 			return err
 		}
