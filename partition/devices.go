@@ -141,9 +141,19 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// Mount mounts the plan under Root in mount order.
+// Mount mounts the plan under Root in mount order. For btrfs it first
+// registers all btrfs devices, which a multi-device filesystem needs when
+// no udev did it.
 func (s *Session) Mount() error {
 	s.init()
+	for _, m := range s.Plan.Mounts {
+		if m.FSType == "btrfs" {
+			if err := s.run(nil, "btrfs", "device", "scan"); err != nil {
+				fmt.Fprintf(s.Log, "nixlos: %v (continuing)\n", err)
+			}
+			break
+		}
+	}
 	return (&Mounter{Root: s.Root, Resolve: s.Resolve}).Mount(s.Plan)
 }
 
