@@ -19,6 +19,7 @@ type UnsafeError struct {
 	Disk, Device, Reason string
 }
 
+// Error says which disk and device were refused and why.
 func (e *UnsafeError) Error() string {
 	return fmt.Sprintf("disk %s: refusing to touch %s: %s", e.Disk, e.Device, e.Reason)
 }

@@ -30,7 +30,10 @@ that device's size; a layout with one disk takes --disk DEV.`
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
 
-func (d *diskArgs) String() string     { return strings.Join(*d, ",") }
+// String joins the collected values (flag.Value).
+func (d *diskArgs) String() string { return strings.Join(*d, ",") }
+
+// Set appends one --disk value (flag.Value).
 func (d *diskArgs) Set(v string) error { *d = append(*d, v); return nil }
 
 // layoutFlags are the flags plan and partition share.
