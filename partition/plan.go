@@ -14,6 +14,7 @@ type Plan struct {
 	LVMVG       map[string]*VGPlan   `json:"lvm_vg"`
 	Filesystems []*FSPlan            `json:"filesystems"`
 	Swap        []*SwapPlan          `json:"swap"`
+	Nodev       []*NodevPlan         `json:"nodev"`
 	MountOrder  []string             `json:"mountOrder"`
 	Mounts      []*MountPlan         `json:"mounts"`
 	CreateOrder [][2]string          `json:"createOrder"` // [kind, key], disko's device toposort
@@ -136,6 +137,14 @@ type SwapPlan struct {
 	ResumeDevice     bool     `json:"resumeDevice,omitempty"`
 }
 
+// NodevPlan is a filesystem without a device (tmpfs and friends).
+type NodevPlan struct {
+	FSType       string   `json:"fsType"`
+	Device       string   `json:"device"`
+	Mountpoint   string   `json:"mountpoint,omitempty"`
+	MountOptions []string `json:"mountOptions"`
+}
+
 // MountPlan is one mount, in mount order.
 type MountPlan struct {
 	Mountpoint string   `json:"mountpoint"`
@@ -179,7 +188,7 @@ func NewPlan(d *Devices, targets map[string]Target, opt Options) (*Plan, error) 
 	}
 	b := &builder{d: d, opt: opt, p: &Plan{
 		Disks: map[string]*DiskPlan{}, Mdadm: map[string]*MDPlan{}, LVMVG: map[string]*VGPlan{},
-		LUKS: []*LUKSPlan{}, Filesystems: []*FSPlan{}, Swap: []*SwapPlan{}, Steps: []Step{},
+		LUKS: []*LUKSPlan{}, Filesystems: []*FSPlan{}, Swap: []*SwapPlan{}, Nodev: []*NodevPlan{}, Steps: []Step{},
 	}, mdMembers: map[string][]string{}, vgPVs: map[string][]string{}, sizes: map[string]uint64{}}
 	if err := b.build(targets); err != nil {
 		return nil, err
@@ -202,6 +211,10 @@ func (b *builder) build(targets map[string]Target) error {
 		return err
 	}
 	b.p.CreateOrder = order
+	for _, k := range sortedKeys(b.d.Nodev) {
+		n := b.d.Nodev[k]
+		b.p.Nodev = append(b.p.Nodev, &NodevPlan{FSType: n.FSType, Device: n.Device, Mountpoint: deref(n.Mountpoint.Value), MountOptions: n.MountOptions})
+	}
 	for _, dev := range order {
 		var err error
 		switch dev[0] {

@@ -63,6 +63,9 @@ func (p *Plan) WriteTree(w io.Writer) error {
 			b.WriteString("\n")
 		}
 	}
+	for _, n := range p.Nodev {
+		fmt.Fprintf(&b, "nodev %s %s → %s (%s)\n", n.FSType, n.Device, n.Mountpoint, strings.Join(n.MountOptions, ","))
+	}
 	if len(p.MountOrder) > 0 {
 		fmt.Fprintf(&b, "mount order: %s\n", strings.Join(p.MountOrder, " "))
 	}
