@@ -104,9 +104,9 @@ func startTestServer(t testing.TB, mapText string, mutate func(*Config)) *testSe
 	}
 	ev := &eventLog{}
 	tr, _ := NewTracker(ev.sink, filepath.Join(dir, "state.json"))
-	var logb bytes.Buffer
+	logb := &lockedWriter{w: &bytes.Buffer{}}
 	cfg := Config{Addr: netip.MustParseAddr("127.0.0.1"), Bundle: testBundle(t, 1<<20), Map: m, MapFile: mapf,
-		AgeKey: key, Tracker: tr, Log: &lockedWriter{w: &logb}}
+		AgeKey: key, Tracker: tr, Log: logb}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -129,6 +129,12 @@ func startTestServer(t testing.TB, mapText string, mutate func(*Config)) *testSe
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.(*bytes.Buffer).String()
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
