@@ -113,6 +113,7 @@ func (s *Session) Apply() error {
 	if err := CheckSafety(s.Plan); err != nil {
 		return err
 	}
+	s.loadModules()
 	for _, st := range s.Plan.Steps {
 		fmt.Fprintf(s.Log, "nixlos: %s %s %s\n", st.Op, st.Target, st.Detail)
 		if err := s.step(st); err != nil {

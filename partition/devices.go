@@ -79,6 +79,7 @@ func luksNameDevice(p *Plan, argv []string) (string, string) {
 // not already there), in creation order.
 func (s *Session) Open() error {
 	s.init()
+	s.loadModules()
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {

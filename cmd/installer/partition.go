@@ -20,13 +20,14 @@ func init() {
 	commands = append(commands, cli.Command{Name: "partition", Summary: "wipe, partition, format and mount the disks as the layout says", Run: runPartition})
 }
 
-const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt]
+const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount]
 
 Lays the disks out exactly as disko would (partition tables, LUKS, LVM, md,
 filesystems, btrfs subvolumes) and mounts them under --mount. Every disk is
 checked first: a device that is mounted, holds the running system, backs
 swap/md/dm in use, is the boot medium or is too small is refused. Without
---yes the device name must be typed on a terminal.`
+--yes the device name must be typed on a terminal. --open mounts an existing
+layout (assembling md, opening LUKS, activating LVM); --unmount undoes that.`
 
 // stdin is the terminal the confirmation is read from (tests replace it).
 var stdin = os.Stdin
@@ -36,6 +37,8 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	var lf layoutFlags
 	yes := fs.Bool("yes", false, "do not ask for confirmation (the disks are wiped)")
 	noMount := fs.Bool("no-mount", false, "create everything but leave it unmounted")
+	unmount := fs.Bool("unmount", false, "instead of creating: unmount the layout under --mount and close its LVM, LUKS and md devices")
+	open := fs.Bool("open", false, "instead of creating: open the layout's md, LUKS and LVM devices and mount them under --mount")
 	fs.StringVar(&lf.layout, "layout", "", "disko devices JSON file (evaluated or hand-written)")
 	fs.StringVar(&lf.host, "host", "", "take the layout of this host from the manifest")
 	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
@@ -53,6 +56,28 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	s := &partition.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
+	switch {
+	case *unmount && *open:
+		return cli.Usagef("give --unmount or --open, not both")
+	case *unmount:
+		if err := s.Unmount(); err != nil {
+			return err
+		}
+		if err := s.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "nixlos: unmounted %s and closed the layout's devices\n", lf.root)
+		return nil
+	case *open:
+		if err := s.Open(); err != nil {
+			return err
+		}
+		if err := s.Mount(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "nixlos: opened and mounted under %s (%s)\n", lf.root, strings.Join(plan.MountOrder, " "))
+		return nil
+	}
 	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
 	}

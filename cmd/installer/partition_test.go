@@ -168,3 +168,40 @@ func TestPartitionApplies(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitionOpenUnmount mounts a layout, unmounts it with --unmount,
+// mounts it again with --open, and unmounts again, reading findmnt.
+func TestPartitionOpenUnmount(t *testing.T) {
+	requireLoopRoot(t)
+	dev := loopDevice(t)
+	root := filepath.Join(t.TempDir(), "mnt")
+	layout := writeFile(t, "layout.json", `{"disk":{"main":{"type":"disk","device":"/dev/vdb","content":{"type":"gpt","partitions":{
+ "root":{"size":"40M","content":{"type":"filesystem","format":"ext4","mountpoint":"/"}},
+ "data":{"size":"100%","content":{"type":"filesystem","format":"ext4","mountpoint":"/srv/data"}}}}}}}`)
+	t.Cleanup(func() { exec.Command("umount", "-R", root).Run() })
+	mounted := func() string {
+		out, _ := exec.Command("findmnt", "--list", "--noheadings", "--output", "TARGET").Output()
+		var got []string
+		for _, l := range strings.Fields(string(out)) {
+			if strings.HasPrefix(l, root) {
+				got = append(got, strings.TrimPrefix(l, root))
+			}
+		}
+		return strings.Join(got, " ")
+	}
+	for i, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--yes"}, " /srv/data"}, {[]string{"--unmount"}, ""}, {[]string{"--open"}, " /srv/data"}, {[]string{"--unmount"}, ""},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"partition", "--layout", layout, "--disk", dev, "--mount", root}, tc.flags...)
+		if err := run(args, &out, &out); err != nil {
+			t.Fatalf("step %d %q: %v\n%s", i, tc.flags, err, out.String())
+		}
+		if got := mounted(); got != tc.want {
+			t.Errorf("after %q: mounted %q, want %q", tc.flags, got, tc.want)
+		}
+	}
+}
