@@ -524,12 +524,22 @@ func TestBuildAgeKey(t *testing.T) {
 }
 
 // TestBuildDeterministic: a cached build and a NoCache build (u-root
-// compiled again) of the same inputs are byte-identical.
+// compiled again) of the same inputs are byte-identical. The installer is
+// built once and given to both, so that other packages' sources changing
+// in between cannot make the builds differ.
 func TestBuildDeterministic(t *testing.T) {
 	skipSlowBuild(t)
+	modDir, err := FindModuleDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := filepath.Join(t.TempDir(), "installer")
+	if err := BuildInstaller(context.Background(), modDir, nixlosModule+"/cmd/installer", "det", inst); err != nil {
+		t.Fatal(err)
+	}
 	flake := testFlake(t)
-	spec := Spec{FlakeDir: flake, Manifest: []byte("{}"), SourceDateEpoch: 1234567890}
-	p1, _, _ := buildForTest(t, spec)
+	spec := Spec{FlakeDir: flake, Manifest: []byte("{}"), SourceDateEpoch: 1234567890, InstallerBinary: inst}
+	p1, rep1, _ := buildForTest(t, spec)
 	spec.NoCache = true
 	p2, rep2, _ := buildForTest(t, spec)
 	for _, s := range rep2.Segments {
@@ -540,6 +550,15 @@ func TestBuildDeterministic(t *testing.T) {
 	b1, _ := os.ReadFile(p1)
 	b2, _ := os.ReadFile(p2)
 	if !bytes.Equal(b1, b2) {
+		var off1, off2 int64
+		for i := range rep1.Segments {
+			s1, s2 := rep1.Segments[i], rep2.Segments[i]
+			if s1.Bytes != s2.Bytes || !bytes.Equal(b1[off1:off1+s1.Bytes], b2[off2:off2+s2.Bytes]) {
+				t.Errorf("segment %s differs (%d vs %d bytes)", s1.Name, s1.Bytes, s2.Bytes)
+			}
+			off1 += s1.Bytes
+			off2 += s2.Bytes
+		}
 		t.Fatalf("builds differ: %d vs %d bytes", len(b1), len(b2))
 	}
 	t.Logf("byte-identical: %d bytes, sha256 %x", len(b1), sha256.Sum256(b1))

@@ -137,30 +137,40 @@ func buildInstallerInitrd(t *testing.T) (string, *initramfs.Report) {
 }
 
 // TestBootToReady (a): the Debian kernel with the nixlos initramfs, booted
-// with -kernel under SeaBIOS, reaches the installer's ready line on the
-// serial console and powers off (nixlos.after=poweroff).
+// with -kernel under SeaBIOS (and under OVMF), reaches the installer's ready
+// line on the serial console and powers off (nixlos.after=poweroff).
 func TestBootToReady(t *testing.T) {
 	SkipUnlessVM(t)
 	initrd, rep := buildInstallerInitrd(t)
 	t.Logf("initrd %.1f MiB", float64(rep.Bytes)/(1<<20))
-	vm := StartT(t, Options{
-		Name:   "ready",
-		Kernel: DefaultKernel(),
-		Initrd: initrd,
-		Append: "console=ttyS0 console=tty0 nixlos.after=poweroff",
-	})
-	ctx := context.Background()
-	if _, err := vm.Expect(ctx, regexp.MustCompile(`nixlos-installer vmtest ready`), 5*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("power-on → ready: %.1f s", vm.Elapsed().Seconds())
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := vm.Wait(wctx); err != nil {
-		t.Fatalf("QEMU did not exit cleanly after nixlos.after=poweroff: %v", err)
-	}
-	if !strings.Contains(vm.Console(), "Power down") {
-		t.Error("no kernel 'Power down' message: QEMU ended some other way")
+	for _, fw := range []string{"bios", "uefi"} {
+		t.Run(fw, func(t *testing.T) {
+			if fw == "uefi" {
+				if _, err := os.Stat(DefaultOVMF); err != nil {
+					t.Skip("OVMF not installed (apt-get install ovmf)")
+				}
+			}
+			vm := StartT(t, Options{
+				Name:   "ready-" + fw,
+				Kernel: DefaultKernel(),
+				Initrd: initrd,
+				UEFI:   fw == "uefi",
+				Append: "console=ttyS0 console=tty0 nixlos.after=poweroff",
+			})
+			ctx := context.Background()
+			if _, err := vm.Expect(ctx, regexp.MustCompile(`nixlos-installer vmtest ready`), 5*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: power-on → ready: %.1f s", fw, vm.Elapsed().Seconds())
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			if err := vm.Wait(wctx); err != nil {
+				t.Fatalf("QEMU did not exit cleanly after nixlos.after=poweroff: %v", err)
+			}
+			if !strings.Contains(vm.Console(), "Power down") {
+				t.Error("no kernel 'Power down' message: QEMU ended some other way")
+			}
+		})
 	}
 }
 
