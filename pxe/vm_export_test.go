@@ -8,12 +8,13 @@ import (
 	"time"
 )
 
-// TestVMExportDnsmasq boots VMs from the exported dnsmasq config and a plain
+// TestVMExportDnsmasqStandInInstaller boots VMs (stand-in installer initrd)
+// from the exported dnsmasq config and a plain
 // HTTP server (busybox httpd) serving the exported http/ directory: full
 // DHCP with a UEFI machine (OVMF PXE → dnsmasq TFTP ipxe.efi → HTTP), and
 // proxyDHCP beside a second dnsmasq acting as the LAN's DHCP with a BIOS
 // machine (iPXE ROM → pxe-service URL).
-func TestVMExportDnsmasq(t *testing.T) {
+func TestVMExportDnsmasqStandInInstaller(t *testing.T) {
 	needVMTools(t)
 	build := buildTestBundle(t)
 	b, err := OpenBundle(build, "")

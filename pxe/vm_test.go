@@ -36,7 +36,8 @@ var vmModules = []string{
 	"net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
 }
 
-// testInit is the test initrd's /init: what a real installer does at the
+// testInit is the test initrd's /init, a stand-in for the installer (not yet
+// built into a bundle here): it does what the real installer does at the
 // protocol level (status, one-time key), then power off.
 const testInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
@@ -319,7 +320,7 @@ func bootVM(t *testing.T, ns string, m vmMachine, logName string) *proc {
 	return q
 }
 
-func TestVMNetworkBoot(t *testing.T) {
+func TestVMNetworkBootStandInInstaller(t *testing.T) {
 	needVMTools(t)
 	mkiso := filepath.Join(t.TempDir(), "mkiso")
 	if b, err := exec.Command("go", "build", "-o", mkiso, "github.com/nixlos/nixlos/cmd/mkiso").CombinedOutput(); err != nil {
