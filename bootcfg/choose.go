@@ -295,3 +295,31 @@ func humanBytes(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// ConsoleLine is the DESIGN.md line printed when the choices are made:
+// "nixlos: host=NAME disk=DEV after=… auto=0|1". A layout with several
+// disks prints disk=KEY:DEV,KEY:DEV (keys sorted).
+func (c Choices) ConsoleLine() string {
+	keys := make([]string, 0, len(c.Disks))
+	for k := range c.Disks {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	disk := "none"
+	switch len(keys) {
+	case 0:
+	case 1:
+		disk = c.Disks[keys[0]]
+	default:
+		var l []string
+		for _, k := range keys {
+			l = append(l, k+":"+c.Disks[k])
+		}
+		disk = strings.Join(l, ",")
+	}
+	auto := "0"
+	if c.Auto {
+		auto = "1"
+	}
+	return fmt.Sprintf("nixlos: host=%s disk=%s after=%s auto=%s net=%s", c.Host, disk, c.After, auto, c.Net)
+}

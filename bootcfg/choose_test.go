@@ -165,3 +165,25 @@ func TestChoose(t *testing.T) {
 		}
 	}
 }
+
+func TestConsoleLine(t *testing.T) {
+	c, err := Parse("nixlos.host=laptop nixlos.disk=auto nixlos.auto=1 nixlos.after=poweroff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := Choose([]Host{{Name: "laptop", Disks: []string{"main"}}}, c, []hw.Disk{disk("vda", 8*gib, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ch.ConsoleLine(), "nixlos: host=laptop disk=/dev/vda after=poweroff auto=1 net=dhcp"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	c, _ = Parse("nixlos.host=server nixlos.disk.disk2=/dev/vda nixlos.disk.disk1=/dev/vdb ip=off")
+	ch, err = Choose([]Host{{Name: "server", Disks: []string{"disk1", "disk2"}}}, c, []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ch.ConsoleLine(), "nixlos: host=server disk=disk1:/dev/vdb,disk2:/dev/vda after=reboot auto=0 net=off"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}

@@ -179,3 +179,33 @@ func values(m map[string]string) []string {
 	}
 	return l
 }
+
+// FuzzSplit: rendering the parameters Split returns (quoting values with
+// spaces, as a boot loader would) and splitting again gives the same
+// parameters, whenever they are representable (no quote characters).
+func FuzzSplit(f *testing.F) {
+	f.Add(`a b=1 c="x y" "d=e f" g=`)
+	f.Add("nixlos.host=a\tconsole=ttyS0")
+	f.Fuzz(func(t *testing.T, s string) {
+		ps := Split(s)
+		var parts []string
+		for _, p := range ps {
+			if p.Name == "" && !p.HasValue || strings.ContainsAny(p.Name+p.Value, `"`) || strings.ContainsAny(p.Name, " \t\n\r\v\f") {
+				return
+			}
+			r := p.Name
+			if p.HasValue {
+				v := p.Value
+				if strings.ContainsAny(v, " \t\n\r\v\f") {
+					v = `"` + v + `"`
+				}
+				r += "=" + v
+			}
+			parts = append(parts, r)
+		}
+		again := Split(strings.Join(parts, " "))
+		if !reflect.DeepEqual(again, ps) {
+			t.Fatalf("Split(%q) = %+v; rendered %q splits to %+v", s, ps, strings.Join(parts, " "), again)
+		}
+	})
+}

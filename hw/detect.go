@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -355,8 +356,13 @@ func readGPTNames(dev string) map[int]string {
 		return nil
 	}
 	defer f.Close()
+	return parseGPTNames(f)
+}
+
+// parseGPTNames reads the primary GPT (512-byte sectors) from r.
+func parseGPTNames(r io.ReaderAt) map[int]string {
 	hdr := make([]byte, 92)
-	if _, err := f.ReadAt(hdr, 512); err != nil || string(hdr[:8]) != "EFI PART" {
+	if _, err := r.ReadAt(hdr, 512); err != nil || string(hdr[:8]) != "EFI PART" {
 		return nil
 	}
 	lba := binary.LittleEndian.Uint64(hdr[72:])
@@ -366,7 +372,7 @@ func readGPTNames(dev string) map[int]string {
 		return nil
 	}
 	buf := make([]byte, int(n)*int(size))
-	if _, err := f.ReadAt(buf, int64(lba)*512); err != nil {
+	if _, err := r.ReadAt(buf, int64(lba)*512); err != nil {
 		return nil
 	}
 	names := map[int]string{}

@@ -1,13 +1,17 @@
 package hw
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // TestDetectThisMachine reads this machine (read-only) and checks the
@@ -491,6 +495,51 @@ func FuzzParseMountinfo(f *testing.F) {
 		mi, ok := parseMountinfo(line)
 		if ok && (mi.mountpoint == "" || mi.fstype == "") {
 			t.Fatalf("parseMountinfo(%q) = %+v", line, mi)
+		}
+	})
+}
+
+// gptImage builds a primary GPT in memory: header at LBA 1, entries at LBA 2.
+func gptImage(names ...string) []byte {
+	img := make([]byte, 512*2+128*128)
+	copy(img[512:], "EFI PART")
+	binary.LittleEndian.PutUint64(img[512+72:], 2)
+	binary.LittleEndian.PutUint32(img[512+80:], 128)
+	binary.LittleEndian.PutUint32(img[512+84:], 128)
+	for i, n := range names {
+		if n == "" {
+			continue // unused slot
+		}
+		e := img[1024+i*128:]
+		e[0] = 0xAF // non-zero type GUID
+		for j, c := range utf16.Encode([]rune(n)) {
+			binary.LittleEndian.PutUint16(e[56+2*j:], c)
+		}
+	}
+	return img
+}
+
+func TestParseGPTNames(t *testing.T) {
+	got := parseGPTNames(bytes.NewReader(gptImage("NIXLOS-ESP", "", "disk-main-root", "ünïcode")))
+	want := map[int]string{1: "NIXLOS-ESP", 3: "disk-main-root", 4: "ünïcode"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("names %v, want %v", got, want)
+	}
+	if got := parseGPTNames(bytes.NewReader(make([]byte, 4096))); got != nil {
+		t.Errorf("blank disk: %v", got)
+	}
+}
+
+// FuzzParseGPTNames: arbitrary bytes never panic or allocate beyond the
+// header's bounds; names are at most 36 UTF-16 units.
+func FuzzParseGPTNames(f *testing.F) {
+	f.Add(gptImage("NIXLOS-ESP", "x"))
+	f.Add(make([]byte, 1024))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for n, name := range parseGPTNames(bytes.NewReader(b)) {
+			if n < 1 || n > 1024 || len(utf16.Encode([]rune(name))) > 36 {
+				t.Fatalf("entry %d name %q", n, name)
+			}
 		}
 	})
 }
