@@ -288,3 +288,31 @@ func TestCandidatesSkipVirtual(t *testing.T) {
 		t.Errorf("missing link: %v", err)
 	}
 }
+
+// TestConfigureDHCPNoServer: a link with a carrier but no DHCP server gives
+// up within the bounds (timeout × retries × attempts) with a clear error,
+// and leaves the link without an address.
+func TestConfigureDHCPNoServer(t *testing.T) {
+	needRoot(t)
+	cli, peer := newNS(t, "c"), newNS(t, "p")
+	veth(t, "vc0", cli, "vp0", peer)
+	opts := Options{NS: nsHandle(t, cli), Links: []string{"vc0"}, Root: t.TempDir(),
+		DHCPTimeout: 300 * time.Millisecond, DHCPRetries: 2, DHCPAttempts: 2}
+	start := time.Now()
+	_, err := Configure(context.Background(), DefaultConfig(), opts)
+	elapsed := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "no DHCP lease on vc0") {
+		t.Fatalf("Configure err = %v, want no DHCP lease", err)
+	}
+	if bound := opts.DHCPTimeout*time.Duration(opts.DHCPRetries*opts.DHCPAttempts) + 3*time.Second; elapsed > bound {
+		t.Errorf("gave up after %v, bound %v", elapsed, bound)
+	}
+	h, _ := netlink.NewHandleAt(opts.NS)
+	defer h.Close()
+	if got := addrsOf(t, h, "vc0"); len(got) != 0 {
+		t.Errorf("vc0 addresses %v after a failed DHCP", got)
+	}
+	if _, err := os.Stat(filepath.Join(opts.Root, "etc", "resolv.conf")); !os.IsNotExist(err) {
+		t.Errorf("resolv.conf written after a failed DHCP: %v", err)
+	}
+}
