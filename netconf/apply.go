@@ -66,6 +66,19 @@ func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	o.Log = &lockedWriter{w: o.Log} // DHCP runs per link in parallel
+}
+
+// lockedWriter serialises writes from the parallel DHCP clients.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // Link is one candidate link and its state after bringing it up.
@@ -304,7 +317,7 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 }
 
 // dhcpFirst runs DHCP on every link in parallel; the first lease wins and the
-// others are cancelled.
+// others are cancelled (and waited for, so nothing runs after it returns).
 func dhcpFirst(ctx context.Context, links []string, opts Options) (Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -324,12 +337,18 @@ func dhcpFirst(ctx context.Context, links []string, opts Options) (Result, error
 	}
 	go func() { wg.Wait(); close(ch) }()
 	var errs []error
+	var won *Result
 	for o := range ch {
-		if o.err == nil {
+		switch {
+		case o.err == nil && won == nil:
+			won = &o.res
 			cancel()
-			return o.res, nil
+		case o.err != nil:
+			errs = append(errs, o.err)
 		}
-		errs = append(errs, o.err)
+	}
+	if won != nil {
+		return *won, nil
 	}
 	return Result{}, fmt.Errorf("network: no DHCP lease on %s: %w", strings.Join(links, ", "), errors.Join(errs...))
 }
