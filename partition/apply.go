@@ -200,8 +200,7 @@ func (s *Session) wipeDisk(node string) error {
 // table writes the partition table of a disk or md array from the plan,
 // re-reads it, and wipes stale signatures inside the new partitions.
 func (s *Session) table(dev string) error {
-	node := s.Resolve(dev)
-	parts, write, err := s.tableWriter(dev, node)
+	parts, node, write, err := s.tableWriter(dev)
 	if err != nil {
 		return err
 	}
@@ -232,34 +231,34 @@ func (s *Session) table(dev string) error {
 
 // tableWriter returns the partitions and the writer of dev's table. For an
 // md array the partitions are placed again on the array's real size.
-func (s *Session) tableWriter(dev, node string) ([]*PartPlan, func(*os.File) error, error) {
+func (s *Session) tableWriter(dev string) ([]*PartPlan, string, func(*os.File) error, error) {
 	for _, d := range s.Plan.Disks {
-		if d.LayoutDevice != dev {
+		if d.Device != dev { // table steps name the target device itself
 			continue
 		}
 		switch d.Table {
 		case "gpt":
-			return d.Partitions, func(f *os.File) error { return writeGPT(f, d.SizeBytes, d.Partitions, d.Hybrid) }, nil
+			return d.Partitions, d.Device, func(f *os.File) error { return writeGPT(f, d.SizeBytes, d.Partitions, d.Hybrid) }, nil
 		case "msdos":
-			return d.Partitions, func(f *os.File) error { return writeMSDOS(f, d.SizeBytes, d.Partitions) }, nil
+			return d.Partitions, d.Device, func(f *os.File) error { return writeMSDOS(f, d.SizeBytes, d.Partitions) }, nil
 		}
 	}
 	for _, m := range s.Plan.Mdadm {
 		if m.Device != dev || m.gpt == nil {
 			continue
 		}
-		size, err := DeviceSize(node)
+		size, err := DeviceSize(m.Device)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		parts, err := placeGPT(m.gpt, size)
 		if err != nil {
-			return nil, nil, fmt.Errorf("md %s (%s): %w", m.Name, FormatSize(size), err)
+			return nil, "", nil, fmt.Errorf("md %s (%s): %w", m.Name, FormatSize(size), err)
 		}
 		m.Partitions, m.SizeBytes = parts, size
-		return parts, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
+		return parts, m.Device, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
 	}
-	return nil, nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
+	return nil, "", nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
 }
 
 // openExclusive opens a device for writing with O_EXCL, retrying briefly

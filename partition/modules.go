@@ -42,7 +42,10 @@ func (p *Plan) kernelModules() []string {
 	for _, m := range p.Mounts {
 		switch m.FSType {
 		case "vfat":
-			set["vfat"], set["nls_cp437"], set["nls_iso8859_1"] = true, true, true
+			// the default codepage and iocharset (Debian: cp437, ascii) are modules
+			for _, m := range []string{"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"} {
+				set[m] = true
+			}
 		case "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs":
 			set[m.FSType] = true
 		}

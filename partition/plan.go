@@ -257,10 +257,10 @@ func (b *builder) disk(disk *Disk, t Target) error {
 	switch c.Type {
 	case "gpt":
 		dp.Table = "gpt"
-		dp.Partitions, dp.Hybrid, err = b.gpt(c, t.SizeBytes, disk.Device)
+		dp.Partitions, dp.Hybrid, err = b.gpt(c, t.SizeBytes, dp.Device)
 	case "table":
 		dp.Table = c.Format
-		dp.Partitions, err = b.table(c, t.SizeBytes)
+		dp.Partitions, err = b.table(c, t.SizeBytes, dp.Device)
 	default:
 		dp.Content = summary(c)
 		err = b.content(c)
@@ -282,7 +282,7 @@ func (b *builder) gpt(c *Content, size uint64, dev string) ([]*PartPlan, *Hybrid
 	for i, p := range c.GPTPartitions {
 		pp := parts[i]
 		b.sizes[p.Device] = pp.SizeBytes
-		b.step("partition", c.Device, fmt.Sprintf("%d %s %s sectors %d-%d (%s)", pp.Number, pp.Label, p.Type, pp.StartSector, pp.EndSector, FormatSize(pp.SizeBytes)), sgdiskNewArgv(c, p)...)
+		b.step("partition", dev, fmt.Sprintf("%d %s %s sectors %d-%d (%s)", pp.Number, pp.Label, p.Type, pp.StartSector, pp.EndSector, FormatSize(pp.SizeBytes)), sgdiskNewArgv(c, p)...)
 	}
 	hybrid := hybridMBR(c, parts)
 	b.hybridSteps(c)
@@ -356,15 +356,15 @@ func sgdiskNewArgv(c *Content, p *GPTPartition) []string {
 }
 
 // table places a legacy table's partitions with parted's rules.
-func (b *builder) table(c *Content, size uint64) ([]*PartPlan, error) {
+func (b *builder) table(c *Content, size uint64, target string) ([]*PartPlan, error) {
 	sim, err := newPartedSim(size/SectorSize, c.Format)
 	if err != nil {
 		return nil, err
 	}
-	b.step("table", c.Device, "new "+c.Format+" table", "parted", "-s", c.Device, "--", "mklabel", c.Format)
+	b.step("table", target, "new "+c.Format+" table", "parted", "-s", c.Device, "--", "mklabel", c.Format)
 	var parts []*PartPlan
 	for _, p := range c.TablePartitions {
-		pp, err := b.tablePartition(sim, c, p)
+		pp, err := b.tablePartition(sim, c, p, target)
 		if err != nil {
 			return nil, fmt.Errorf("partition %d: %w", p.Index, err)
 		}
@@ -378,7 +378,7 @@ func (b *builder) table(c *Content, size uint64) ([]*PartPlan, error) {
 	return parts, nil
 }
 
-func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition) (*PartPlan, error) {
+func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition, target string) (*PartPlan, error) {
 	e, err := sim.mkpart(p.Start, p.End)
 	if err != nil {
 		return nil, err
@@ -403,12 +403,12 @@ func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition) 
 	if p.FSType != nil {
 		mk = append(mk, *p.FSType)
 	}
-	b.step("partition", c.Device, fmt.Sprintf("%d %s sectors %d-%d (%s)", p.Index, pp.Label, e.first, e.last, FormatSize(pp.SizeBytes)), append(mk, p.Start, p.End)...)
+	b.step("partition", target, fmt.Sprintf("%d %s sectors %d-%d (%s)", p.Index, pp.Label, e.first, e.last, FormatSize(pp.SizeBytes)), append(mk, p.Start, p.End)...)
 	if p.Bootable {
-		b.step("partition-flag", c.Device, n+" boot", "parted", "-s", c.Device, "--", "set", n, "boot", "on")
+		b.step("partition-flag", target, n+" boot", "parted", "-s", c.Device, "--", "set", n, "boot", "on")
 	}
 	for _, f := range p.Flags {
-		b.step("partition-flag", c.Device, n+" "+f, "parted", "-s", c.Device, "--", "set", n, f, "on")
+		b.step("partition-flag", target, n+" "+f, "parted", "-s", c.Device, "--", "set", n, f, "on")
 	}
 	b.sizes[dev] = pp.SizeBytes
 	return pp, nil

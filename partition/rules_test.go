@@ -1,6 +1,8 @@
 package partition
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -90,5 +92,24 @@ func TestDecodeWrapped(t *testing.T) {
 	d, err := Load([]byte(`{"disko":{"devices":{"disk":{"a":{"device":"/dev/sda"}}}}}`))
 	if err != nil || d.Disk["a"] == nil || d.Disk["a"].Name != "a" {
 		t.Fatalf("got %+v, %v", d, err)
+	}
+}
+
+func TestParseDiskArgsDistinct(t *testing.T) {
+	d, err := Load([]byte(`{"disk":{"a":{"device":"/dev/vda"},"b":{"device":"/dev/vdb"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "x.img")
+	os.WriteFile(img, make([]byte, 4096), 0o600)
+	if _, err := ParseDiskArgs(d, []string{"a=" + img, "b=" + img}); err == nil || !strings.Contains(err.Error(), "both") {
+		t.Errorf("same device for two disks: %v", err)
+	}
+	ts, err := ParseDiskArgs(d, []string{"a=" + img, "b=2G"})
+	if err != nil || ts["a"].SizeBytes != 4096 || ts["b"].SizeBytes != 2<<30 || ts["b"].Device != "" {
+		t.Errorf("got %+v, %v", ts, err)
+	}
+	if _, err := Load([]byte(`{"disk":{"a":{"device":"/dev/vda"},"b":{"device":"/dev/vda"}}}`)); err == nil {
+		t.Error("two layout disks on one device accepted")
 	}
 }

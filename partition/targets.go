@@ -3,6 +3,7 @@ package partition
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"unsafe"
 
@@ -44,7 +45,7 @@ func ParseDiskArgs(d *Devices, args []string) (map[string]Target, error) {
 		}
 		targets[k] = Target{Device: dev, SizeBytes: size}
 	}
-	return targets, nil
+	return targets, checkDistinct(targets)
 }
 
 func parseTarget(val string) (Target, error) {
@@ -87,4 +88,24 @@ func DeviceSize(path string) (uint64, error) {
 		return 0, fmt.Errorf("%s: reading size: %w", path, errno)
 	}
 	return size, nil
+}
+
+// checkDistinct refuses two layout disks on the same device.
+func checkDistinct(targets map[string]Target) error {
+	seen := map[string]string{}
+	for _, k := range sortedKeys(targets) {
+		t := targets[k]
+		if t.Device == "" {
+			continue
+		}
+		id := t.Device
+		if real, err := filepath.EvalSymlinks(t.Device); err == nil {
+			id = real
+		}
+		if other, ok := seen[id]; ok {
+			return fmt.Errorf("disks %s and %s are both %s; give each layout disk its own device", other, k, t.Device)
+		}
+		seen[id] = k
+	}
+	return nil
 }

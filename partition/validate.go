@@ -16,6 +16,13 @@ var (
 // disko's ranges, and no two filesystems share a mountpoint.
 func validate(d *Devices) error {
 	v := validator{d: d, mounts: map[string]string{}, mdMembers: map[string]int{}, pvs: map[string]int{}}
+	devices := map[string]string{}
+	for _, k := range sortedKeys(d.Disk) {
+		if other, ok := devices[d.Disk[k].Device]; ok {
+			return fmt.Errorf("disk %s: device %s is also disk %s's", k, d.Disk[k].Device, other)
+		}
+		devices[d.Disk[k].Device] = k
+	}
 	for _, k := range sortedKeys(d.Disk) {
 		if err := v.content(d.Disk[k].Content, "disk."+k); err != nil {
 			return err
