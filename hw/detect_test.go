@@ -275,6 +275,33 @@ func TestLoopDisk(t *testing.T) {
 	}
 }
 
+// TestLoopUSBImageIsBootMedium attaches a GPT image whose ESP is named like
+// the nixlos USB image's (image/usb.go: NIXLOS-ESP): the default options
+// mark it the boot medium from the on-disk GPT, read-only.
+func TestLoopUSBImageIsBootMedium(t *testing.T) {
+	needRootTool(t, "losetup", "sgdisk")
+	img := filepath.Join(t.TempDir(), "usb.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "sgdisk", "-n1:2048:0", "-c1:"+BootPartName, "-t1:EF00", img)
+	before, _ := os.ReadFile(img)
+	dev := attach(t, img)
+	disks, err := Disks(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := find(t, disks, dev); !d.BootMedium || d.BootReason != "has the nixlos image partition NIXLOS-ESP" {
+		t.Errorf("usb image loop: boot=%v reason=%q", d.BootMedium, d.BootReason)
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
+		t.Error("the image changed: detection must only read")
+	}
+}
+
 // TestLoopISOIsBootMedium attaches an iso9660 image (what the nixlos ISO is,
 // on CD or written to USB) to a loop device: Disks reads its signature
 // (read-only) and marks it the boot medium, with the volume ID.
