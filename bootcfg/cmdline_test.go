@@ -2,6 +2,7 @@ package bootcfg
 
 import (
 	"errors"
+	"os"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -208,4 +209,28 @@ func FuzzSplit(f *testing.F) {
 			t.Fatalf("Split(%q) = %+v; rendered %q splits to %+v", s, ps, strings.Join(parts, " "), again)
 		}
 	})
+}
+
+// TestParseThisMachine parses this machine's own /proc/cmdline: a real
+// command line without nixlos parameters must parse to the defaults.
+func TestParseThisMachine(t *testing.T) {
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		t.Skip("no /proc/cmdline")
+	}
+	if strings.Contains(string(b), "nixlos.") || strings.Contains(string(b), " ip=") {
+		t.Skip("this machine's command line carries nixlos/ip parameters")
+	}
+	c, err := Parse(string(b))
+	if err != nil {
+		t.Fatalf("Parse(%q): %v", b, err)
+	}
+	if c.Host != "" || c.Auto || c.After != AfterReboot || c.Net.Mode != netconf.ModeDHCP {
+		t.Errorf("Parse(%q) = %+v, want defaults", b, c)
+	}
+	for _, p := range Split(string(b)) {
+		if p.Name == "console" && !contains(c.Consoles, p.Value) {
+			t.Errorf("console=%s missing from %v", p.Value, c.Consoles)
+		}
+	}
 }
