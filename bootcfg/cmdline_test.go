@@ -2,8 +2,8 @@ package bootcfg
 
 import (
 	"errors"
-	"os"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
