@@ -244,3 +244,38 @@ func TestCheckFailureReported(t *testing.T) {
 		t.Errorf("rc=%d output %q: want non-zero rc, 'before' and not 'after'", res.ExitCode, res.Output)
 	}
 }
+
+// TestPXEBoot: QEMU's iPXE ROM gets boot.ipxe from user-net TFTP, loads the
+// kernel and the nixlos initramfs over TFTP and reaches the ready line.
+func TestPXEBoot(t *testing.T) {
+	SkipUnlessVM(t)
+	initrd, _ := buildInstallerInitrd(t)
+	tftp := t.TempDir()
+	for src, dst := range map[string]string{DefaultKernel(): "vmlinuz", initrd: "initrd"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tftp, dst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!ipxe\nkernel vmlinuz console=ttyS0 nixlos.after=poweroff\ninitrd initrd\nboot\n"
+	if err := os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm := StartT(t, Options{Name: "pxe", Net: &Net{TFTP: tftp, BootFile: "boot.ipxe", PXE: true}})
+	ctx := context.Background()
+	if _, err := vm.Expect(ctx, "iPXE", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Expect(ctx, "nixlos-installer vmtest ready", 8*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("PXE: power-on → ready: %.1f s", vm.Elapsed().Seconds())
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := vm.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+}
