@@ -72,7 +72,16 @@ func (m *Mounter) Mount(p *Plan) error {
 		if flags&unix.MS_BIND != 0 {
 			src = filepath.Join(m.Root, mt.Device)
 		}
-		if err := unix.Mount(src, target, mt.FSType, flags, data); err != nil {
+		err := unix.Mount(src, target, mt.FSType, flags, data)
+		if err != nil && mt.FSType == "vfat" && !strings.Contains(data, "iocharset=") {
+			// the kernel's default FAT iocharset (Debian: ascii) may be a
+			// module this system lacks; iso8859-1 is the usual fallback
+			fallback := strings.TrimPrefix(data+",iocharset=iso8859-1", ",")
+			if unix.Mount(src, target, mt.FSType, flags, fallback) == nil {
+				err = nil
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("mount %s on %s (-t %s -o %s): %w", src, target, mt.FSType, strings.Join(mt.Options, ","), err)
 		}
 	}
