@@ -61,7 +61,7 @@ func TestVMExportDnsmasqStandInInstaller(t *testing.T) {
 			time.Sleep(time.Second)
 			start := time.Now()
 			vm := bootVM(t, ns, tc.vm, "nixlos-pxe-export-"+tc.name+".log")
-			vm.waitFor(t, "boot", regexp.MustCompile(`nixlos-installer test ready`), 5*time.Minute)
+			vm.waitFor(t, "boot", regexp.MustCompile(`nixlos-installer test ready`), 8*time.Minute)
 			t.Logf("%s/%s: booted the exported bundle in %s", tc.name, tc.vm.name, time.Since(start).Round(time.Second))
 			con := vm.text()
 			for _, want := range []string{"nixlos.host=" + tc.vm.host, "nixlos.auto=1", "nixlos.after=poweroff", "console=ttyS0"} {

@@ -379,7 +379,7 @@ func TestVMNetworkBootStandInInstaller(t *testing.T) {
 				// First boot: PXE → iPXE → HTTP boot script → kernel → test /init.
 				start := time.Now()
 				vm := bootVM(t, ns, m, "nixlos-pxe-vm-"+mode+"-"+m.name+"-1.log")
-				vm.waitFor(t, m.name+" first boot", regexp.MustCompile(`nixlos-installer test ready`), 5*time.Minute)
+				vm.waitFor(t, m.name+" first boot", regexp.MustCompile(`nixlos-installer test ready`), 8*time.Minute)
 				ready := time.Since(start)
 				vm.waitFor(t, m.name+" first boot", regexp.MustCompile(`test-init: done`), 2*time.Minute)
 				select {
