@@ -315,7 +315,11 @@ func bootVM(t *testing.T, ns string, m vmMachine, logName string) *proc {
 	}
 	q := startProc(t, ns, args...)
 	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(os.TempDir(), logName), []byte(q.text()), 0o644)
+		if t.Failed() { // keep the console for a post-mortem
+			p := filepath.Join(os.TempDir(), logName)
+			os.WriteFile(p, []byte(q.text()), 0o644)
+			t.Logf("VM console saved to %s", p)
+		}
 	})
 	return q
 }
