@@ -307,8 +307,10 @@ func (b *builder) mdSize(md *MDArray, members []string) uint64 {
 	return minSize
 }
 
-// mdDataOffsetBytes is an estimate of mdadm's 1.2 data offset.
-const mdDataOffsetBytes = 4 << 20
+// mdDataOffsetBytes estimates what mdadm's 1.1/1.2 metadata keeps from
+// each member (measured with mdadm 4.2 on 8 GiB members in the QEMU guest:
+// 16771072-sector members gave a 16760832-sector RAID1).
+const mdDataOffsetBytes = 5 << 20
 
 // innerGPT handles a gpt table inside a LUKS container.
 func (b *builder) innerGPT(c *Content) error {
