@@ -44,6 +44,7 @@ type Cmdline struct {
 	Disks    map[string]string `json:"disks,omitempty"`  // nixlos.disk.<key>, same values
 	Auto     bool              `json:"auto"`             // nixlos.auto=1
 	Server   string            `json:"server,omitempty"` // nixlos.server URL
+	Token    string            `json:"-"`                // nixlos.token: one-time key token from the PXE server (not printed)
 	After    After             `json:"after"`            // nixlos.after, default reboot
 	Net      netconf.Config    `json:"net"`              // ip=, default DHCP on every wired link
 	Consoles []string          `json:"consoles,omitempty"`
@@ -58,7 +59,7 @@ type Param struct {
 }
 
 // The known nixlos parameters, for messages and suggestions.
-var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.after"}
+var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.token", "nixlos.after"}
 
 // Split splits a kernel command line into parameters following the kernel's
 // next_arg rules: whitespace separates parameters except inside double
@@ -237,6 +238,13 @@ func Parse(cmdline string) (Cmdline, error) {
 			}
 			set(p)
 			c.Server = strings.TrimSuffix(p.Value, "/")
+		case p.Name == "nixlos.token":
+			if !validToken(p.Value) {
+				bad(p, "the PXE server writes this itself; boot again from the server's boot script", "is not 16 to 128 hex digits")
+				continue
+			}
+			set(p)
+			c.Token = p.Value
 		case p.Name == "nixlos.after":
 			switch a := After(p.Value); a {
 			case AfterReboot, AfterPoweroff, AfterShell:
@@ -335,4 +343,17 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// validToken reports whether v looks like a PXE boot token: 16–128 hex digits.
+func validToken(v string) bool {
+	if len(v) < 16 || len(v) > 128 {
+		return false
+	}
+	for _, r := range v {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
 }

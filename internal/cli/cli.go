@@ -134,8 +134,7 @@ func NewFlagSet(name, usage string, stdout io.Writer) *flag.FlagSet {
 // -h/--help to ErrHelp after printing usage.
 func Parse(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
+	if errors.Is(err, flag.ErrHelp) { // flag has already printed fs.Usage
 		return ErrHelp
 	}
 	if err != nil {
