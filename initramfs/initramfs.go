@@ -49,6 +49,14 @@ import (
 	"time"
 )
 
+// Paths inside the image (relative to /), shared with image.Inspect and the
+// installer.
+const (
+	FlakePath    = "etc/nixlos/flake"
+	ManifestPath = "etc/nixlos/manifest.json"
+	AgeKeyPath   = "etc/nixlos/age.key"
+)
+
 // File is an extra file for the per-build segment.
 type File struct {
 	Path string      // path inside the archive
@@ -94,12 +102,12 @@ type Spec struct {
 	Tools     []string
 	ExtraLibs []string
 
-	// FlakeDir is copied to /etc/nixlos/flake (all files, as given).
+	// FlakeDir is copied to /FlakePath (all files, as given).
 	FlakeDir string
-	// Manifest is written to /etc/nixlos/manifest.json when not nil.
+	// Manifest is written to /ManifestPath when not nil.
 	Manifest []byte
-	// AgeKey, when not nil, is written to /etc/nixlos/age-key.txt, mode
-	// 0600; the output file is then 0600 too.
+	// AgeKey, when not nil, is written to /AgeKeyPath, mode 0600; the
+	// output file is then 0600 too.
 	AgeKey []byte
 	// Files are extra files for the per-build segment.
 	Files []File
@@ -395,15 +403,15 @@ func (s Spec) buildTree(t *tree, installer string) error {
 	}
 	t.dir("etc/nixlos", 0o755)
 	if s.FlakeDir != "" {
-		if err := addDir(t, s.FlakeDir, "etc/nixlos/flake"); err != nil {
+		if err := addDir(t, s.FlakeDir, FlakePath); err != nil {
 			return fmt.Errorf("flake %s: %w", s.FlakeDir, err)
 		}
 	}
 	if s.Manifest != nil {
-		t.file("etc/nixlos/manifest.json", s.Manifest, 0o644)
+		t.file(ManifestPath, s.Manifest, 0o644)
 	}
 	if s.AgeKey != nil {
-		t.file("etc/nixlos/age-key.txt", s.AgeKey, 0o600)
+		t.file(AgeKeyPath, s.AgeKey, 0o600)
 	}
 	for _, f := range s.Files {
 		m := f.Mode.Perm()

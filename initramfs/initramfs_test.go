@@ -212,7 +212,7 @@ func TestBuild(t *testing.T) {
 	if !bytes.Equal(a.data["etc/nixlos/manifest.json"], manifest) {
 		t.Errorf("manifest: got %q", a.data["etc/nixlos/manifest.json"])
 	}
-	if _, ok := a.entries["etc/nixlos/age-key.txt"]; ok || rep.AgeKey {
+	if _, ok := a.entries["etc/nixlos/age.key"]; ok || rep.AgeKey {
 		t.Error("age key present though none was given")
 	}
 
@@ -480,7 +480,7 @@ func keys(m map[string]bool) []string {
 	return ks
 }
 
-// TestBuildAgeKey: the key is at /etc/nixlos/age-key.txt with mode 0600,
+// TestBuildAgeKey: the key is at /etc/nixlos/age.key with mode 0600,
 // the initrd file itself is 0600, and the key never reaches the progress
 // output or the report.
 func TestBuildAgeKey(t *testing.T) {
@@ -488,14 +488,14 @@ func TestBuildAgeKey(t *testing.T) {
 	key := []byte("AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n")
 	p, rep, progress := buildForTest(t, Spec{AgeKey: key})
 	a := readArchive(t, p)
-	e, ok := a.entries["etc/nixlos/age-key.txt"]
+	e, ok := a.entries["etc/nixlos/age.key"]
 	if !ok {
 		t.Fatal("age key missing")
 	}
 	if e.Mode&0o7777 != 0o600 || e.Mode&ModeType != ModeRegular || e.UID != 0 {
 		t.Errorf("age key mode %o uid %d, want regular 0600 root", e.Mode, e.UID)
 	}
-	if !bytes.Equal(a.data["etc/nixlos/age-key.txt"], key) {
+	if !bytes.Equal(a.data["etc/nixlos/age.key"], key) {
 		t.Error("age key contents differ")
 	}
 	fi, _ := os.Stat(p)

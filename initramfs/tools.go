@@ -35,8 +35,9 @@ var DefaultTools = []string{
 }
 
 // DefaultExtraLibs are libraries loaded with dlopen rather than DT_NEEDED:
-// glibc loads libgcc_s for thread cancellation and unwinding.
-var DefaultExtraLibs = []string{"libgcc_s.so.1"}
+// glibc loads libgcc_s for thread cancellation and unwinding, and the NSS
+// modules /etc/nsswitch.conf names (files, dns). Missing ones are skipped.
+var DefaultExtraLibs = []string{"libgcc_s.so.1", "libnss_files.so.2", "libnss_dns.so.2"}
 
 // ToolPath is where tools are looked up on the host.
 var ToolPath = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}

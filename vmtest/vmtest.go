@@ -30,7 +30,21 @@
 // uinit runs a shell script, prints its output between markers on the
 // serial console and powers off; the host gets the output and exit code.
 // The partitioner's LUKS/LVM/md apply tests use it (this host kernel has no
-// device-mapper or md).
+// device-mapper or md):
+//
+//	res := vmtest.RunCheck(t, vmtest.Check{
+//		Files:  []initramfs.File{{Path: "etc/layout.json", Data: layout}},
+//		Disks:  []vmtest.Disk{{Path: vmtest.NewDisk(t, "main.img", 8<<30)}},
+//		Script: "installer partition --layout /etc/layout.json --disk main=/dev/vda --yes\n" +
+//			"lsblk -J; cryptsetup status crypted; lvm lvs --reportformat json\n",
+//	})
+//	// res.ExitCode, res.Output (stdout+stderr of the script); the host can
+//	// also read main.img back after the guest powered off.
+//
+// The guest has the installer image's tools (util-linux, cryptsetup, lvm,
+// mdadm, mkfs.*, btrfs, kmod, nix), /bin/sh = dash, u-root's Go commands
+// and busybox applets (`busybox grep -E`); modules load on demand (kmod).
+// The installer in the test initramfs is built from the working tree.
 package vmtest
 
 import (

@@ -201,6 +201,16 @@ mkfs.ext4 -q -L nixos /dev/pool/root
 mount /dev/pool/root /mnt
 echo written > /mnt/proof
 umount /mnt
+# btrfs is not loaded by hand: mount's request_module("fs-btrfs") runs
+# /sbin/modprobe (kmod) from the image.
+mkfs.btrfs -q -f /dev/md/raid1
+mount /dev/md/raid1 /mnt
+btrfs subvolume create /mnt/home
+btrfs subvolume list /mnt
+umount /mnt
+lsmod | busybox grep -E '^btrfs '
+nix --version
+installer --help | busybox head -n 1
 lvm vgchange -a n pool
 cryptsetup close crypted
 mdadm --stop /dev/md/raid1
@@ -212,10 +222,13 @@ echo STORAGE-OK
 	if res.ExitCode != 0 || !strings.Contains(res.Output, "STORAGE-OK") {
 		t.Fatalf("guest check failed (rc=%d)", res.ExitCode)
 	}
-	for _, want := range []string{"raid1", "dm_crypt", "LUKS2", "aes-xts-plain64", "Raid Level : raid1", "root pool"} {
+	for _, want := range []string{"raid1", "dm_crypt", "LUKS2", "aes-xts-plain64", "Raid Level : raid1", "root pool", "path home", "btrfs ", "nix (Nix) ", "installer"} {
 		if !strings.Contains(strings.Join(strings.Fields(res.Output), " "), want) {
 			t.Errorf("guest output lacks %q", want)
 		}
+	}
+	if strings.Contains(res.Output, "unable to load") {
+		t.Error("a tool could not load a library it dlopens (see the output)")
 	}
 	// Read the images back on the host.
 	hdr := make([]byte, 8)
@@ -277,4 +290,25 @@ func TestPXEBoot(t *testing.T) {
 	if err := vm.Wait(wctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkBootToReady reports power-on → ready of the installer initramfs
+// with -kernel under TCG (s/op is the boot; the build is cached).
+func BenchmarkBootToReady(b *testing.B) {
+	SkipUnlessVM(b)
+	p, _, err := initramfs.Build(context.Background(), initramfs.Spec{Output: filepath.Join(b.TempDir(), "initrd"), Version: "vmtest"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		vm := StartT(b, Options{Name: "bench", Kernel: DefaultKernel(), Initrd: p, Append: "console=ttyS0 nixlos.after=poweroff"})
+		if _, err := vm.Expect(context.Background(), "nixlos-installer vmtest ready", 5*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		total += vm.Elapsed()
+		vm.Wait(context.Background())
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/ready")
 }
