@@ -142,6 +142,13 @@ example:
     user_password: demo-password-not-a-real-secret
 `
 
+// DemoSecretsWithLUKS is DemoSecrets plus the passphrase of the example
+// laptop's LUKS container "crypted" at luks.crypted, where the installer
+// looks for a LUKS key file the layout names but the live system lacks.
+func DemoSecretsWithLUKS(passphrase string) string {
+	return DemoSecrets + "luks:\n    crypted: " + passphrase + "\n"
+}
+
 // Reencrypt decrypts enc with id and encrypts the plaintext again for the
 // recipients (a new data key, as `sops updatekeys` plus `sops rotate`).
 func Reencrypt(enc []byte, id age.Identity, recipients ...string) ([]byte, error) {

@@ -2,7 +2,8 @@
 // (examples/nix-los) to DIR/flake as a fresh git repository, generates an
 // age key at DIR/age.key (mode 0600, outside the flake), encrypts the
 // flake's secrets/secrets.yaml (and .sops.yaml recipients) for that key with
-// the sops library, and commits. Running it again changes nothing when the
+// the sops library, and commits. The secrets hold a fresh random LUKS
+// passphrase at luks.crypted for the laptop's container (see package install). Running it again changes nothing when the
 // flake and key are already in place.
 //
 //	go run ./internal/cmd/demoprep --out DIR [--src examples/nix-los] [--summary]
@@ -11,6 +12,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -134,7 +137,8 @@ func (p *prep) run(ctx context.Context) error {
 	keep := false
 	if oldSecrets != nil && bytes.Contains(oldConfig, []byte(key.Recipient())) {
 		_, verr := agekey.Verify(key, oldSecrets, secretsRel)
-		keep = verr == nil
+		_, lerr := agekey.Value(key, oldSecrets, secretsRel, "luks.crypted")
+		keep = verr == nil && lerr == nil
 	}
 
 	// 3. Replace the work tree with the example's tracked files.
@@ -152,7 +156,11 @@ func (p *prep) run(ctx context.Context) error {
 	if keep {
 		fmt.Fprintf(p.log, "secrets: %s already encrypted for %s, kept\n", secretsRel, key.Recipient())
 	} else {
-		if secrets, err = sopsfile.Encrypt([]byte(sopsfile.DemoSecrets), key.Recipient()); err != nil {
+		pass, err := randomPassphrase()
+		if err != nil {
+			return err
+		}
+		if secrets, err = sopsfile.Encrypt([]byte(sopsfile.DemoSecretsWithLUKS(pass)), key.Recipient()); err != nil {
 			return err
 		}
 		config = sopsfile.Config(key.Recipient())
@@ -229,6 +237,15 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
+}
+
+// randomPassphrase is a fresh LUKS passphrase for the demo (luks.crypted).
+func randomPassphrase() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("demoprep: passphrase: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
 
 func fileExists(p string) bool {
