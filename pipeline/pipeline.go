@@ -1,0 +1,496 @@
+// Package pipeline is `mkiso build` as a library: from a flake to installer
+// media in four named steps — prepare (export the manifest, copy the flake's
+// tracked files), initramfs (package initramfs), images (package image) and
+// checksums (SHA256SUMS) — each reported with its time.
+//
+// Options are the raw inputs (flags); NewProfile validates them without
+// writing anything and returns a Profile; Build runs the steps. Every bad
+// input is a *cli.InputError (exit 2) naming the input and the fix, found
+// before the output directory is touched.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/image"
+	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/progress"
+)
+
+// MinEpoch is the earliest SOURCE_DATE_EPOCH used (1980-01-01 00:00:00
+// UTC): FAT timestamps cannot go earlier, so smaller values are clamped.
+const MinEpoch = 315532800
+
+// Step names, in order.
+const (
+	StepPrepare   = "prepare"
+	StepInitramfs = "initramfs"
+	StepImages    = "images"
+	StepChecksums = "checksums"
+)
+
+// SecretWarning is printed when the age key is embedded.
+const SecretWarning = "warning: the age key is embedded: the media hold a secret (outputs are mode 0600; keep them like the key itself)"
+
+// Options are the raw inputs of a build (the flags of `mkiso build`).
+type Options struct {
+	Flake      string         // flake directory (required)
+	Out        string         // output directory; "" means "out"
+	Hosts      []string       // hosts for the menu and manifest; none = every host with a disk layout
+	AgeKey     string         // age identity file to embed; "" = no key
+	Formats    []image.Format // nil = all
+	Cmdline    string         // extra kernel arguments for every menu entry
+	Kernel     string         // bzImage; "" = /boot/vmlinuz-<newest version with modules>
+	ModulesDir string         // kernel modules; "" = /lib/modules/<kernel version>
+	NoCache    bool           // rebuild every initramfs segment, leave the cache alone
+	CacheDir   string         // initramfs cache; "" = user cache dir
+	// Epoch is SOURCE_DATE_EPOCH; nil means $SOURCE_DATE_EPOCH, else the
+	// flake's git commit time, else 0 — always clamped to MinEpoch.
+	Epoch *int64
+	// Version is the installer's version (its ready line); "" = "dev".
+	Version string
+	// InstallerBinary, when set, is embedded instead of building the
+	// installer from the Go module (tests use it to pin one binary).
+	InstallerBinary string
+	// GoModuleDir is the nixlos source module (see initramfs.FindModuleDir).
+	GoModuleDir string
+	// Nix runs nix for the manifest export.
+	Nix flake.Nix
+}
+
+// Profile is a validated build: every path checked, the key parsed, the
+// epoch fixed. Build it with NewProfile.
+type Profile struct {
+	Flake         *flake.Flake
+	Out           string // absolute
+	Hosts         []string
+	AgeKeyFile    string // "" when no key is embedded
+	Formats       []image.Format
+	Cmdline       string
+	Kernel        string // absolute
+	KernelVersion string // release read from the bzImage
+	ModulesDir    string // absolute; base name is the version
+	NoCache       bool
+	CacheDir      string
+	Epoch         int64
+	Version       string
+	InstallerBin  string
+	GoModuleDir   string
+	Nix           flake.Nix
+
+	ageKey *agekey.Key // never printed
+}
+
+// NewProfile checks opt without writing anything.
+func NewProfile(opt Options) (*Profile, error) {
+	p := &Profile{
+		Hosts: append([]string(nil), opt.Hosts...), Cmdline: strings.TrimSpace(opt.Cmdline),
+		NoCache: opt.NoCache, CacheDir: opt.CacheDir, Version: opt.Version,
+		InstallerBin: opt.InstallerBinary, GoModuleDir: opt.GoModuleDir, Nix: opt.Nix,
+	}
+	if p.Version == "" {
+		p.Version = initramfs.InstallerVersionDefault
+	}
+	if opt.Flake == "" {
+		return nil, cli.Usagef("no FLAKE given (fix: mkiso build FLAKE, e.g. mkiso build examples/nix-los)")
+	}
+	f, err := flake.Find(opt.Flake)
+	if err != nil {
+		return nil, err
+	}
+	p.Flake = f
+	seen := map[string]bool{}
+	for _, h := range p.Hosts {
+		if h == "" || seen[h] {
+			return nil, cli.BadInput("--host "+strconv.Quote(h), "name each host once (mkiso hosts FLAKE lists them)", "empty or repeated host")
+		}
+		seen[h] = true
+	}
+	p.Formats = opt.Formats
+	if len(p.Formats) == 0 {
+		p.Formats = image.AllFormats
+	}
+	if err := p.checkKernel(opt); err != nil {
+		return nil, err
+	}
+	if opt.AgeKey != "" {
+		k, err := agekey.Load(opt.AgeKey)
+		if err != nil {
+			var ie *cli.InputError
+			if errors.As(err, &ie) {
+				return nil, err
+			}
+			// Unreadable (permissions, a directory…): still the user's input.
+			return nil, cli.BadInput(opt.AgeKey, "make the age key file readable (age-keygen -o FILE makes one)", "cannot read the age key: %v", errors.Unwrap(err))
+		}
+		p.ageKey = k
+		p.AgeKeyFile, _ = filepath.Abs(opt.AgeKey)
+	}
+	out := opt.Out
+	if out == "" {
+		out = "out"
+	}
+	if p.Out, err = filepath.Abs(out); err != nil {
+		return nil, cli.BadInput(out, "give a writable directory with --out", "%v", err)
+	}
+	if err := checkWritable(p.Out); err != nil {
+		return nil, err
+	}
+	if p.Epoch, err = resolveEpoch(opt.Epoch, f); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// HasAgeKey reports whether the build embeds the age key.
+func (p *Profile) HasAgeKey() bool { return p.ageKey != nil }
+
+func (p *Profile) checkKernel(opt Options) error {
+	kernel := opt.Kernel
+	if kernel == "" {
+		v, err := initramfs.DefaultKernelVersion()
+		if err != nil {
+			return cli.BadInput("kernel", "install one (apt-get install linux-image-amd64) or pass --kernel FILE --modules-dir DIR", "no installed kernel found: %v", err)
+		}
+		kernel = "/boot/vmlinuz-" + v
+	}
+	abs, err := filepath.Abs(kernel)
+	if err != nil {
+		return cli.BadInput(kernel, "pass an x86_64 bzImage with --kernel", "%v", err)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return cli.BadInput(kernel, "pass an existing, readable x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "cannot open the kernel: %v", errors.Unwrap(err))
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return cli.BadInput(kernel, "pass a bzImage file with --kernel, not a directory", "not a regular file")
+	}
+	rel, _, err := image.KernelVersion(f)
+	if err != nil {
+		return cli.BadInput(kernel, "pass an x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "not a kernel image: %v", err)
+	}
+	p.Kernel, p.KernelVersion = abs, rel
+	mods := opt.ModulesDir
+	if mods == "" {
+		mods = filepath.Join("/lib/modules", rel)
+	}
+	if p.ModulesDir, err = filepath.Abs(mods); err != nil {
+		return cli.BadInput(mods, "pass the kernel's modules directory with --modules-dir", "%v", err)
+	}
+	if _, err := os.Stat(filepath.Join(p.ModulesDir, "modules.dep")); err != nil {
+		return cli.BadInput(mods, fmt.Sprintf("pass the modules directory of kernel %s (holding modules.dep) with --modules-dir", rel), "no modules.dep: %v", errors.Unwrap(err))
+	}
+	return nil
+}
+
+// checkWritable checks that dir (or its nearest existing parent) is a
+// directory we can create files in, without leaving anything behind.
+func checkWritable(dir string) error {
+	fix := "choose a writable output directory with --out DIR"
+	p := dir
+	for {
+		st, err := os.Stat(p)
+		if err == nil {
+			if !st.IsDir() {
+				return cli.BadInput(dir, fix, "%s is not a directory", p)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return cli.BadInput(dir, fix, "%v", errors.Unwrap(err))
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return cli.BadInput(dir, fix, "no existing parent directory")
+		}
+		p = parent
+	}
+	f, err := os.CreateTemp(p, ".nixlos-write-check-*")
+	if err != nil {
+		return cli.BadInput(dir, fix, "cannot write in %s: %v", p, errors.Unwrap(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// resolveEpoch picks SOURCE_DATE_EPOCH: the explicit value, the environment,
+// the flake's last git commit time, or 0; clamped to MinEpoch.
+func resolveEpoch(explicit *int64, f *flake.Flake) (int64, error) {
+	var e int64
+	switch {
+	case explicit != nil:
+		e = *explicit
+	case os.Getenv("SOURCE_DATE_EPOCH") != "":
+		v, err := strconv.ParseInt(strings.TrimSpace(os.Getenv("SOURCE_DATE_EPOCH")), 10, 64)
+		if err != nil {
+			return 0, cli.BadInput("SOURCE_DATE_EPOCH="+os.Getenv("SOURCE_DATE_EPOCH"), "set it to a Unix time in seconds, or unset it", "not an integer")
+		}
+		e = v
+	case f.IsGit():
+		out, err := exec.Command("git", "-C", f.GitRoot, "log", "-1", "--format=%ct").Output()
+		if err == nil {
+			e, _ = strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		}
+	}
+	if e < MinEpoch {
+		e = MinEpoch
+	}
+	return e, nil
+}
+
+// Result is what Build wrote.
+type Result struct {
+	Out       string            `json:"out"`
+	Hosts     []string          `json:"hosts"`
+	Epoch     int64             `json:"sourceDateEpoch"`
+	AgeKey    bool              `json:"ageKeyEmbedded"`
+	Skipped   []string          `json:"skippedHosts,omitempty"` // hosts without a disk layout
+	Initramfs *initramfs.Report `json:"initramfs"`
+	Outputs   []image.Output    `json:"outputs"`
+	Steps     []StepTime        `json:"steps"`
+	Manifest  *flake.Manifest   `json:"-"`
+	Sums      string            `json:"sha256sums"`
+}
+
+// StepTime is one named step and its duration in seconds.
+type StepTime struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Build runs the steps of p, printing a line per step to w. Outputs are
+// written into a private staging directory inside p.Out and moved into
+// place only when all of them are complete.
+func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
+	if w == nil {
+		w = io.Discard
+	}
+	res := &Result{Out: p.Out, Epoch: p.Epoch, AgeKey: p.HasAgeKey()}
+	steps := progress.New(w)
+	run := func(name string, fn func() error) error {
+		start := time.Now()
+		err := steps.Run(name, fn)
+		res.Steps = append(res.Steps, StepTime{Name: name, Seconds: time.Since(start).Seconds()})
+		return err
+	}
+	if p.HasAgeKey() {
+		fmt.Fprintln(w, SecretWarning)
+	}
+	var stage string
+	defer func() {
+		if stage != "" {
+			os.RemoveAll(stage)
+		}
+	}()
+	var m *flake.Manifest
+	var manifestJSON []byte
+	err := run(StepPrepare, func() error {
+		var err error
+		m, res.Skipped, err = p.manifest(ctx)
+		if err != nil {
+			return err
+		}
+		res.Manifest, res.Hosts = m, m.HostNames()
+		if manifestJSON, err = marshalManifest(m); err != nil {
+			return err
+		}
+		// Nothing is written before this point.
+		if err := os.MkdirAll(p.Out, 0o755); err != nil {
+			return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+		}
+		if stage, err = os.MkdirTemp(p.Out, ".build-"); err != nil { // 0700
+			return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+		}
+		if _, err := flake.Copy(ctx, p.Flake, filepath.Join(stage, "flake")); err != nil {
+			return fmt.Errorf("copy flake: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	initrd := filepath.Join(stage, "initrd")
+	err = run(StepInitramfs, func() error {
+		spec := initramfs.Spec{
+			Output: initrd, GoModuleDir: p.GoModuleDir, InstallerBinary: p.InstallerBin, Version: p.Version,
+			KernelVersion: p.KernelVersion, ModulesDir: p.ModulesDir,
+			FlakeDir: filepath.Join(stage, "flake"), Manifest: manifestJSON,
+			SourceDateEpoch: p.Epoch, CacheDir: p.CacheDir, NoCache: p.NoCache,
+		}
+		if p.ageKey != nil {
+			spec.AgeKey = p.ageKey.File()
+		}
+		_, rep, err := initramfs.Build(ctx, spec, indent(w))
+		res.Initramfs = rep
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	imgDir := filepath.Join(stage, "out")
+	err = run(StepImages, func() error {
+		spec := image.Spec{Kernel: p.Kernel, Initrd: initrd, Cmdline: p.Cmdline, Hosts: res.Hosts, Epoch: p.Epoch}
+		if err := os.Mkdir(imgDir, 0o700); err != nil {
+			return err
+		}
+		for _, f := range p.Formats {
+			start := time.Now()
+			var out image.Output
+			var err error
+			switch f {
+			case image.FormatISO:
+				out.Path = filepath.Join(imgDir, image.ISOName)
+				out.Size, err = image.BuildISO(spec, out.Path)
+			case image.FormatUSB:
+				out.Path = filepath.Join(imgDir, image.USBName)
+				out.Size, err = image.BuildUSB(spec, out.Path)
+			case image.FormatPXE:
+				out.Path = filepath.Join(imgDir, image.PXEDir)
+				out.Size, err = image.BuildPXE(spec, out.Path)
+			default:
+				err = fmt.Errorf("unknown format %q", f)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			out.Format, out.Duration = f, time.Since(start)
+			fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(out.Path), float64(out.Size)/(1<<20), out.Duration.Round(time.Millisecond))
+			res.Outputs = append(res.Outputs, out)
+		}
+		if p.ageKey != nil {
+			if err := restrict(imgDir); err != nil {
+				return err
+			}
+		}
+		// Move the complete outputs into place.
+		for i, o := range res.Outputs {
+			dst := filepath.Join(p.Out, filepath.Base(o.Path))
+			if err := os.RemoveAll(dst); err != nil {
+				return err
+			}
+			if err := os.Rename(o.Path, dst); err != nil {
+				return err
+			}
+			res.Outputs[i].Path = dst
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = run(StepChecksums, func() error {
+		if err := image.WriteSums(p.Out); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(filepath.Join(p.Out, image.SumsName))
+		res.Sums = string(b)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// manifest exports the flake's manifest and keeps the selected hosts (or,
+// without --host, every host that has a disk layout).
+func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, error) {
+	m, err := flake.Export(ctx, p.Flake, flake.Options{Nix: p.Nix})
+	if err != nil {
+		return nil, nil, err
+	}
+	out := *m
+	out.Hosts = map[string]flake.Host{}
+	var skipped []string
+	if len(p.Hosts) == 0 {
+		for _, name := range m.HostNames() {
+			if m.Hosts[name].HasLayout() {
+				out.Hosts[name] = m.Hosts[name]
+			} else {
+				skipped = append(skipped, name)
+			}
+		}
+		if len(out.Hosts) == 0 {
+			return nil, nil, cli.BadInput(p.Flake.Dir, flake.NoLayoutFix, "no host has a disk layout")
+		}
+		return &out, skipped, nil
+	}
+	for _, name := range p.Hosts {
+		h, err := m.Select(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		out.Hosts[name] = h
+	}
+	return &out, nil, nil
+}
+
+// restrict makes every file under dir 0600 and every directory 0700: the
+// outputs hold the age key.
+func restrict(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		mode := fs.FileMode(0o600)
+		if d.IsDir() {
+			mode = 0o700
+		}
+		return os.Chmod(path, mode)
+	})
+}
+
+func indent(w io.Writer) io.Writer { return &prefixWriter{w: w, prefix: "  "} }
+
+// prefixWriter indents each line written through it.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	mid    bool
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	var out []byte
+	for _, c := range b {
+		if !p.mid {
+			out = append(out, p.prefix...)
+			p.mid = true
+		}
+		out = append(out, c)
+		if c == '\n' {
+			p.mid = false
+		}
+	}
+	if _, err := p.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// marshalManifest is the manifest as embedded at /etc/nixlos/manifest.json.
+func marshalManifest(m *flake.Manifest) ([]byte, error) {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return append(b, '\n'), nil
+}
