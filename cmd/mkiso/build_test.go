@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/nixlos/nixlos/internal/cli"
+)
+
+// exampleFlake is examples/nix-los in this repository.
+func exampleFlake(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "examples", "nix-los")
+}
+
+// TestBuildBadInput: every bad input is exit 2, names the input and a fix,
+// and leaves the output directory unwritten.
+func TestBuildBadInput(t *testing.T) {
+	tmp := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notKey := write("not-a-key.txt", "hello, I am not an age identity\n")
+	notKernel := write("vmlinuz-fake", strings.Repeat("x", 4096))
+	keyDir := filepath.Join(tmp, "keydir")
+	os.Mkdir(keyDir, 0o755)
+	plainFile := write("plain", "a file, not a directory\n")
+	notFlake := filepath.Join(tmp, "notflake")
+	os.Mkdir(notFlake, 0o755)
+	noLayout := filepath.Join(tmp, "nolayout")
+	os.Mkdir(noLayout, 0o755)
+	os.WriteFile(filepath.Join(noLayout, "flake.nix"), []byte(`{ outputs = { self }: { nixosConfigurations = {
+	  bare = { config = { nixpkgs.hostPlatform = "x86_64-linux"; }; };
+	  full = { config = { nixpkgs.hostPlatform = "x86_64-linux";
+	    disko.devices.disk.main = { type = "disk"; device = "/dev/vda";
+	      content = { type = "gpt"; partitions.root = { size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; }; }; }; }; };
+	}; }; }`), 0o644)
+	ex := exampleFlake(t)
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		nix   bool     // needs a nix evaluation
+		want  []string // in the message
+		noOut bool     // --out is not ours to check (it is the bad input)
+	}{
+		{name: "missing kernel", args: []string{ex, "--kernel", filepath.Join(tmp, "no-such-vmlinuz")}, want: []string{"no-such-vmlinuz", "--kernel"}},
+		{name: "kernel not a bzImage", args: []string{ex, "--kernel", notKernel}, want: []string{"vmlinuz-fake", "bzImage"}},
+		{name: "missing modules dir", args: []string{ex, "--modules-dir", filepath.Join(tmp, "nomods")}, want: []string{"nomods", "--modules-dir"}},
+		{name: "age key missing", args: []string{ex, "--age-key", filepath.Join(tmp, "no-such-key.txt")}, want: []string{"no-such-key.txt", "age-keygen"}},
+		{name: "age key unreadable (a directory)", args: []string{ex, "--age-key", keyDir}, want: []string{"keydir", "age"}},
+		{name: "age key not an identity", args: []string{ex, "--age-key", notKey}, want: []string{"not-a-key.txt", "AGE-SECRET-KEY-1"}},
+		{name: "host not in flake", args: []string{ex, "--host", "nosuchhost"}, nix: true, want: []string{"nosuchhost", "laptop"}},
+		{name: "host without disk layout", args: []string{noLayout, "--host", "bare"}, nix: true, want: []string{"bare", "disko"}},
+		{name: "out under a file", args: []string{ex, "--out", filepath.Join(plainFile, "out")}, noOut: true, want: []string{"plain", "--out"}},
+		{name: "out in procfs", args: []string{ex, "--out", "/proc/nixlos-out"}, noOut: true, want: []string{"/proc/nixlos-out", "--out"}},
+		{name: "not a flake", args: []string{notFlake}, want: []string{"notflake", "flake.nix"}},
+		{name: "flake missing", args: []string{filepath.Join(tmp, "nowhere")}, want: []string{"nowhere"}},
+		{name: "bad format", args: []string{ex, "--format", "iso,floppy"}, want: []string{"floppy", "iso, usb, pxe"}},
+		{name: "no flake", args: nil, want: []string{"FLAKE"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.nix {
+				if _, err := exec.LookPath("nix"); err != nil {
+					t.Skip("nix not installed (apt-get install nix-bin)")
+				}
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			args := append([]string{"build"}, tc.args...)
+			if !tc.noOut {
+				args = append(args, "--out", out)
+			}
+			var stdout, stderr bytes.Buffer
+			err := run(args, &stdout, &stderr)
+			if code := cli.ExitCode(err); code != 2 {
+				t.Fatalf("exit code %d, want 2 (err: %v)", code, err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "fix") {
+				t.Errorf("message names no fix: %s", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message lacks %q: %s", w, msg)
+				}
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("output dir %s was created (stat: %v)", out, err)
+			}
+			if strings.Contains(stdout.String(), "[initramfs]") {
+				t.Errorf("the build went on after bad input:\n%s", stdout.String())
+			}
+		})
+	}
+}
