@@ -1,13 +1,31 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/bootcfg"
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/install"
+	"github.com/nixlos/nixlos/netconf"
+	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/pxe"
 )
 
 // version is set at link time: -ldflags "-X main.version=...".
@@ -15,41 +33,457 @@ var version = "dev"
 
 func init() { bootFlow = runBootFlow }
 
-// runBootFlow is the minimal boot flow (no subcommand): print the ready
-// line on every console named on /proc/cmdline, then do nixlos.after.
-// Without nixlos.after it returns, and u-root's init starts its shell.
+// boot is one run of the boot flow: the consoles, the console input and
+// what was decided so far.
+type boot struct {
+	out     io.Writer     // every console
+	in      *bufio.Reader // the console typed on (stdin)
+	inFile  *os.File
+	cmdline bootcfg.Cmdline
+	raw     string
+	mac     string // the NIC that reached nixlos.server
+	host    string
+	logFile string
+}
+
+// runBootFlow is the installer as u-root's uinit: ready line, command
+// line, network and per-MAC settings when nixlos.server is set, the age
+// key, host and disks (menu when undecided), confirmation, install, then
+// nixlos.after. A failure prints "nixlos: install failed: <reason>", the
+// log path, and starts a shell (never a reboot).
 func runBootFlow(stdout, stderr io.Writer) error {
-	cmdline, _ := os.ReadFile("/proc/cmdline")
-	out, closeAll := openConsoles(consoleNames(string(cmdline)), stdout)
+	raw, _ := os.ReadFile("/proc/cmdline")
+	out, closeAll := openConsoles(consoleNames(string(raw)), stdout)
 	defer closeAll()
 	fmt.Fprintf(out, "nixlos-installer %s ready\n", version)
-	after, ok := cmdlineValue(string(cmdline), "nixlos.after")
-	if !ok {
+	b := &boot{out: out, in: bufio.NewReader(os.Stdin), inFile: os.Stdin, raw: string(raw), logFile: install.DefaultLogFile}
+	after, err := b.run(context.Background())
+	if err != nil {
+		b.fail(err)
+		closeAll()
+		return execShell()
+	}
+	fmt.Fprintf(out, "nixlos: install complete host=%s\n", b.host)
+	b.report("complete", "")
+	return doAfter(out, after, closeAll)
+}
+
+// fail prints the failure lines and reports it.
+func (b *boot) fail(err error) {
+	reason := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	fmt.Fprintf(b.out, "nixlos: install failed: %s\n", reason)
+	if data, rerr := os.ReadFile(b.logFile); rerr == nil {
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > 15 {
+			lines = lines[len(lines)-15:]
+		}
+		fmt.Fprintf(b.out, "nixlos: log: %s (last lines below)\n", b.logFile)
+		for _, l := range lines {
+			fmt.Fprintf(b.out, "  | %s\n", l)
+		}
+	}
+	fmt.Fprintln(b.out, "nixlos: starting a shell (fix the problem, then run 'installer install ...' or reboot)")
+	b.report("failed", reason)
+}
+
+// report posts a state to nixlos.server, when there is one.
+func (b *boot) report(state, msg string) {
+	if b.cmdline.Server == "" || b.mac == "" {
+		return
+	}
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pxe.ReportStatus(ctx, nil, b.cmdline.Server, pxe.Status{MAC: b.mac, Host: b.host, State: state, Message: msg}); err != nil {
+		fmt.Fprintf(b.out, "nixlos: warning: status report to %s: %v\n", b.cmdline.Server, err)
+	}
+}
+
+func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
+	c, err := bootcfg.Parse(b.raw)
+	b.cmdline = c
+	if err != nil {
+		return "", err
+	}
+	for _, w := range c.Warnings {
+		fmt.Fprintf(b.out, "nixlos: warning: %s\n", w)
+	}
+	m, err := loadManifest(defaultManifest)
+	if err != nil {
+		return c.After, err
+	}
+
+	// Network and per-MAC settings, only for nixlos.server.
+	offline := true
+	if c.Server != "" {
+		fmt.Fprintf(b.out, "nixlos: network: %s\n", c.Net.String())
+		res, err := netconf.Configure(ctx, c.Net, netconf.Options{Log: io.Discard})
+		if err != nil {
+			return c.After, fmt.Errorf("network for nixlos.server=%s: %w", c.Server, err)
+		}
+		offline = false
+		fmt.Fprintf(b.out, "nixlos: network: %s on %s\n", res.Address, res.Link)
+		if ifc, err := net.InterfaceByName(res.Link); err == nil {
+			b.mac = ifc.HardwareAddr.String()
+		}
+		if err := b.merge(ctx, &c); err != nil {
+			return c.After, err
+		}
+		b.report("installing", "")
+	}
+
+	key, err := b.key(ctx, c)
+	if err != nil {
+		return c.After, err
+	}
+
+	disks, err := hw.Disks(hw.Options{})
+	if err != nil {
+		return c.After, fmt.Errorf("detect disks: %w", err)
+	}
+	hosts := manifestHosts(m)
+	ch, err := bootcfg.Choose(hosts, c, disks)
+	if err != nil {
+		return c.After, err
+	}
+	for !ch.Decided() {
+		if c.Auto {
+			return c.After, fmt.Errorf("nixlos.auto=1 but %s is undecided", strings.Join(ch.Menu, ", "))
+		}
+		saved := c
+		saved.Disks = maps.Clone(c.Disks)
+		if err := b.menu(&c, ch, hosts, disks); err != nil {
+			return c.After, err
+		}
+		next, err := bootcfg.Choose(hosts, c, disks)
+		if err != nil {
+			fmt.Fprintf(b.out, "nixlos: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+			c = saved
+			continue
+		}
+		ch = next
+	}
+	b.host = ch.Host
+	fmt.Fprintln(b.out, ch.ConsoleLine())
+
+	if key == nil && m.Hosts[ch.Host].SopsFile != "" && !c.Auto {
+		if key, err = b.pasteKey(); err != nil {
+			return c.After, err
+		}
+	}
+	var diskArgs []string
+	for k, dev := range ch.Disks {
+		diskArgs = append(diskArgs, k+"="+dev)
+	}
+	sort.Strings(diskArgs)
+	opt := install.Options{
+		Host: ch.Host, Manifest: m, Disks: diskArgs, Key: key, Offline: offline, LogFile: b.logFile,
+	}
+	if !c.Auto && term.IsTerminal(int(b.inFile.Fd())) {
+		opt.Password = b.password
+	}
+	p, err := install.NewPlan(opt)
+	if err != nil {
+		return c.After, err
+	}
+	if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+		return c.After, err
+	}
+	if !c.Auto {
+		p.Write(b.out)
+		if err := b.confirm(p); err != nil {
+			return c.After, err
+		}
+	}
+	fmt.Fprintf(b.out, "nixlos: installing host=%s (log %s)\n", ch.Host, b.logFile)
+	res, err := install.Run(ctx, p, opt, b.out)
+	if err != nil {
+		return c.After, err
+	}
+	fmt.Fprintf(b.out, "nixlos: system %s\nnixlos: bootloader %s\n", res.System, res.Bootloader)
+	return ch.After, nil
+}
+
+// merge adds the server's per-MAC settings to what the command line left
+// open (the command line wins).
+func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
+	if b.mac == "" {
+		return errors.New("nixlos.server: no MAC address for the configured link")
+	}
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	info, err := pxe.FetchMachine(fctx, nil, c.Server, b.mac)
+	if errors.Is(err, pxe.ErrUnknownMachine) {
+		fmt.Fprintf(b.out, "nixlos: %s is not in the server's map: choose at the menu\n", b.mac)
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("nixlos.server=%s: %w", c.Server, err)
+	}
+	if c.Host == "" {
+		c.Host = info.Host
+	}
+	if c.Disk == "" && len(c.Disks) == 0 && info.Disk != "" {
+		c.Disk = info.Disk
+	}
+	explicitAfter := false
+	for _, p := range bootcfg.Split(b.raw) {
+		if p.Name == "nixlos.after" {
+			explicitAfter = true
+		}
+	}
+	if !explicitAfter && info.After != "" {
+		c.After = bootcfg.After(info.After)
+	}
+	if info.Auto {
+		c.Auto = true
+	}
+	fmt.Fprintf(b.out, "nixlos: server settings for %s: host=%s disk=%s after=%s\n", b.mac, info.Host, info.Disk, info.After)
+	return nil
+}
+
+// key finds the age key: embedded in the image, else from nixlos.server
+// with nixlos.token. Nil when neither has one (the menu may ask).
+func (b *boot) key(ctx context.Context, c bootcfg.Cmdline) (*agekey.Key, error) {
+	if _, err := os.Stat(embeddedKey); err == nil {
+		k, err := agekey.Load(embeddedKey)
+		if err != nil {
+			return nil, fmt.Errorf("embedded age key: %w", err)
+		}
+		fmt.Fprintf(b.out, "nixlos: age key %s (embedded)\n", k.Recipient())
+		return k, nil
+	}
+	if c.Server != "" && c.Token != "" && b.mac != "" {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		data, err := pxe.FetchKey(fctx, nil, c.Server, b.mac, c.Token)
+		if err != nil {
+			return nil, fmt.Errorf("age key from %s: %w", c.Server, err)
+		}
+		k, err := agekey.Parse(data)
+		clear(data)
+		if err != nil {
+			return nil, fmt.Errorf("age key from %s: %w", c.Server, err)
+		}
+		fmt.Fprintf(b.out, "nixlos: age key %s (from %s)\n", k.Recipient(), c.Server)
+		return k, nil
+	}
+	return nil, nil
+}
+
+// pasteKey asks for the age key on the console without echo.
+func (b *boot) pasteKey() (*agekey.Key, error) {
+	fmt.Fprint(b.out, "Paste the age key (AGE-SECRET-KEY-1...) and press Enter: ")
+	var line []byte
+	var err error
+	if fd := int(b.inFile.Fd()); term.IsTerminal(fd) {
+		line, err = term.ReadPassword(fd)
+	} else {
+		var s string
+		s, err = b.in.ReadString('\n')
+		line = []byte(s)
+	}
+	fmt.Fprintln(b.out)
+	if err != nil && len(line) == 0 {
+		return nil, fmt.Errorf("age key: nothing pasted: %v", err)
+	}
+	k, err := agekey.Parse(line)
+	clear(line)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(b.out, "nixlos: age key %s (pasted)\n", k.Recipient())
+	return k, nil
+}
+
+// password asks a LUKS passphrase twice on the console.
+func (b *boot) password(name, device string) ([]byte, error) {
+	fd := int(b.inFile.Fd())
+	for {
+		fmt.Fprintf(b.out, "Passphrase for LUKS %s (%s): ", name, device)
+		a, err := term.ReadPassword(fd)
+		fmt.Fprintln(b.out)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(b.out, "Again: ")
+		c, err := term.ReadPassword(fd)
+		fmt.Fprintln(b.out)
+		if err != nil {
+			return nil, err
+		}
+		if string(a) == string(c) && len(a) > 0 {
+			return a, nil
+		}
+		fmt.Fprintln(b.out, "They did not match or were empty; again.")
+	}
+}
+
+// readLine reads one answer from the console.
+func (b *boot) readLine() (string, error) {
+	s, err := b.in.ReadString('\n')
+	if err != nil && s == "" {
+		return "", fmt.Errorf("console input: %w", err)
+	}
+	return strings.TrimSpace(s), nil
+}
+
+// menu asks, line by line, for what Choose left open: the host, then a
+// disk for each layout disk that has none.
+func (b *boot) menu(c *bootcfg.Cmdline, ch bootcfg.Choices, hosts []bootcfg.Host, disks []hw.Disk) error {
+	for _, why := range ch.Menu {
+		fmt.Fprintf(b.out, "nixlos: menu: %s\n", why)
+	}
+	if ch.Host == "" {
+		fmt.Fprintln(b.out, "Hosts:")
+		for i, h := range hosts {
+			fmt.Fprintf(b.out, "  %d) %s (disks: %s)\n", i+1, h.Name, strings.Join(h.Disks, ", "))
+		}
+		for {
+			fmt.Fprint(b.out, "Host to install (name or number): ")
+			ans, err := b.readLine()
+			if err != nil {
+				return err
+			}
+			for i, h := range hosts {
+				if ans == h.Name || ans == fmt.Sprint(i+1) {
+					c.Host = h.Name
+				}
+			}
+			if c.Host != "" {
+				break
+			}
+			fmt.Fprintf(b.out, "no host %q\n", ans)
+		}
+		return nil // Choose again: it may decide the disks now
+	}
+	var keys []string
+	for _, h := range hosts {
+		if h.Name == ch.Host {
+			keys = h.Disks
+		}
+	}
+	fmt.Fprintln(b.out, "Disks:")
+	for _, d := range disks {
+		note := ""
+		if ok, why := d.Candidate(); !ok {
+			note = " — not available: " + why
+		}
+		fmt.Fprintf(b.out, "  %-10s %9s %s%s\n", d.Path, partition.FormatSize(d.SizeBytes), d.Model, note)
+	}
+	for _, k := range keys {
+		if ch.Disks[k] != "" {
+			continue
+		}
+		fmt.Fprintf(b.out, "Disk for %s's layout disk %q (e.g. %s): ", ch.Host, k, firstCandidate(disks))
+		ans, err := b.readLine()
+		if err != nil {
+			return err
+		}
+		if ans == "" {
+			continue
+		}
+		if !strings.HasPrefix(ans, "/dev/") {
+			ans = "/dev/" + ans
+		}
+		if len(keys) == 1 {
+			c.Disk = ans
+		} else {
+			if c.Disks == nil {
+				c.Disks = map[string]string{}
+			}
+			c.Disks[k] = ans
+		}
+	}
+	return nil
+}
+
+func firstCandidate(disks []hw.Disk) string {
+	for _, d := range disks {
+		if ok, _ := d.Candidate(); ok {
+			return d.Path
+		}
+	}
+	return "/dev/vda"
+}
+
+// confirm asks for each target device's name (or its base name).
+func (b *boot) confirm(p *install.Plan) error {
+	for _, k := range sortedKeys(p.Disks) {
+		dev := p.Disks[k]
+		fmt.Fprintf(b.out, "All data on %s (disk %s) will be erased. Type %s to install %s: ", dev, k, filepath.Base(dev), p.Host)
+		ans, err := b.readLine()
+		if err != nil {
+			return err
+		}
+		if ans != dev && ans != filepath.Base(dev) {
+			return fmt.Errorf("confirmation: got %q, not %s: nothing was written", ans, filepath.Base(dev))
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// manifestHosts lists the manifest's hosts with a layout for Choose.
+func manifestHosts(m *flake.Manifest) []bootcfg.Host {
+	var hs []bootcfg.Host
+	for _, name := range m.HostNames() {
+		h := m.Hosts[name]
+		if !h.HasLayout() {
+			continue
+		}
+		var keys []string
+		for _, d := range h.Disks() {
+			keys = append(keys, d.Key)
+		}
+		hs = append(hs, bootcfg.Host{Name: name, Disks: keys})
+	}
+	return hs
+}
+
+// doAfter performs nixlos.after.
+func doAfter(out io.Writer, after bootcfg.After, closeAll func()) error {
 	switch after {
-	case "poweroff", "reboot":
+	case bootcfg.AfterShell:
+		fmt.Fprintln(out, "nixlos: shell")
+		closeAll()
+		return execShell()
+	case bootcfg.AfterPoweroff, bootcfg.AfterReboot, "":
+		if after == "" {
+			after = bootcfg.AfterReboot
+		}
 		fmt.Fprintf(out, "nixlos: %s\n", after)
 		closeAll()
 		unix.Sync()
 		cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
-		if after == "reboot" {
+		if after == bootcfg.AfterReboot {
 			cmd = unix.LINUX_REBOOT_CMD_RESTART
 		}
 		if err := unix.Reboot(cmd); err != nil {
 			return fmt.Errorf("%s: %w", after, err)
 		}
 		return nil
-	case "shell":
-		closeAll()
-		var err error
-		for _, sh := range []string{"/bin/defaultsh", "/bin/sh"} {
-			err = syscall.Exec(sh, []string{sh}, os.Environ())
-		}
-		return fmt.Errorf("nixlos.after=shell: %w", err)
 	}
-	fmt.Fprintf(out, "nixlos: unknown nixlos.after=%q (want reboot, poweroff or shell)\n", after)
 	return fmt.Errorf("nixlos.after=%q: want reboot, poweroff or shell", after)
+}
+
+// execShell replaces the installer with a shell on the console.
+func execShell() error {
+	var err error
+	for _, sh := range []string{"/bin/defaultsh", "/bin/sh"} {
+		err = syscall.Exec(sh, []string{sh}, os.Environ())
+	}
+	return fmt.Errorf("shell: %w", err)
 }
 
 // consoleNames returns the device names of the console= parameters

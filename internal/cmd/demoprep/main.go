@@ -3,8 +3,9 @@
 // age key at DIR/age.key (mode 0600, outside the flake), encrypts the
 // flake's secrets/secrets.yaml (and .sops.yaml recipients) for that key with
 // the sops library, and commits. The secrets hold a fresh random LUKS
-// passphrase at luks.crypted for the laptop's container (see package install). Running it again changes nothing when the
-// flake and key are already in place.
+// passphrase at luks.crypted for the laptop's container (see package
+// install). Running it again changes nothing when the flake and key are
+// already in place.
 //
 //	go run ./internal/cmd/demoprep --out DIR [--src examples/nix-los] [--summary]
 package main

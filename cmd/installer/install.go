@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/term"
+
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/install"
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/partition"
+)
+
+func init() {
+	commands = append(commands, cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall})
+}
+
+const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline]
+
+Installs a host of the manifest onto this machine's disks: proves the age key
+against the host's sops file, lays the disks out as disko would, copies the
+flake to /etc/nixos, installs the age key, builds the system with
+nix build --store ROOT, sets the system profile and keeps the log at
+/var/log/nixlos-install.log on the target. --dry-run prints the plan of steps
+and touches nothing. Without --yes the device name must be typed on a terminal.`
+
+// embeddedKey is where the image carries the age key.
+var embeddedKey = "/" + initramfs.AgeKeyPath
+
+func runInstall(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("install", installUsage, stdout)
+	var disks diskArgs
+	host := fs.String("host", "", "host to install (required)")
+	manifest := fs.String("manifest", defaultManifest, "nixlos manifest (mkiso manifest FLAKE)")
+	flakeDir := fs.String("flake", "", "flake directory (default: the manifest's flake.dir)")
+	keyFile := fs.String("age-key", "", "age identity file (default: "+embeddedKey+" when present)")
+	root := fs.String("root", "/mnt", "mount the target under this root")
+	yes := fs.Bool("yes", false, "do not ask for confirmation (the disks are wiped)")
+	dry := fs.Bool("dry-run", false, "print the plan and touch nothing")
+	asJSON := fs.Bool("json", false, "with --dry-run: print the plan as JSON")
+	offline := fs.Bool("offline", false, "build without substituters (no binary cache)")
+	logFile := fs.String("log", install.DefaultLogFile, "install log on this system while installing")
+	fs.Var(&disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
+	pos, err := cli.Interspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("install takes no arguments, got %q (fix: use --host NAME --disk KEY=DEV)", pos)
+	}
+	if *host == "" {
+		return cli.Usagef("install needs --host NAME (fix: installer install --host NAME --disk KEY=DEV)")
+	}
+	m, err := loadManifest(*manifest)
+	if err != nil {
+		return err
+	}
+	key, err := loadKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	opt := install.Options{
+		Host: *host, Manifest: m, FlakeDir: *flakeDir, Disks: disks, Root: *root, Key: key,
+		LogFile: *logFile, Offline: *offline,
+	}
+	if term.IsTerminal(int(stdin.Fd())) {
+		opt.Password = terminalPassword(stdout)
+	}
+	p, err := install.NewPlan(opt)
+	if err != nil {
+		return err
+	}
+	if *dry {
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(p)
+		}
+		return p.Write(stdout)
+	}
+	s := &partition.Session{Plan: p.Layout, Root: p.Root}
+	if err := s.Preflight(); err != nil {
+		return unsafeInput(err)
+	}
+	if !*yes {
+		if err := confirm(p.Layout, stdout); err != nil {
+			return err
+		}
+	}
+	res, err := install.Run(context.Background(), p, opt, stdout)
+	if err != nil {
+		return fmt.Errorf("install %s: %w (log: %s)", *host, unsafeInput(err), res.LogFile)
+	}
+	fmt.Fprintf(stdout, "nixlos: system %s\nnixlos: bootloader %s\n", res.System, res.Bootloader)
+	fmt.Fprintf(stdout, "nixlos: install complete host=%s\n", *host)
+	return nil
+}
+
+// loadManifest reads a nixlos manifest; problems are input errors.
+func loadManifest(path string) (*flake.Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.BadInput(path, "give the manifest with --manifest FILE (mkiso manifest FLAKE writes one)", "cannot read manifest: %v", err)
+	}
+	m, err := flake.Decode(data)
+	if err != nil {
+		return nil, cli.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "%v", err)
+	}
+	if m.Flake.Dir != "" && !filepath.IsAbs(m.Flake.Dir) {
+		m.Flake.Dir = filepath.Join(filepath.Dir(path), m.Flake.Dir)
+	}
+	return m, nil
+}
+
+// loadKey loads --age-key, or the embedded key when present.
+func loadKey(path string) (*agekey.Key, error) {
+	if path == "" {
+		if _, err := os.Stat(embeddedKey); err != nil {
+			return nil, nil
+		}
+		path = embeddedKey
+	}
+	k, err := agekey.Load(path)
+	if err != nil {
+		var ie *cli.InputError
+		if errors.As(err, &ie) {
+			return nil, err
+		}
+		return nil, cli.BadInput("--age-key "+path, "give an age identity file (age-keygen format)", "%v", err)
+	}
+	return k, nil
+}

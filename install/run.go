@@ -1,0 +1,422 @@
+package install
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/internal/progress"
+	"github.com/nixlos/nixlos/partition"
+)
+
+// Result says what Run did.
+type Result struct {
+	System     string // the built system's store path (/nix/store/…)
+	LogFile    string // the live-system log
+	Bootloader string // what the bootloader step did, or why it was skipped
+}
+
+// runner carries one Run.
+type runner struct {
+	p       *Plan
+	opt     Options
+	log     *redactor
+	sess    *partition.Session
+	created []string // key files written by luks-keys
+	touched bool     // the partition step started
+	mounted bool
+	sops    []byte
+	res     Result
+}
+
+// Run executes the plan. Progress lines ("[step] done in 1.2s") go to
+// console and the log; tool output goes to the log only (opt.LogFile,
+// default DefaultLogFile), which is copied to Root/var/log at the end. On
+// failure after the disks were mounted it unmounts and closes what it can;
+// the error names the failed step.
+func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, error) {
+	if console == nil {
+		console = io.Discard
+	}
+	r := &runner{p: p, opt: opt}
+	r.res.LogFile = opt.LogFile
+	if r.res.LogFile == "" {
+		r.res.LogFile = DefaultLogFile
+	}
+	if err := os.MkdirAll(filepath.Dir(r.res.LogFile), 0o755); err != nil {
+		return r.res, fmt.Errorf("install log: %w", err)
+	}
+	lf, err := os.OpenFile(r.res.LogFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return r.res, fmt.Errorf("install log: %w", err)
+	}
+	defer lf.Close()
+	r.log = &redactor{w: lf}
+	if opt.Key != nil {
+		for _, l := range strings.Split(string(opt.Key.File()), "\n") {
+			if strings.HasPrefix(l, "AGE-SECRET-KEY-") {
+				r.log.add([]byte(l))
+			}
+		}
+	}
+	pw := opt.Password
+	if pw != nil {
+		pw = func(name, device string) ([]byte, error) {
+			b, err := opt.Password(name, device)
+			if err == nil {
+				r.log.add(b)
+			}
+			return b, err
+		}
+	}
+	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: r.log, Password: pw}
+	defer r.removeKeyFiles()
+
+	fmt.Fprintf(r.log, "nixlos install: host %s, flake %s, root %s\n", p.Host, p.FlakeDir, p.Root)
+	steps := &progress.Steps{W: io.MultiWriter(console, r.log)}
+	for _, s := range p.Steps {
+		if s.Skip != "" {
+			fmt.Fprintf(steps.W, "[%s] skipped: %s\n", s.Name, s.Skip)
+			continue
+		}
+		fn := r.stepFunc(s.Name)
+		if fn == nil {
+			return r.res, fmt.Errorf("install: unknown step %q", s.Name)
+		}
+		if err := ctx.Err(); err != nil {
+			r.cleanup()
+			return r.res, err
+		}
+		if err := steps.Run(s.Name, fn); err != nil {
+			fmt.Fprintf(r.log, "error: %v\n", err)
+			r.cleanup()
+			return r.res, err
+		}
+	}
+	fmt.Fprintf(r.log, "nixlos install: complete in %s\n", steps.Total().Round(1e8))
+	return r.res, nil
+}
+
+func (r *runner) stepFunc(name string) func() error {
+	switch name {
+	case StepVerifyKey:
+		return r.verifyKey
+	case StepLUKSKeys:
+		return r.luksKeys
+	case StepPartition:
+		return func() error { r.touched = true; return r.sess.Apply() }
+	case StepMount:
+		return func() error { r.mounted = true; return r.sess.Mount() }
+	case StepCopyFlake:
+		return func() error { return copyTree(r.p.FlakeDir, filepath.Join(r.p.Root, TargetFlake)) }
+	case StepInstallKey:
+		return r.installKey
+	case StepBuild:
+		return r.build
+	case StepProfile:
+		return r.profile
+	case StepBootloader:
+		return r.bootloader
+	case StepWriteLog:
+		return r.writeLog
+	case StepUnmount:
+		return r.unmount
+	}
+	return nil
+}
+
+func (r *runner) verifyKey() error {
+	data, err := os.ReadFile(r.p.SopsFile)
+	if err != nil {
+		return fmt.Errorf("sops file: %w", err)
+	}
+	res, err := agekey.Verify(r.opt.Key, data, r.p.HostInfo.SopsFile)
+	if err != nil {
+		return err
+	}
+	r.sops = data
+	fmt.Fprintf(r.log, "age key %s opens %s (%s, %d values)\n", res.Recipient, r.p.HostInfo.SopsFile, res.Checked, res.Values)
+	return nil
+}
+
+func (r *runner) luksKeys() error {
+	for _, k := range r.p.LUKSKeys {
+		var pass []byte
+		switch k.Source {
+		case KeyExisting:
+			fmt.Fprintf(r.log, "luks %s: using the existing %s\n", k.Name, k.Path)
+			continue
+		case KeySops:
+			if r.sops == nil {
+				return fmt.Errorf("luks %s: the sops file was not verified", k.Name)
+			}
+			v, err := agekey.Value(r.opt.Key, r.sops, r.p.HostInfo.SopsFile, k.SopsPath)
+			if err != nil {
+				return fmt.Errorf("luks %s: %w", k.Name, err)
+			}
+			pass = v
+		case KeyPrompt:
+			if r.opt.Password == nil {
+				return fmt.Errorf("luks %s: a passphrase is needed but there is no terminal", k.Name)
+			}
+			v, err := r.opt.Password(k.Name, k.Path)
+			if err != nil {
+				return fmt.Errorf("luks %s: %w", k.Name, err)
+			}
+			pass = v
+		}
+		r.log.add(pass)
+		if fileExists(k.Path) { // an earlier entry of the same container wrote it
+			continue
+		}
+		if err := writeKeyFile(k.Path, pass); err != nil {
+			return fmt.Errorf("luks %s: key file: %w", k.Name, err)
+		}
+		r.created = append(r.created, k.Path)
+		fmt.Fprintf(r.log, "luks %s: wrote %s (0600) from %s\n", k.Name, k.Path, sourceText(k))
+	}
+	return nil
+}
+
+func (r *runner) removeKeyFiles() {
+	for _, p := range r.created {
+		os.Remove(p)
+	}
+	r.created = nil
+}
+
+func (r *runner) installKey() error {
+	kf := r.p.HostInfo.AgeKeyFile
+	if kf == "" {
+		kf = flake.DefaultAgeKeyFile
+	}
+	path, err := agekey.Install(r.p.Root, kf, r.opt.Key)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.log, "age key %s installed at %s (0600)\n", r.opt.Key.Recipient(), path)
+	return nil
+}
+
+// NixArgs is the nix build command line of the build step (without the
+// binary).
+func (p *Plan) NixArgs(offline bool) []string {
+	args := []string{"--extra-experimental-features", "nix-command flakes", "build",
+		"--store", p.Root, "--no-link", "--json", "--print-build-logs",
+		"--option", "build-users-group", "", "--option", "sandbox", "false"}
+	if offline {
+		args = append(args, "--option", "substituters", "")
+	}
+	return append(args, "path:"+filepath.Join(p.Root, TargetFlake)+"#"+p.Attribute)
+}
+
+func (r *runner) build() error {
+	nix := r.opt.Nix
+	if nix == "" {
+		nix = "nix"
+	}
+	args := r.p.NixArgs(r.opt.Offline)
+	fmt.Fprintf(r.log, "$ %s %s\n", nix, strings.Join(quoteAll(args), " "))
+	cmd := exec.Command(nix, args...)
+	cmd.Env = os.Environ()
+	if os.Getenv("HOME") == "" || !fileExists(os.Getenv("HOME")) {
+		cmd.Env = append(cmd.Env, "HOME=/tmp")
+	}
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = r.log
+	if err := cmd.Run(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("nix build: %w (install Nix: apt-get install nix-bin)", err)
+		}
+		return fmt.Errorf("nix build %s: %w (see the log)", r.p.Attribute, err)
+	}
+	var out []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || len(out) != 1 || out[0].Outputs["out"] == "" {
+		return fmt.Errorf("nix build: unexpected output %q", stdout.String())
+	}
+	sys := out[0].Outputs["out"]
+	if _, err := os.Stat(filepath.Join(r.p.Root, sys)); err != nil {
+		return fmt.Errorf("nix build: %s is not in %s: %w", sys, r.p.Root, err)
+	}
+	r.res.System = sys
+	fmt.Fprintf(r.log, "system: %s\n", sys)
+	return nil
+}
+
+func quoteAll(args []string) []string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " '\"#") {
+			q[i] = "'" + a + "'"
+		} else {
+			q[i] = a
+		}
+	}
+	return q
+}
+
+// profile points the system profile at the built system, as nix-env
+// --set does: system → system-1-link → the store path.
+func (r *runner) profile() error {
+	dir := filepath.Join(r.p.Root, "nix/var/nix/profiles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	gen := filepath.Join(dir, "system-1-link")
+	link := filepath.Join(dir, "system")
+	for _, l := range []struct{ path, target string }{{gen, r.res.System}, {link, "system-1-link"}} {
+		os.Remove(l.path)
+		if err := os.Symlink(l.target, l.path); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(r.log, "profile: %s -> system-1-link -> %s\n", link, r.res.System)
+	return nil
+}
+
+// bootloader runs the system's switch-to-configuration boot in a chroot,
+// as nixos-install does, when the target has a /bin/sh to run it with.
+func (r *runner) bootloader() error {
+	stc := filepath.Join(r.res.System, "bin/switch-to-configuration")
+	if _, err := os.Stat(filepath.Join(r.p.Root, stc)); err != nil {
+		r.res.Bootloader = "skipped: the system has no bin/switch-to-configuration"
+		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
+		return nil
+	}
+	if _, err := os.Lstat(filepath.Join(r.p.Root, "bin/sh")); err != nil {
+		r.res.Bootloader = "skipped: the target has no /bin/sh yet (NixOS activation creates it), so switch-to-configuration cannot run in a chroot; no bootloader was installed"
+		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
+		return nil
+	}
+	var binds []string
+	defer func() {
+		for i := len(binds) - 1; i >= 0; i-- {
+			unix.Unmount(binds[i], unix.MNT_DETACH)
+		}
+	}()
+	for _, d := range []string{"dev", "proc", "sys"} {
+		t := filepath.Join(r.p.Root, d)
+		if err := os.MkdirAll(t, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount("/"+d, t, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind /%s: %w", d, err)
+		}
+		binds = append(binds, t)
+	}
+	cmd := exec.Command(stc, "boot")
+	cmd.Path = stc
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.p.Root}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/run/current-system/sw/bin:/bin:/usr/bin", "NIXOS_INSTALL_BOOTLOADER=1", "LOCALE_ARCHIVE=", "HOME=/root"}
+	cmd.Stdout, cmd.Stderr = r.log, r.log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("switch-to-configuration boot: %w (see the log)", err)
+	}
+	r.res.Bootloader = "switch-to-configuration boot ran"
+	fmt.Fprintln(r.log, "bootloader: "+r.res.Bootloader)
+	return nil
+}
+
+func (r *runner) writeLog() error {
+	data, err := os.ReadFile(r.res.LogFile)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(r.p.Root, TargetLog)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o640)
+}
+
+func (r *runner) unmount() error {
+	r.mounted = false
+	unix.Sync()
+	if err := r.sess.Unmount(); err != nil {
+		return err
+	}
+	return r.sess.Close()
+}
+
+// cleanup undoes what it can after a failure.
+func (r *runner) cleanup() {
+	r.removeKeyFiles()
+	if r.mounted {
+		r.mounted = false
+		if err := r.sess.Unmount(); err != nil {
+			fmt.Fprintf(r.log, "cleanup: %v\n", err)
+		}
+	}
+	if r.touched {
+		if err := r.sess.Close(); err != nil {
+			fmt.Fprintf(r.log, "cleanup: %v\n", err)
+		}
+	}
+}
+
+// copyTree copies src into dst (created 0755): directories, regular files
+// with their modes, and symlinks as links.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm()|0o700)
+		case info.Mode()&fs.ModeSymlink != 0:
+			l, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, target)
+		case info.Mode().IsRegular():
+			return copyFile(path, target, info.Mode().Perm())
+		}
+		return nil // sockets, devices: not part of a flake
+	})
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, bufio.NewReader(in)); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
