@@ -182,3 +182,64 @@ func checkGuestMounts(t *testing.T, js string, want map[string]string) {
 		}
 	}
 }
+
+// BenchmarkGuestApplyLUKSLVM times, in one QEMU guest on the same virtio
+// disk, `installer partition` of luks-lvm against disko's recorded
+// createCommands run as a shell script (device paths mapped to /dev/vda*,
+// a partition re-read after each sgdisk, as disko's partprobe does), and
+// reports the ratio.
+func BenchmarkGuestApplyLUKSLVM(b *testing.B) {
+	vmtest.SkipUnlessVM(b)
+	data, _ := os.ReadFile(filepath.Join(corpusDir, "luks-lvm.json"))
+	exp := loadExpect(b, "luks-lvm")
+	r := strings.NewReplacer("/dev/disk/by-partlabel/disk-main-ESP", "/dev/vda1", "/dev/disk/by-partlabel/disk-main-luks", "/dev/vda2", "/dev/vdb", "/dev/vda")
+	var script strings.Builder
+	for _, c := range exp.CreateCommands {
+		for i, a := range c {
+			if i > 0 {
+				script.WriteString(" ")
+			}
+			script.WriteString("'" + r.Replace(a) + "'")
+		}
+		script.WriteString("\n")
+		if c[0] == "sgdisk" {
+			script.WriteString("blockdev --rereadpt /dev/vda\n")
+		}
+	}
+	guest := `
+printf 'secret' > /tmp/secret.key
+printf 'additional' > /tmp/additionalSecret.key
+t0=$(busybox cut -d' ' -f1 /proc/uptime)
+installer partition --layout /etc/nixlos/luks-lvm.json --disk main=/dev/vda --yes --no-mount 2>/dev/null
+t1=$(busybox cut -d' ' -f1 /proc/uptime)
+installer partition --layout /etc/nixlos/luks-lvm.json --disk main=/dev/vda --unmount >/dev/null 2>&1
+wipefs -a -f /dev/vda1 /dev/vda2 >/dev/null; wipefs -a -f /dev/vda >/dev/null; blockdev --rereadpt /dev/vda
+t2=$(busybox cut -d' ' -f1 /proc/uptime)
+sh -e /etc/nixlos/disko-create.sh >/dev/null 2>&1
+t3=$(busybox cut -d' ' -f1 /proc/uptime)
+echo "TIMES $t0 $t1 $t2 $t3"
+`
+	var tools []string // the image's tools plus sgdisk, which only the baseline needs
+	for _, t := range append(initramfs.DefaultTools, "sgdisk") {
+		if initramfs.LookTool(t) != "" {
+			tools = append(tools, t)
+		}
+	}
+	for b.Loop() {
+		res := vmtest.RunCheck(b, vmtest.Check{Name: "bench", Script: guest, MemoryMiB: 2048, Timeout: 15 * time.Minute,
+			Initramfs: initramfs.Spec{Tools: tools},
+			Disks: []vmtest.Disk{{Path: vmtest.NewDisk(b, "main.img", 8<<30)}},
+			Files: []initramfs.File{{Path: "etc/nixlos/luks-lvm.json", Data: data}, {Path: "etc/nixlos/disko-create.sh", Data: []byte(script.String()), Mode: 0o755}}})
+		m := regexp.MustCompile(`TIMES ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)`).FindStringSubmatch(res.Output)
+		if res.ExitCode != 0 || m == nil {
+			b.Fatalf("guest failed (rc=%d):\n%s", res.ExitCode, res.Output)
+		}
+		var t [4]float64
+		for i := range t {
+			t[i], _ = strconv.ParseFloat(m[i+1], 64)
+		}
+		b.ReportMetric(t[1]-t[0], "s-nixlos")
+		b.ReportMetric(t[3]-t[2], "s-disko-cmds")
+		b.ReportMetric((t[1]-t[0])/(t[3]-t[2]), "ratio")
+	}
+}
