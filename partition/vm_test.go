@@ -228,8 +228,8 @@ echo "TIMES $t0 $t1 $t2 $t3"
 	for b.Loop() {
 		res := vmtest.RunCheck(b, vmtest.Check{Name: "bench", Script: guest, MemoryMiB: 2048, Timeout: 15 * time.Minute,
 			Initramfs: initramfs.Spec{Tools: tools},
-			Disks: []vmtest.Disk{{Path: vmtest.NewDisk(b, "main.img", 8<<30)}},
-			Files: []initramfs.File{{Path: "etc/nixlos/luks-lvm.json", Data: data}, {Path: "etc/nixlos/disko-create.sh", Data: []byte(script.String()), Mode: 0o755}}})
+			Disks:     []vmtest.Disk{{Path: vmtest.NewDisk(b, "main.img", 8<<30)}},
+			Files:     []initramfs.File{{Path: "etc/nixlos/luks-lvm.json", Data: data}, {Path: "etc/nixlos/disko-create.sh", Data: []byte(script.String()), Mode: 0o755}}})
 		m := regexp.MustCompile(`TIMES ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)`).FindStringSubmatch(res.Output)
 		if res.ExitCode != 0 || m == nil {
 			b.Fatalf("guest failed (rc=%d):\n%s", res.ExitCode, res.Output)
