@@ -10,13 +10,13 @@
 //	vm := vmtest.StartT(t, vmtest.Options{
 //		Kernel: vmtest.DefaultKernel(),
 //		Initrd: initrd,
-//		Append: "console=ttyS0 nixlos.after=poweroff",
+//		Append: "console=ttyS0",
 //		Disks:  []vmtest.Disk{{Path: vmtest.NewDisk(t, "disk.img", 1<<30)}},
 //	})
 //	vm.Expect(ctx, "nixlos-installer", 2*time.Minute)          // substring
 //	vm.Expect(ctx, regexp.MustCompile(`ready`), time.Minute)     // or a regexp
 //	vm.Send("laptop\n")                                          // type on ttyS0
-//	vm.Wait(ctx)                                                 // QEMU exits after guest poweroff
+//	vm.Wait(ctx)                                                 // QEMU exits after guest poweroff (-no-reboot)
 //
 // StartT kills QEMU when the test ends (t.Cleanup); Start is the same for
 // non-test callers (call Kill). Boot sources are mutually exclusive:

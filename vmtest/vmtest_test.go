@@ -138,7 +138,8 @@ func buildInstallerInitrd(t *testing.T) (string, *initramfs.Report) {
 
 // TestBootToReady (a): the Debian kernel with the nixlos initramfs, booted
 // with -kernel under SeaBIOS (and under OVMF), reaches the installer's ready
-// line on the serial console and powers off (nixlos.after=poweroff).
+// line on the serial console. (What follows depends on the boot flow and
+// the manifest; this image carries none, so the test stops at ready.)
 func TestBootToReady(t *testing.T) {
 	SkipUnlessVM(t)
 	initrd, rep := buildInstallerInitrd(t)
@@ -155,21 +156,14 @@ func TestBootToReady(t *testing.T) {
 				Kernel: DefaultKernel(),
 				Initrd: initrd,
 				UEFI:   fw == "uefi",
-				Append: "console=ttyS0 console=tty0 nixlos.after=poweroff",
+				Append: "console=ttyS0 console=tty0",
 			})
 			ctx := context.Background()
 			if _, err := vm.Expect(ctx, regexp.MustCompile(`nixlos-installer vmtest ready`), 5*time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("%s: power-on → ready: %.1f s", fw, vm.Elapsed().Seconds())
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			if err := vm.Wait(wctx); err != nil {
-				t.Fatalf("QEMU did not exit cleanly after nixlos.after=poweroff: %v", err)
-			}
-			if !strings.Contains(vm.Console(), "Power down") {
-				t.Error("no kernel 'Power down' message: QEMU ended some other way")
-			}
+			vm.Kill()
 		})
 	}
 }
@@ -273,7 +267,7 @@ func TestPXEBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	script := "#!ipxe\nkernel vmlinuz console=ttyS0 nixlos.after=poweroff\ninitrd initrd\nboot\n"
+	script := "#!ipxe\nkernel vmlinuz console=ttyS0\ninitrd initrd\nboot\n"
 	if err := os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -285,11 +279,6 @@ func TestPXEBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("PXE: power-on → ready: %.1f s", vm.Elapsed().Seconds())
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := vm.Wait(wctx); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // BenchmarkBootToReady reports power-on → ready of the installer initramfs
@@ -303,12 +292,12 @@ func BenchmarkBootToReady(b *testing.B) {
 	var total time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		vm := StartT(b, Options{Name: "bench", Kernel: DefaultKernel(), Initrd: p, Append: "console=ttyS0 nixlos.after=poweroff"})
+		vm := StartT(b, Options{Name: "bench", Kernel: DefaultKernel(), Initrd: p, Append: "console=ttyS0"})
 		if _, err := vm.Expect(context.Background(), "nixlos-installer vmtest ready", 5*time.Minute); err != nil {
 			b.Fatal(err)
 		}
 		total += vm.Elapsed()
-		vm.Wait(context.Background())
+		vm.Kill()
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/ready")
 }
