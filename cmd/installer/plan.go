@@ -21,11 +21,14 @@ func init() {
 const defaultManifest = "/etc/nixlos/manifest.json"
 
 const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
+       installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--json]
 
 Plans a disko layout without touching any disk: partition numbers, names,
 types and exact sectors, the commands apply would run, and the mount order.
 --disk main=8G plans on an empty virtual 8 GiB disk; --disk main=/dev/vdb uses
-that device's size; a layout with one disk takes --disk DEV.`
+that device's size; a layout with one disk takes --disk DEV.
+--cmdline makes the boot flow's choices from that kernel command line (instead
+of /proc/cmdline) and adds them to the output as "choices".`
 
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
@@ -50,6 +53,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&lf.host, "host", "", "take the layout of this host from the manifest")
 	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
 	fs.StringVar(&lf.root, "mount", "/mnt", "mount root the plan's mount commands use")
+	cmdline := fs.String("cmdline", "", "choose host and disks as the boot flow would from this kernel command line")
 	fs.Var(&lf.disks, "disk", "KEY=DEV or KEY=SIZE (repeatable); DEV or SIZE alone for a one-disk layout")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
@@ -57,6 +61,17 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return cli.Usagef("plan takes no arguments, got %q (fix: use --layout FILE or --host NAME)", pos)
+	}
+	if *cmdline != "" {
+		cp, err := lf.planCmdline(*cmdline)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, cp)
+		}
+		fmt.Fprintln(stdout, cp.Choices.ConsoleLine())
+		return cp.WriteTree(stdout)
 	}
 	plan, err := lf.plan()
 	if err != nil {
@@ -68,6 +83,12 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(plan)
 	}
 	return plan.WriteTree(stdout)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // load reads the layout from --layout or from the manifest's host.
