@@ -288,7 +288,67 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 	fmt.Fprintf(progress, "initramfs: %-7s %s %8s  %s (installer %s %s)\n", seg.Name, "built ", humanBytes(seg.Bytes), seg.Duration.Round(time.Millisecond), how, bin.dur.Round(time.Millisecond))
 	rep.Bytes = n
 	rep.Duration = time.Since(start)
+	if !s.NoCache {
+		var used []string
+		if strings.HasPrefix(bin.path, cacheDir+string(filepath.Separator)) {
+			used = append(used, bin.path) // never touch a given binary
+		}
+		for _, seg := range rep.Segments {
+			if seg.Path != "" {
+				used = append(used, seg.Path)
+			}
+		}
+		pruneCache(cacheDir, used, cacheKeep)
+	}
 	return s.Output, rep, nil
+}
+
+// cacheKeep is how many entries of each kind (base, tools, modules,
+// installer) the cache keeps, the most recently used first.
+const cacheKeep = 4
+
+// pruneCache marks the entries used now as recently used and removes all
+// but the keep most recently used entries of each kind.
+func pruneCache(dir string, used []string, keep int) {
+	now := time.Now()
+	isUsed := map[string]bool{}
+	for _, u := range used {
+		isUsed[u] = true
+		os.Chtimes(u, now, now)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type item struct {
+		path string
+		mod  time.Time
+	}
+	kinds := map[string][]item{}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		kind, _, ok := strings.Cut(name, "-")
+		if !ok {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		kinds[kind] = append(kinds[kind], item{filepath.Join(dir, name), info.ModTime()})
+	}
+	for _, items := range kinds {
+		sort.Slice(items, func(i, j int) bool { return items[i].mod.After(items[j].mod) })
+		for i, it := range items {
+			if i >= keep && !isUsed[it.path] {
+				os.Remove(it.path)
+				os.Remove(it.path + ".json")
+			}
+		}
+	}
 }
 
 func hitWord(hit bool) string {
