@@ -86,11 +86,18 @@ type Profile struct {
 	ModulesDir    string // absolute; base name is the version
 	NoCache       bool
 	CacheDir      string
-	Epoch         int64
-	Version       string
-	InstallerBin  string
-	GoModuleDir   string
-	Nix           flake.Nix
+	// Epoch is SOURCE_DATE_EPOCH: the timestamps of the images (ISO
+	// volume, FAT, GPT-derived IDs).
+	Epoch int64
+	// InitramfsEpoch is every mtime inside the initramfs: always MinEpoch,
+	// so the cached initramfs segments (keyed by it) survive a new commit
+	// of the flake; a fixed time no later than Epoch keeps the build
+	// reproducible.
+	InitramfsEpoch int64
+	Version        string
+	InstallerBin   string
+	GoModuleDir    string
+	Nix            flake.Nix
 
 	ageKey *agekey.Key // never printed
 }
@@ -153,6 +160,7 @@ func NewProfile(opt Options) (*Profile, error) {
 	if p.Epoch, err = resolveEpoch(opt.Epoch, f); err != nil {
 		return nil, err
 	}
+	p.InitramfsEpoch = MinEpoch
 	return p, nil
 }
 
@@ -331,7 +339,7 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 			Output: initrd, GoModuleDir: p.GoModuleDir, InstallerBinary: p.InstallerBin, Version: p.Version,
 			KernelVersion: p.KernelVersion, ModulesDir: p.ModulesDir,
 			FlakeDir: filepath.Join(stage, "flake"), Manifest: manifestJSON,
-			SourceDateEpoch: p.Epoch, CacheDir: p.CacheDir, NoCache: p.NoCache,
+			SourceDateEpoch: p.InitramfsEpoch, CacheDir: p.CacheDir, NoCache: p.NoCache,
 		}
 		if p.ageKey != nil {
 			spec.AgeKey = p.ageKey.File()
