@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/image"
+	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
 )
 
@@ -99,6 +104,108 @@ func TestBuildBadInput(t *testing.T) {
 			if strings.Contains(stdout.String(), "[initramfs]") {
 				t.Errorf("the build went on after bad input:\n%s", stdout.String())
 			}
+		})
+	}
+}
+
+// TestBuildThenInspect: `mkiso build` of examples/nix-los without and with
+// --age-key, then `mkiso inspect` (text and --json) on each output reports
+// the kernel version, initrd size, boot modes, hosts and whether the key is
+// embedded — and the key's bytes are in no command output and no output
+// file.
+func TestBuildThenInspect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the installer media (u-root, installer, images); skipped with -short")
+	}
+	if _, err := exec.LookPath("nix"); err != nil {
+		t.Skip("nix not installed (apt-get install nix-bin)")
+	}
+	k, err := agekey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "age.txt")
+	if err := agekey.Write(keyFile, k); err != nil {
+		t.Fatal(err)
+	}
+	var secret string
+	for _, l := range strings.Split(string(k.File()), "\n") {
+		if strings.HasPrefix(l, "AGE-SECRET-KEY-1") {
+			secret = l
+		}
+	}
+	kver, err := initramfs.DefaultKernelVersion()
+	if err != nil {
+		t.Skipf("no kernel: %v", err)
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	modes := map[string]string{
+		image.ISOName: "bios-cd uefi-cd bios-usb uefi-usb",
+		image.USBName: "bios-usb uefi-usb",
+		image.PXEDir:  "pxe-bios pxe-uefi",
+	}
+	for _, withKey := range []bool{false, true} {
+		out := filepath.Join(t.TempDir(), "out")
+		args := []string{"build", exampleFlake(t), "--out", out}
+		wantKey := "age key:    not embedded"
+		if withKey {
+			args = append(args, "--age-key", keyFile)
+			wantKey = "age key:    embedded"
+		}
+		var all bytes.Buffer
+		var stdout, stderr bytes.Buffer
+		if err := run(args, &stdout, &stderr); err != nil {
+			t.Fatalf("%v: %v\n%s%s", args, err, stdout.String(), stderr.String())
+		}
+		all.Write(stdout.Bytes())
+		all.Write(stderr.Bytes())
+		for _, step := range []string{"[prepare] done in", "[initramfs] done in", "[images] done in", "[checksums] done in"} {
+			if !strings.Contains(stdout.String(), step) {
+				t.Errorf("build output lacks %q:\n%s", step, stdout.String())
+			}
+		}
+		if warned := strings.Contains(stdout.String(), "medi"+"a hold a secret"); warned != withKey {
+			t.Errorf("secret warning printed = %v with key = %v", warned, withKey)
+		}
+		for name, mode := range modes {
+			var o bytes.Buffer
+			if err := run([]string{"inspect", filepath.Join(out, name)}, &o, &o); err != nil {
+				t.Fatalf("inspect %s: %v\n%s", name, err, o.String())
+			}
+			text := o.String()
+			for _, want := range []string{"kernel:     " + kver, "boot modes: " + mode, "hosts:      laptop server", wantKey} {
+				if !strings.Contains(text, want) {
+					t.Errorf("inspect %s (key %v) lacks %q:\n%s", name, withKey, want, text)
+				}
+			}
+			if !withKey && strings.Contains(text, "age key:    embedded") {
+				t.Errorf("inspect %s says embedded without a key", name)
+			}
+			all.Write(o.Bytes())
+			var j bytes.Buffer
+			if err := run([]string{"inspect", "--json", filepath.Join(out, name)}, &j, &j); err != nil {
+				t.Fatalf("inspect --json %s: %v", name, err)
+			}
+			var info image.Info
+			if err := json.Unmarshal(j.Bytes(), &info); err != nil {
+				t.Fatalf("inspect --json %s: %v\n%s", name, err, j.String())
+			}
+			if info.AgeKey != withKey || info.InitrdSize < 1<<20 || info.KernelVersion != kver {
+				t.Errorf("inspect --json %s: ageKey %v initrdSize %d kernel %q", name, info.AgeKey, info.InitrdSize, info.KernelVersion)
+			}
+			all.Write(j.Bytes())
+		}
+		if strings.Contains(all.String(), secret) || strings.Contains(all.String(), secret[len("AGE-SECRET-KEY-1"):]) {
+			t.Errorf("the private key appears in mkiso's output")
+		}
+		filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s holds the private key in plain text", p)
+			}
+			return nil
 		})
 	}
 }
