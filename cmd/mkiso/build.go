@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nixlos/nixlos/image"
@@ -87,4 +89,32 @@ func runBuild(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", o.Path, o.Size)
 	}
 	return nil
+}
+
+// isFlakeDir reports whether dir holds a flake.nix (mkiso serve FLAKE).
+func isFlakeDir(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, "flake.nix"))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// buildForServe builds the PXE bundle of flakeDir into out (a temporary
+// directory when empty, removed by cleanup) for `mkiso serve FLAKE`.
+func buildForServe(flakeDir, out string, progress io.Writer) (dir string, cleanup func(), err error) {
+	cleanup = func() {}
+	if out == "" {
+		tmp, err := os.MkdirTemp("", "nixlos-serve-")
+		if err != nil {
+			return "", cleanup, fmt.Errorf("serve: %w", err)
+		}
+		out, cleanup = tmp, func() { os.RemoveAll(tmp) }
+	}
+	p, err := pipeline.NewProfile(pipeline.Options{Flake: flakeDir, Out: out, Formats: []image.Format{image.FormatPXE}, Version: version})
+	if err == nil {
+		_, err = pipeline.Build(context.Background(), p, progress)
+	}
+	if err != nil {
+		cleanup()
+		return "", func() {}, err
+	}
+	return out, cleanup, nil
 }

@@ -209,3 +209,36 @@ func TestBuildThenInspect(t *testing.T) {
 		})
 	}
 }
+
+// TestServeFlakeBuildsBundle: `mkiso serve FLAKE` first builds the PXE
+// bundle with the pipeline (here into a temporary directory that cleanup
+// removes); a bad --iface is refused before any build.
+func TestServeFlakeBuildsBundle(t *testing.T) {
+	var out bytes.Buffer
+	err := run([]string{"serve", exampleFlake(t), "--iface", "nixlos-no-such0"}, &out, &out)
+	if cli.ExitCode(err) != 2 || strings.Contains(out.String(), "[prepare]") {
+		t.Errorf("bad --iface with a FLAKE: exit %d, output %q (err %v)", cli.ExitCode(err), out.String(), err)
+	}
+	if testing.Short() {
+		t.Skip("the build half builds the installer media; skipped with -short")
+	}
+	if _, err := exec.LookPath("nix"); err != nil {
+		t.Skip("nix not installed (apt-get install nix-bin)")
+	}
+	dir, cleanup, err := buildForServe(exampleFlake(t), "", &out)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	for _, f := range []string{"pxe/vmlinuz", "pxe/initrd", "pxe/boot.ipxe", "SHA256SUMS"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, image.ISOName)); err == nil {
+		t.Errorf("serve built an ISO too; want only the PXE bundle")
+	}
+	cleanup()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temporary build dir %s left behind", dir)
+	}
+}

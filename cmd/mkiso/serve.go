@@ -20,8 +20,11 @@ func init() {
 	commands = append(commands, cli.Command{Name: "serve", Summary: "network-boot and install machines by MAC (DHCP/proxyDHCP, TFTP, HTTP)", Run: runServe})
 }
 
-const serveUsage = `Usage: mkiso serve BUILD_DIR --iface IF [--map FILE] [--dhcp-range FIRST-LAST]
-                  [--unknown menu|ignore] [--age-key FILE] [--json]
+const serveUsage = `Usage: mkiso serve BUILD_DIR|FLAKE --iface IF [--map FILE] [--dhcp-range FIRST-LAST]
+                  [--unknown menu|ignore] [--age-key FILE] [--out DIR] [--json]
+
+Given a FLAKE directory (holding flake.nix), it first runs 'mkiso build FLAKE
+--format pxe' into --out (default: a temporary directory removed on exit).
 
 Serves BUILD_DIR/pxe (vmlinuz, initrd, iPXE binaries) on the interface IF:
 proxyDHCP beside the LAN's DHCP server by default, or full DHCP from the
@@ -41,6 +44,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	httpPort := fs.Int("http-port", pxe.HTTPPort, "HTTP port")
 	stateFile := fs.String("state", "", "file remembering installed MACs (default BUILD_DIR/serve-state.json)")
 	jsonOut := fs.Bool("json", false, "one JSON event per line instead of the table")
+	outDir := fs.String("out", "", "with a FLAKE: build the PXE bundle into DIR (default: a temporary directory)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -56,6 +60,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if *httpPort < 1 || *httpPort > 65535 {
 		return cli.BadInput("--http-port", "use 1-65535", "%d is not a port", *httpPort)
+	}
+	if isFlakeDir(pos[0]) {
+		if _, _, err := pxe.InterfaceAddr(*iface); err != nil { // before a build
+			return cli.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
+		}
+		dir, cleanup, err := buildForServe(pos[0], *outDir, stderr)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		pos[0] = dir
 	}
 	bundle, err := pxe.OpenBundle(pos[0], *cmdline)
 	if err != nil {
