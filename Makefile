@@ -34,7 +34,7 @@ fuzz:
 	FUZZTIME=$${FUZZTIME:-30s} scripts/fuzz.sh
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+	@scripts/bench.sh
 
 demo: deps build
 	@scripts/demo.sh $(DEMO)
