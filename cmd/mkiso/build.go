@@ -30,9 +30,11 @@ Builds installer media from the flake in directory FLAKE, in four steps with
 their times: prepare (export the manifest, copy the flake's tracked files),
 initramfs (u-root + installer + tools + modules + flake + manifest [+ key]),
 images (DIR/nixlos.iso, DIR/nixlos-usb.img, DIR/pxe/), checksums
-(DIR/SHA256SUMS). Timestamps come from SOURCE_DATE_EPOCH (default: the flake's
-last git commit time, at least 1980-01-01). With --age-key the media hold the
-private key: they are written mode 0600.`
+(DIR/SHA256SUMS). The media's timestamps come from SOURCE_DATE_EPOCH (default:
+the flake's last git commit time; at least 1980-01-01); files inside the
+initramfs are dated 1980-01-01, so its cache survives new commits. The same
+inputs give byte-identical outputs. With --age-key the media hold the private
+key: they are written mode 0600.`
 
 // stringList is a repeatable string flag.
 type stringList []string
