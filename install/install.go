@@ -257,7 +257,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	} else {
 		p.add(StepInstallKey, "", "no age key")
 	}
-	p.add(StepBuild, fmt.Sprintf("nix build --store %s path:%s#%s", root, filepath.Join(root, TargetFlake), p.Attribute), "")
+	p.add(StepBuild, fmt.Sprintf("nix build of path:%s#%s into %s/nix/store", filepath.Join(root, TargetFlake), p.Attribute, root), "")
 	p.add(StepProfile, fmt.Sprintf("%s → the built system", filepath.Join(root, "nix/var/nix/profiles/system")), "")
 	p.add(StepBootloader, "switch-to-configuration boot in a chroot of "+root+" (skipped when the target has no /bin/sh)", "")
 	p.add(StepWriteLog, filepath.Join(root, TargetLog), "")

@@ -213,11 +213,15 @@ func (r *runner) installKey() error {
 }
 
 // NixArgs is the nix build command line of the build step (without the
-// binary).
-func (p *Plan) NixArgs(offline bool) []string {
-	args := []string{"--extra-experimental-features", "nix-command flakes", "build",
-		"--store", p.Root, "--no-link", "--json", "--print-build-logs",
-		"--option", "build-users-group", "", "--option", "sandbox", "false"}
+// binary). With store "" it builds in the default store (/nix, which the
+// build step then binds to Root/nix); otherwise in --store store.
+func (p *Plan) NixArgs(offline bool, store string) []string {
+	args := []string{"--extra-experimental-features", "nix-command flakes", "build"}
+	if store != "" {
+		args = append(args, "--store", store)
+	}
+	args = append(args, "--no-link", "--json", "--print-build-logs",
+		"--option", "build-users-group", "", "--option", "sandbox", "false")
 	if offline {
 		args = append(args, "--option", "substituters", "")
 	}
@@ -229,7 +233,35 @@ func (r *runner) build() error {
 	if nix == "" {
 		nix = "nix"
 	}
-	args := r.p.NixArgs(r.opt.Offline)
+	// With --store ROOT the store's real path differs from /nix/store and
+	// Nix builds in a chroot, which pivot_root refuses on an initramfs
+	// root. When this system has no /nix of its own (the installer image),
+	// bind ROOT/nix to /nix and build in the default store instead: the
+	// same store paths land in ROOT/nix/store, without a chroot.
+	store := r.p.Root
+	if !fileExists("/nix") {
+		target := filepath.Join(r.p.Root, "nix")
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		if err := os.Mkdir("/nix", 0o755); err != nil {
+			return fmt.Errorf("nix build: %w", err)
+		}
+		defer os.Remove("/nix")
+		if err := unix.Mount(target, "/nix", "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("nix build: bind %s to /nix: %w", target, err)
+		}
+		defer unix.Unmount("/nix", unix.MNT_DETACH)
+		fmt.Fprintf(r.log, "bound %s to /nix (no /nix on this system)\n", target)
+		store = ""
+	}
+	args := r.p.NixArgs(r.opt.Offline, store)
+	if hook, err := buildHook(nix); err != nil {
+		return fmt.Errorf("nix build: %w", err)
+	} else if hook != "" {
+		defer os.RemoveAll(filepath.Dir(hook))
+		args = append([]string{"--option", "build-hook", hook}, args...)
+	}
 	fmt.Fprintf(r.log, "$ %s %s\n", nix, strings.Join(quoteAll(args), " "))
 	cmd := exec.Command(nix, args...)
 	cmd.Env = os.Environ()
@@ -258,6 +290,36 @@ func (r *runner) build() error {
 	r.res.System = sys
 	fmt.Fprintf(r.log, "system: %s\n", sys)
 	return nil
+}
+
+// defaultBuildHook is where Debian's nix-bin has its build hook.
+var defaultBuildHook = "/usr/libexec/nix/build-remote"
+
+// buildHook gives Nix a build hook when its default one is missing (the
+// installer image carries nix but not libexec/nix/build-remote, and Nix
+// 2.8 runs the hook even without remote builders): build-remote is the
+// nix binary under that name. It returns "" when the default exists.
+func buildHook(nix string) (string, error) {
+	if fileExists(defaultBuildHook) {
+		return "", nil
+	}
+	bin, err := exec.LookPath(nix)
+	if err != nil {
+		return "", err
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "nixlos-nix-hook-")
+	if err != nil {
+		return "", err
+	}
+	hook := filepath.Join(dir, "build-remote")
+	if err := os.Symlink(bin, hook); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return hook, nil
 }
 
 func quoteAll(args []string) []string {
@@ -295,7 +357,7 @@ func (r *runner) profile() error {
 // as nixos-install does, when the target has a /bin/sh to run it with.
 func (r *runner) bootloader() error {
 	stc := filepath.Join(r.res.System, "bin/switch-to-configuration")
-	if _, err := os.Stat(filepath.Join(r.p.Root, stc)); err != nil {
+	if _, err := os.Lstat(filepath.Join(r.p.Root, stc)); err != nil { // a symlink into the target's store
 		r.res.Bootloader = "skipped: the system has no bin/switch-to-configuration"
 		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
 		return nil

@@ -254,6 +254,7 @@ func expectInstalled(t *testing.T, vm *vmtest.VM, host string) time.Duration {
 	}
 	done := vm.Elapsed()
 	if !strings.Contains(vm.Console(), "nixlos: install complete host="+host) {
+		vm.Expect(ctx, "starting a shell", 30*time.Second)
 		t.Fatalf("install failed:\n%s", vm.Tail(40))
 	}
 	t.Logf("power-on → ready %.1f s, → install complete %.1f s (install %.1f s)", ready.Seconds(), done.Seconds(), (done - ready).Seconds())
@@ -284,13 +285,17 @@ busybox stat -c 'dirmode=%a' /t/var/lib/sops-nix
 echo "keyline-sha256=$(busybox grep AGE-SECRET-KEY /t/var/lib/sops-nix/key.txt | busybox sha256sum | busybox cut -d' ' -f1)"
 echo "== flake"
 ls /t/etc/nixos
+test -d /t/etc/nixos/.git && echo "git=yes"
 echo "flake.nix-sha256=$(busybox sha256sum /t/etc/nixos/flake.nix | busybox cut -d' ' -f1)"
 echo "secrets-sha256=$(busybox sha256sum /t/etc/nixos/secrets/secrets.yaml | busybox cut -d' ' -f1)"
 echo "== profile"
 echo "system=$(busybox readlink /t/nix/var/nix/profiles/system)"
 sys=$(busybox readlink /t/nix/var/nix/profiles/system-1-link)
 echo "system-1-link=$sys"
-echo "version=$(cat /t$sys/nixos-version)"
+v=/t$sys/nixos-version
+while [ -L "$v" ]; do l=$(busybox readlink "$v"); case $l in /*) v=/t$l;; *) v=$(busybox dirname "$v")/$l;; esac; done
+echo "version=$(cat "$v" | busybox tr -d ' \n')"
+echo "store-paths=$(ls /t/nix/store | busybox wc -l)"
 echo "== log"
 cat /t/var/log/nixlos-install.log
 echo "== end"
@@ -329,11 +334,14 @@ func assertTarget(t *testing.T, e *demoEnv, host, out string) {
 	if !regexp.MustCompile(`^/nix/store/[0-9a-z]{32}-nixos-system-` + host + `-`).MatchString(sys) {
 		t.Errorf("system profile → %q, want a /nix/store/…-nixos-system-%s-… path", sys, host)
 	}
+	if field(t, out, "git") != "yes" {
+		t.Errorf("/etc/nixos has no .git")
+	}
 	if field(t, out, "version") == "" {
 		t.Errorf("the system's nixos-version is missing (not a real build)")
 	}
 	i := strings.Index(out, "== log")
-	if i < 0 || !strings.Contains(out[i:], "nixlos install: complete") {
+	if i < 0 || !strings.Contains(out[i:], "[build] done") || !strings.Contains(out[i:], "system: "+sys) {
 		t.Errorf("install log missing or incomplete:\n%s", out)
 	}
 	noSecrets(t, e, "read-back output (log, listing)", out)
@@ -364,7 +372,7 @@ lvm vgchange -a y pool >/dev/null
 echo "== lvs"
 lvm lvs --noheadings -o lv_name,lv_size --units m pool
 echo "== blkid"
-blkid /dev/vda1 /dev/mapper/crypted /dev/pool/root /dev/pool/home /dev/pool/swap | busybox sed 's/ UUID="[^"]*"//; s/ PARTUUID="[^"]*"//'
+blkid /dev/vda1 /dev/vda2 /dev/mapper/crypted /dev/pool/root /dev/pool/home /dev/pool/swap | busybox sed 's/ UUID="[^"]*"//; s/ PARTUUID="[^"]*"//'
 mkdir -p /t && mount /dev/pool/root /t && mount /dev/pool/home /t/home
 ` + targetChecks,
 	})
