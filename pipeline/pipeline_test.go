@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/cli"
 )
 
 func TestResolveEpoch(t *testing.T) {
@@ -325,5 +327,66 @@ func diffInitrds(t *testing.T, a, b []byte) {
 			t.Logf("initrd entry %s only in the second build", name)
 			n++
 		}
+	}
+}
+
+const fullHost = `{ config = { nixpkgs.hostPlatform = "x86_64-linux";
+  disko.devices.disk.main = { type = "disk"; device = "/dev/vda";
+    content = { type = "gpt"; partitions.root = { size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; }; }; }; }; }`
+
+// TestManifestSelection: without --host the menu and manifest hold every
+// host with a disk layout (others are reported as skipped); --host keeps
+// exactly the named hosts; a host without a layout, an unknown host, or a
+// flake with no installable host is bad input.
+func TestManifestSelection(t *testing.T) {
+	if _, err := exec.LookPath("nix"); err != nil {
+		t.Skip("nix not installed (apt-get install nix-bin)")
+	}
+	mk := func(hosts string) *flake.Flake {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("{ outputs = { self }: { nixosConfigurations = {"+hosts+"}; }; }"), 0o644)
+		f, err := flake.Find(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	bare := ` bare = { config = { nixpkgs.hostPlatform = "x86_64-linux"; }; };`
+	mixed := mk(bare + " a = " + fullHost + "; b = " + fullHost + ";")
+	onlyBare := mk(bare)
+	for _, tc := range []struct {
+		name    string
+		f       *flake.Flake
+		hosts   []string
+		want    string // hosts in the manifest
+		skipped string
+		errWant string // bad input naming this
+	}{
+		{"all installable", mixed, nil, "a b", "bare", ""},
+		{"one host", mixed, []string{"b"}, "b", "", ""},
+		{"two hosts", mixed, []string{"b", "a"}, "a b", "", ""},
+		{"host without layout", mixed, []string{"bare"}, "", "", "bare"},
+		{"unknown host", mixed, []string{"c"}, "", "", "c"},
+		{"nothing installable", onlyBare, nil, "", "", "no host has a disk layout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Profile{Flake: tc.f, Hosts: tc.hosts}
+			m, skipped, err := p.manifest(context.Background())
+			if tc.errWant != "" {
+				if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.errWant) {
+					t.Fatalf("err %v (exit %d), want bad input naming %q", err, cli.ExitCode(err), tc.errWant)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(m.HostNames(), " "); got != tc.want {
+				t.Errorf("hosts %q, want %q", got, tc.want)
+			}
+			if got := strings.Join(skipped, " "); got != tc.skipped {
+				t.Errorf("skipped %q, want %q", got, tc.skipped)
+			}
+		})
 	}
 }
