@@ -189,8 +189,14 @@ func (r *runner) luksKeys() error {
 		r.created = append(r.created, k.Path)
 		fmt.Fprintf(r.log, "luks %s: wrote %s (0600) from %s\n", k.Name, k.Path, sourceText(k))
 	}
+	if afterLUKS != nil {
+		afterLUKS()
+	}
 	return nil
 }
+
+// afterLUKS, when set (tests), runs after the luks-keys step.
+var afterLUKS func()
 
 func (r *runner) removeKeyFiles() {
 	for _, p := range r.created {
