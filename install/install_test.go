@@ -317,3 +317,31 @@ func FuzzHasYAMLPath(f *testing.F) {
 		hasYAMLPath(data, path)
 	})
 }
+
+func TestResolveIn(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "nix/store/b/bin"), 0o755)
+	os.WriteFile(filepath.Join(root, "nix/store/b/bin/stc"), []byte("#!/bin/sh\n"), 0o755)
+	os.MkdirAll(filepath.Join(root, "nix/store/a"), 0o755)
+	os.Symlink("/nix/store/b/bin", filepath.Join(root, "nix/store/a/bin")) // absolute: inside root
+	os.Symlink("../b/bin/stc", filepath.Join(root, "nix/store/a/rel"))
+	os.Symlink("/loop", filepath.Join(root, "loop"))
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/nix/store/a/bin/stc", true},
+		{"/nix/store/a/rel", true},
+		{"/nix/store/a/bin/missing", false},
+		{"/bin/sh", false},
+		{"/loop", false},
+	} {
+		got, err := resolveIn(root, tc.path)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %q, %v", tc.path, got, err)
+		}
+		if tc.ok && got != filepath.Join(root, "nix/store/b/bin/stc") {
+			t.Errorf("%s resolved to %s", tc.path, got)
+		}
+	}
+}

@@ -363,12 +363,12 @@ func (r *runner) profile() error {
 // as nixos-install does, when the target has a /bin/sh to run it with.
 func (r *runner) bootloader() error {
 	stc := filepath.Join(r.res.System, "bin/switch-to-configuration")
-	if _, err := os.Lstat(filepath.Join(r.p.Root, stc)); err != nil { // a symlink into the target's store
+	if _, err := resolveIn(r.p.Root, stc); err != nil {
 		r.res.Bootloader = "skipped: the system has no bin/switch-to-configuration"
 		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
 		return nil
 	}
-	if _, err := os.Lstat(filepath.Join(r.p.Root, "bin/sh")); err != nil {
+	if _, err := resolveIn(r.p.Root, "/bin/sh"); err != nil {
 		r.res.Bootloader = "skipped: the target has no /bin/sh yet (NixOS activation creates it), so switch-to-configuration cannot run in a chroot; no bootloader was installed"
 		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
 		return nil
@@ -401,6 +401,46 @@ func (r *runner) bootloader() error {
 	r.res.Bootloader = "switch-to-configuration boot ran"
 	fmt.Fprintln(r.log, "bootloader: "+r.res.Bootloader)
 	return nil
+}
+
+// resolveIn resolves path as a process chrooted to root would, following
+// symlinks (absolute ones relative to root), and returns the host path of
+// an existing file.
+func resolveIn(root, path string) (string, error) {
+	parts := strings.Split(strings.Trim(filepath.Clean("/"+path), "/"), "/")
+	cur := "/"
+	for hops := 0; len(parts) > 0; {
+		name := parts[0]
+		parts = parts[1:]
+		if name == "" || name == "." {
+			continue
+		}
+		if name == ".." {
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", path)
+		}
+		l, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(l) {
+			cur = "/"
+		}
+		parts = append(strings.Split(strings.Trim(l, "/"), "/"), parts...)
+	}
+	return filepath.Join(root, cur), nil
 }
 
 func (r *runner) writeLog() error {
