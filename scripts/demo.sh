@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# make demo: prepare the example flake with a fresh age key, then show what
-# nixlos sees in it.
+# make demo: the whole job on examples/nix-los — prepare the flake with a
+# fresh age key, show its hosts, build the ISO, install host laptop in a QEMU
+# VM onto a blank disk, and read the installed disk back (internal/cmd/demo).
 set -euo pipefail
 out=${1:-build/demo}
 mkdir -p "$out"
 go run ./internal/cmd/demoprep --out "$out"
 echo
 bin/mkiso hosts "$out/flake"
+echo
+go run ./internal/cmd/demo --out "$out"
