@@ -345,6 +345,9 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 			spec.AgeKey = p.ageKey.File()
 		}
 		_, rep, err := initramfs.Build(ctx, spec, indent(w))
+		if rep != nil {
+			rep.Path = "" // a staging file, gone after the build; the media carry it
+		}
 		res.Initramfs = rep
 		return err
 	})
