@@ -1,7 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"strings"
+
+	"github.com/nixlos/nixlos/bootcfg"
+	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/install"
 	"reflect"
 	"testing"
 )
@@ -46,5 +52,60 @@ func TestOpenConsolesFallback(t *testing.T) {
 	w.Write([]byte("ready\n"))
 	if buf.String() != "ready\n" {
 		t.Errorf("fallback got %q", buf.String())
+	}
+}
+
+// TestMenuLines drives the line-based menu: a bad host name is asked
+// again, a number picks a host, then the disk is typed without /dev/.
+func TestMenuLines(t *testing.T) {
+	hosts := []bootcfg.Host{{Name: "laptop", Disks: []string{"main"}}, {Name: "server", Disks: []string{"disk1", "disk2"}}}
+	disks := []hw.Disk{{Name: "vda", Path: "/dev/vda", Kind: hw.KindDisk, SizeBytes: 8 << 30}}
+	var out bytes.Buffer
+	b := &boot{out: &out, in: bufio.NewReader(strings.NewReader("nosuch\n1\nvda\n"))}
+	var c bootcfg.Cmdline
+	ch, err := bootcfg.Choose(hosts, c, disks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.menu(&c, ch, hosts, disks); err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "laptop" || !strings.Contains(out.String(), `no host "nosuch"`) {
+		t.Fatalf("host %q, output:\n%s", c.Host, out.String())
+	}
+	ch, err = bootcfg.Choose(hosts, c, disks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.menu(&c, ch, hosts, disks); err != nil {
+		t.Fatal(err)
+	}
+	if c.Disk != "/dev/vda" {
+		t.Errorf("disk %q", c.Disk)
+	}
+	ch, err = bootcfg.Choose(hosts, c, disks)
+	if err != nil || !ch.Decided() || ch.Disks["main"] != "/dev/vda" {
+		t.Errorf("after the menu: %+v, %v", ch, err)
+	}
+	// End of input is an error, not a loop.
+	b.in = bufio.NewReader(strings.NewReader(""))
+	c = bootcfg.Cmdline{}
+	ch, _ = bootcfg.Choose(hosts, c, disks)
+	if err := b.menu(&c, ch, hosts, disks); err == nil {
+		t.Error("menu at end of input: no error")
+	}
+}
+
+func TestConfirmTyped(t *testing.T) {
+	p := &install.Plan{Host: "laptop", Disks: map[string]string{"main": "/dev/vda"}}
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{{"vda\n", true}, {"/dev/vda\n", true}, {"yes\n", false}, {"", false}} {
+		var out bytes.Buffer
+		b := &boot{out: &out, in: bufio.NewReader(strings.NewReader(tc.in))}
+		if err := b.confirm(p); (err == nil) != tc.ok {
+			t.Errorf("confirm(%q) = %v", tc.in, err)
+		}
 	}
 }
