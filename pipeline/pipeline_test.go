@@ -149,16 +149,20 @@ func readTree(t testing.TB, dir string) map[string][]byte {
 	return files
 }
 
-// TestReproducible: two builds of examples/nix-los with the same inputs and
+// TestReproducible: two builds of examples/nix-los (a git copy) with the same inputs and
 // SOURCE_DATE_EPOCH (and the same installer binary: the initramfs would
 // otherwise compile the working tree, which other work may change between
 // the builds) are byte-identical, SHA256SUMS included — the second one with
 // --no-cache (u-root compiled again), so cached and fresh segments agree.
 func TestReproducible(t *testing.T) {
 	needBuild(t)
-	a, _ := exampleBuild(t)
+	// A private git copy: examples/nix-los inside this repository would
+	// take its rev (in the manifest) from a work tree others commit to.
+	dir := copyExample(t)
+	a := filepath.Join(t.TempDir(), "out")
+	build(t, testOptions(t, dir, a))
 	b := filepath.Join(t.TempDir(), "out")
-	opt := testOptions(t, exampleFlake(), b)
+	opt := testOptions(t, dir, b)
 	opt.NoCache = true // the second build makes every segment afresh: the cache must not change the output
 	build(t, opt)
 	ta, tb := readTree(t, a), readTree(t, b)
