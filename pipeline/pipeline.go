@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixlos/nixlos/agekey"
@@ -127,7 +128,13 @@ func NewProfile(opt Options) (*Profile, error) {
 		}
 		seen[h] = true
 	}
-	p.Formats = opt.Formats
+	seenFmt := map[image.Format]bool{}
+	for _, f := range opt.Formats { // each once: they are built concurrently
+		if !seenFmt[f] {
+			seenFmt[f] = true
+			p.Formats = append(p.Formats, f)
+		}
+	}
 	if len(p.Formats) == 0 {
 		p.Formats = image.AllFormats
 	}
@@ -360,29 +367,25 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		if err := os.Mkdir(imgDir, 0o700); err != nil {
 			return err
 		}
-		for _, f := range p.Formats {
-			start := time.Now()
-			var out image.Output
-			var err error
-			switch f {
-			case image.FormatISO:
-				out.Path = filepath.Join(imgDir, image.ISOName)
-				out.Size, err = image.BuildISO(spec, out.Path)
-			case image.FormatUSB:
-				out.Path = filepath.Join(imgDir, image.USBName)
-				out.Size, err = image.BuildUSB(spec, out.Path)
-			case image.FormatPXE:
-				out.Path = filepath.Join(imgDir, image.PXEDir)
-				out.Size, err = image.BuildPXE(spec, out.Path)
-			default:
-				err = fmt.Errorf("unknown format %q", f)
+		// The formats are independent files: build them concurrently.
+		outs := make([]image.Output, len(p.Formats))
+		errs := make([]error, len(p.Formats))
+		var wg sync.WaitGroup
+		for i, f := range p.Formats {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[i], errs[i] = buildFormat(spec, imgDir, f)
+			}()
+		}
+		wg.Wait()
+		for i, f := range p.Formats {
+			if errs[i] != nil {
+				return fmt.Errorf("%s: %w", f, errs[i])
 			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-			out.Format, out.Duration = f, time.Since(start)
-			fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(out.Path), float64(out.Size)/(1<<20), out.Duration.Round(time.Millisecond))
-			res.Outputs = append(res.Outputs, out)
+			o := outs[i]
+			fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(o.Path), float64(o.Size)/(1<<20), o.Duration.Round(time.Millisecond))
+			res.Outputs = append(res.Outputs, o)
 		}
 		if p.ageKey != nil {
 			if err := restrict(imgDir); err != nil {
@@ -417,6 +420,28 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// buildFormat writes one format into dir.
+func buildFormat(spec image.Spec, dir string, f image.Format) (image.Output, error) {
+	start := time.Now()
+	out := image.Output{Format: f}
+	var err error
+	switch f {
+	case image.FormatISO:
+		out.Path = filepath.Join(dir, image.ISOName)
+		out.Size, err = image.BuildISO(spec, out.Path)
+	case image.FormatUSB:
+		out.Path = filepath.Join(dir, image.USBName)
+		out.Size, err = image.BuildUSB(spec, out.Path)
+	case image.FormatPXE:
+		out.Path = filepath.Join(dir, image.PXEDir)
+		out.Size, err = image.BuildPXE(spec, out.Path)
+	default:
+		err = fmt.Errorf("unknown format %q", f)
+	}
+	out.Duration = time.Since(start)
+	return out, err
 }
 
 // manifest exports the flake's manifest and keeps the selected hosts (or,
