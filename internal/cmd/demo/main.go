@@ -86,7 +86,7 @@ func (d *demo) step(name string, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	d.times = append(d.times, fmt.Sprintf("  %-28s %s", name, el))
+	d.times = append(d.times, fmt.Sprintf("  %-38s %s", name, el))
 	return nil
 }
 
@@ -183,7 +183,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.w, "\n==> what is on the disk (%s)\n%s", disk, report)
 	fmt.Fprintf(d.w, "\n==> times\n%s\n", strings.Join(d.times, "\n"))
-	fmt.Fprintf(d.w, "  %-28s %.1f s\n  %-28s %.1f s\n  %-28s %s\n", "power-on → installer ready", bootReady.Seconds(),
+	fmt.Fprintf(d.w, "  %-38s %.1f s\n  %-38s %.1f s\n  %-38s %s\n", "power-on → installer ready", bootReady.Seconds(),
 		"power-on → install complete", bootDone.Seconds(), "demo total", time.Since(d.start).Round(100*time.Millisecond))
 	return nil
 }
@@ -201,7 +201,8 @@ echo "== LUKS"
 cryptsetup status crypted | busybox grep -E 'type|cipher|device|size'
 echo "== LVM"
 lvm lvs -o lv_name,vg_name,lv_size,lv_attr pool
-mkdir -p /t && mount /dev/pool/root /t && mount /dev/pool/home /t/home && mount -o ro /dev/vda1 /t/boot
+mkdir -p /t && mount /dev/pool/root /t && mount /dev/pool/home /t/home
+mount -t vfat -o ro,iocharset=iso8859-1 /dev/vda1 /t/boot
 echo "== age key"
 busybox stat -c '%n  mode %a  owner %U  %s bytes' /t$AGEKEY
 busybox stat -c '%n  mode %a' $(busybox dirname /t$AGEKEY)
@@ -212,6 +213,8 @@ echo "== /etc/nixos"
 ls /t/etc/nixos
 echo "== install log (/var/log/nixlos-install.log, last lines)"
 busybox tail -n 12 /t/var/log/nixlos-install.log
+echo "== mounted"
+busybox df -h /t /t/home /t/boot | busybox sed 's|/t|/mnt|'
 umount /t/boot /t/home /t
 lvm vgchange -a n pool >/dev/null
 cryptsetup close crypted
