@@ -232,7 +232,7 @@ func findDisk(disks []hw.Disk, dev string) (hw.Disk, error) {
 }
 
 func describe(d hw.Disk) string {
-	s := fmt.Sprintf("%s (%s", d.Path, humanBytes(d.SizeBytes))
+	s := fmt.Sprintf("%s (%s", d.Path, hw.HumanBytes(d.SizeBytes))
 	if d.Model != "" {
 		s += " " + d.Model
 	}
@@ -281,19 +281,6 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // ConsoleLine is the DESIGN.md line printed when the choices are made:

@@ -5,6 +5,8 @@
 // bytes of each disk opened read-only. It never writes to a disk.
 package hw
 
+import "fmt"
+
 // Report is the whole inventory, as `installer detect --json` prints it.
 type Report struct {
 	Firmware Firmware `json:"firmware"`
@@ -116,4 +118,18 @@ func joinComma(s []string) string {
 		out += v
 	}
 	return out
+}
+
+// HumanBytes renders a byte count in binary units ("8.0 GiB").
+func HumanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -56,7 +56,7 @@ func printReport(w io.Writer, r hw.Report) error {
 		cpu = "unknown"
 	}
 	fmt.Fprintf(tw, "CPU\t%s (%s, %s, %s)\n", cpu, plural(r.CPU.Sockets, "socket"), plural(r.CPU.Cores, "core"), plural(r.CPU.Threads, "thread"))
-	fmt.Fprintf(tw, "Memory\t%s\n", human(uint64(max(r.Memory.TotalBytes, 0))))
+	fmt.Fprintf(tw, "Memory\t%s\n", hw.HumanBytes(uint64(max(r.Memory.TotalBytes, 0))))
 	tw.Flush()
 
 	fmt.Fprintln(w)
@@ -78,7 +78,7 @@ func printReport(w io.Writer, r hw.Report) error {
 		if !ok && !d.BootMedium && len(d.InUse) == 0 {
 			notes = append(notes, why)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, human(d.SizeBytes), d.Kind, dash(d.Model), dash(d.Serial),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, hw.HumanBytes(d.SizeBytes), d.Kind, dash(d.Model), dash(d.Serial),
 			yesNo(d.Removable), yesNo(d.Rotational), auto, strings.Join(notes, "; "))
 		for _, id := range d.ByID {
 			fmt.Fprintf(tw, "\t\t\t\t\t\t\t\tby-id %s\n", id)
@@ -88,7 +88,7 @@ func printReport(w io.Writer, r hw.Report) error {
 			if p.PartName != "" {
 				name = "name " + p.PartName
 			}
-			fmt.Fprintf(tw, "  %s\t%s\tpart %d\t\t\t\t\t\t%s\n", p.Path, human(p.SizeBytes), p.Number, name)
+			fmt.Fprintf(tw, "  %s\t%s\tpart %d\t\t\t\t\t\t%s\n", p.Path, hw.HumanBytes(p.SizeBytes), p.Number, name)
 		}
 	}
 	if len(r.Disks) == 0 {
@@ -141,18 +141,4 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-// human renders bytes in binary units (8.0 GiB).
-func human(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
