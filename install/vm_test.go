@@ -546,3 +546,33 @@ func TestUnknownHost(t *testing.T) {
 		t.Errorf("disk changed: %s → %s", before, after)
 	}
 }
+
+// TestInstallCommandInGuest: `installer install` from a shell on a live
+// system (here a test initramfs with the installer, the flake, the
+// manifest and the key as a file), as a person would run it.
+func TestInstallCommandInGuest(t *testing.T) {
+	e := setup(t)
+	img := vmtest.NewDisk(t, "cli.img", 8<<30)
+	res := vmtest.RunCheck(t, vmtest.Check{
+		Name:      "install-cli",
+		Disks:     []vmtest.Disk{{Path: img}},
+		MemoryMiB: 2048,
+		Timeout:   12 * time.Minute,
+		Initramfs: initramfs.Spec{FlakeDir: e.flakeDir, Manifest: e.manifestB, GoModuleDir: repoRoot()},
+		Files:     []initramfs.File{{Path: "root/age.key", Data: e.key.File(), Mode: 0o600}},
+		Script: `installer install --host laptop --disk main=/dev/vda --age-key /root/age.key --dry-run | busybox head -n 13
+installer install --host laptop --disk main=/dev/vda --age-key /root/age.key --yes --offline
+echo "exit=$?"
+test ! -e /tmp/secret.key && echo "keyfile-removed=yes"
+`,
+	})
+	t.Logf("guest:\n%s", res.Output)
+	if res.ExitCode != 0 || !strings.Contains(res.Output, "nixlos: install complete host=laptop") {
+		t.Fatalf("installer install failed (rc %d)", res.ExitCode)
+	}
+	if !strings.Contains(res.Output, " 1. verify-key") || !strings.Contains(res.Output, "keyfile-removed=yes") {
+		t.Errorf("dry-run plan or key file removal missing")
+	}
+	noSecrets(t, e, "installer output", res.Output)
+	checkLaptop(t, e, img)
+}

@@ -27,8 +27,8 @@ const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--
 
 Installs a host of the manifest onto this machine's disks: proves the age key
 against the host's sops file, lays the disks out as disko would, copies the
-flake to /etc/nixos, installs the age key, builds the system with
-nix build --store ROOT, sets the system profile and keeps the log at
+flake to /etc/nixos, installs the age key, builds the system with Nix into
+ROOT/nix/store, sets the system profile and keeps the log at
 /var/log/nixlos-install.log on the target. --dry-run prints the plan of steps
 and touches nothing. Without --yes the device name must be typed on a terminal.`
 
