@@ -3,6 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 
 	"github.com/nixlos/nixlos/bootcfg"
@@ -106,6 +110,43 @@ func TestConfirmTyped(t *testing.T) {
 		b := &boot{out: &out, in: bufio.NewReader(strings.NewReader(tc.in))}
 		if err := b.confirm(p); (err == nil) != tc.ok {
 			t.Errorf("confirm(%q) = %v", tc.in, err)
+		}
+	}
+}
+
+// TestMergeServerSettings: per-MAC settings from nixlos.server fill what
+// the command line left open; the command line wins. The HTTP server is a
+// stand-in for `mkiso serve` (httptest, same /v1/machine protocol).
+func TestMergeServerSettings(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/machine" || r.URL.Query().Get("mac") != "52:54:00:12:34:56" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, `{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		raw, mac   string
+		host, disk string
+		after      bootcfg.After
+		auto       bool
+	}{
+		{"nixlos.server=" + srv.URL, "52:54:00:12:34:56", "server", "auto", "poweroff", true},
+		{"nixlos.server=" + srv.URL + " nixlos.host=laptop nixlos.after=shell nixlos.disk=/dev/vdb", "52:54:00:12:34:56", "laptop", "/dev/vdb", "shell", true},
+		{"nixlos.server=" + srv.URL, "52:54:00:00:00:01", "", "", "reboot", false}, // not in the map: menu
+	} {
+		c, err := bootcfg.Parse(tc.raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		b := &boot{out: &out, raw: tc.raw, mac: tc.mac}
+		if err := b.merge(context.Background(), &c); err != nil {
+			t.Fatalf("%s: %v", tc.raw, err)
+		}
+		if c.Host != tc.host || c.Disk != tc.disk || c.After != tc.after || c.Auto != tc.auto {
+			t.Errorf("%s (%s): host=%q disk=%q after=%q auto=%v", tc.raw, tc.mac, c.Host, c.Disk, c.After, c.Auto)
 		}
 	}
 }
