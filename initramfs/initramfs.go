@@ -155,7 +155,17 @@ const InstallerVersionDefault = "dev"
 
 // formatVersion changes whenever segment contents change for the same
 // inputs, invalidating old cache entries.
-const formatVersion = "nixlos-initramfs-3"
+// BootModulesPath lists, one per line, the modules to load at boot
+// (Spec.BootModules present in the image). The installer loads them right
+// after printing its ready line, with kmod's modprobe in one call, rather
+// than u-root's init loading them one by one before uinit starts: under TCG
+// that took ~9 s of the ~20 s to the ready line.
+const BootModulesPath = "etc/nixlos/boot-modules"
+
+// loadBootModules starts a UinitScript the way the installer starts.
+const loadBootModules = "/sbin/modprobe -a $(cat /" + BootModulesPath + ") 2>/dev/null || true\n"
+
+const formatVersion = "nixlos-initramfs-4"
 
 // baseFormat versions the u-root base archive's key on its own, so that a
 // change to the other segments does not recompile u-root.
@@ -457,7 +467,7 @@ func (s Spec) buildTree(t *tree, installer string) error {
 	}
 	t.entries["bin/installer"].mode = t.entries["bin/installer"].mode&^0o777 | 0o755
 	if s.UinitScript != "" {
-		t.file("bin/uinit", []byte("#!/bin/sh\n"+s.UinitScript), 0o755)
+		t.file("bin/uinit", []byte("#!/bin/sh\n"+loadBootModules+s.UinitScript), 0o755)
 	} else {
 		t.symlink("bin/uinit", "installer")
 	}
@@ -843,7 +853,7 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 				boot = append(boot, ModuleName(m))
 			}
 		}
-		tr.file(filepath.Join(libDir, "modules-load.d", "nixlos.conf"), []byte("# loaded by u-root's init at boot\n"+strings.Join(boot, "\n")+"\n"), 0o644)
+		tr.file(BootModulesPath, []byte(strings.Join(boot, "\n")+"\n"), 0o644)
 		if _, err := writeSegment(tr, s.Compression, s.SourceDateEpoch, p); err != nil {
 			return seg, err
 		}

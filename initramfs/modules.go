@@ -33,8 +33,8 @@ var DefaultModules = []string{
 	"e1000", "e1000e", "igb", "igc", "r8169", "af_packet",
 }
 
-// DefaultBootModules are loaded by u-root's init at boot (listed in
-// /lib/modules-load.d/nixlos.conf): the disk, CD, USB and NIC drivers, so
+// DefaultBootModules are loaded at boot by the installer (listed in
+// BootModulesPath): the disk, CD, USB and NIC drivers, so
 // the installer sees the hardware. Everything else is loaded on demand by
 // the kernel (request_module → /sbin/modprobe, kmod) or by the installer.
 var DefaultBootModules = []string{

@@ -56,6 +56,7 @@ func runBootFlow(stdout, stderr io.Writer) error {
 	out, closeAll := openConsoles(consoleNames(string(raw)), stdout)
 	defer closeAll()
 	fmt.Fprintf(out, "nixlos-installer %s ready\n", version)
+	loadBootModules(bootModulesFile, out)
 	b := &boot{out: out, in: bufio.NewReader(os.Stdin), inFile: os.Stdin, raw: string(raw), logFile: install.DefaultLogFile}
 	after, err := b.run(context.Background())
 	if err != nil {
