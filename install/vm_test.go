@@ -260,7 +260,11 @@ func expectInstalled(t *testing.T, vm *vmtest.VM, host string) time.Duration {
 		vm.Expect(ctx, "starting a shell", 30*time.Second)
 		t.Fatalf("install failed:\n%s", vm.Tail(40))
 	}
-	t.Logf("power-on → ready %.1f s, → install complete %.1f s (install %.1f s)", ready.Seconds(), done.Seconds(), (done - ready).Seconds())
+	if ready > 0 {
+		t.Logf("power-on → ready %.1f s, → install complete %.1f s (install %.1f s)", ready.Seconds(), done.Seconds(), (done - ready).Seconds())
+	} else {
+		t.Logf("power-on → install complete %.1f s (menu answers included)", done.Seconds())
+	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := vm.Wait(wctx); err != nil {
