@@ -237,7 +237,7 @@ echo "@@END-%[2]s rc=$?@@"
 	}
 	defer os.RemoveAll(work) // the initrd holds the LUKS passphrase
 	initrd, _, err := initramfs.Build(ctx, initramfs.Spec{
-		Output: filepath.Join(work, "initrd"), Version: "demo-readback", UinitScript: uinit,
+		Output: filepath.Join(work, "initrd"), Version: "demo", UinitScript: uinit, // same version: the installer binary comes from the cache
 		Files: []initramfs.File{
 			{Path: "etc/nixlos/readback.sh", Data: []byte(readBackScript), Mode: 0o755},
 			{Path: "etc/nixlos/readback.pass", Data: pass, Mode: 0o600},
