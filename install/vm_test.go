@@ -66,7 +66,7 @@ func repoRoot() string {
 }
 
 // setup builds the demo flake, manifest and initramfs images once.
-func setup(t *testing.T) *demoEnv {
+func setup(t testing.TB) *demoEnv {
 	t.Helper()
 	vmtest.SkipUnlessVM(t)
 	if _, err := exec.LookPath("nix"); err != nil {
@@ -141,7 +141,7 @@ func buildEnv() (*demoEnv, error) {
 }
 
 // boot starts the installer image with cmdline on disks.
-func boot(t *testing.T, initrd, name, cmdline string, disks ...vmtest.Disk) *vmtest.VM {
+func boot(t testing.TB, initrd, name, cmdline string, disks ...vmtest.Disk) *vmtest.VM {
 	return vmtest.StartT(t, vmtest.Options{
 		Name: name, Kernel: vmtest.DefaultKernel(), Initrd: initrd,
 		Append:    "console=ttyS0 loglevel=3 " + cmdline,
@@ -242,7 +242,7 @@ func sha256Hex(b []byte) string {
 }
 
 // expectInstalled waits for "install complete" and the power-off.
-func expectInstalled(t *testing.T, vm *vmtest.VM, host string) time.Duration {
+func expectInstalled(t testing.TB, vm *vmtest.VM, host string) time.Duration {
 	t.Helper()
 	ctx := context.Background()
 	var ready time.Duration
