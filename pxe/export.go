@@ -70,9 +70,7 @@ func exportArgs(b *Bundle, mc *Machine, server string) []string {
 	}
 	if mc != nil {
 		args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
-		if mc.Disk != "" {
-			args = append(args, "nixlos.disk="+mc.Disk)
-		}
+		args = append(args, DiskArgs(mc)...)
 		if mc.After != "" {
 			args = append(args, "nixlos.after="+mc.After)
 		}

@@ -149,9 +149,7 @@ func KernelArgs(base string, mc *Machine, token string) []string {
 		return args
 	}
 	args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
-	if mc.Disk != "" {
-		args = append(args, "nixlos.disk="+mc.Disk)
-	}
+	args = append(args, DiskArgs(mc)...)
 	if mc.After != "" {
 		args = append(args, "nixlos.after="+mc.After)
 	}
@@ -294,20 +292,21 @@ func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
 // MachineInfo is the reply of GET /v1/machine?mac=MAC: what the map says
 // about a MAC, for an installer that did not get it on its command line.
 type MachineInfo struct {
-	MAC       string `json:"mac"`
-	Host      string `json:"host"`
-	Disk      string `json:"disk,omitempty"`
-	After     string `json:"after,omitempty"`
-	Auto      bool   `json:"auto"`      // install unattended (always true for a mapped MAC)
-	Key       bool   `json:"key"`       // /v1/key may serve this MAC (with its boot token)
-	Installed bool   `json:"installed"` // reported complete: normally boots from local disk
+	MAC       string            `json:"mac"`
+	Host      string            `json:"host"`
+	Disk      string            `json:"disk,omitempty"`
+	Disks     map[string]string `json:"disks,omitempty"` // per-disk form: layout disk name → device
+	After     string            `json:"after,omitempty"`
+	Auto      bool              `json:"auto"`      // install unattended (always true for a mapped MAC)
+	Key       bool              `json:"key"`       // /v1/key may serve this MAC (with its boot token)
+	Installed bool              `json:"installed"` // reported complete: normally boots from local disk
 }
 
 // maxMachineBody bounds a /v1/machine reply.
 const maxMachineBody = 16 << 10
 
 // DecodeMachineInfo reads and validates a /v1/machine reply the way the
-// installer must: a canonical MAC, a valid host, disk and after as in the map.
+// installer must: a canonical MAC, a valid host, disk, disks and after as in the map.
 func DecodeMachineInfo(r io.Reader) (MachineInfo, error) {
 	var mi MachineInfo
 	if err := json.NewDecoder(io.LimitReader(r, maxMachineBody)).Decode(&mi); err != nil {
@@ -321,8 +320,13 @@ func DecodeMachineInfo(r io.Reader) (MachineInfo, error) {
 	if !hostRe.MatchString(mi.Host) {
 		return MachineInfo{}, fmt.Errorf("host %q is not a valid host name", mi.Host)
 	}
-	if mi.Disk != "" && (mi.Disk != "auto" && !strings.HasPrefix(mi.Disk, "/dev/") || strings.ContainsAny(mi.Disk, " \t\n\"'\\")) {
-		return MachineInfo{}, fmt.Errorf("disk %q must be \"auto\" or a /dev/ path", mi.Disk)
+	if mi.Disk != "" {
+		if err := CheckDiskDev(mi.Disk); err != nil {
+			return MachineInfo{}, fmt.Errorf("disk %w", err)
+		}
+	}
+	if err := CheckDisks(mi.Disks); err != nil {
+		return MachineInfo{}, err
 	}
 	if mi.After != "" && !contains(ValidAfter, mi.After) {
 		return MachineInfo{}, fmt.Errorf("after %q must be one of %s", mi.After, strings.Join(ValidAfter, ", "))
@@ -343,6 +347,6 @@ func (s *Server) serveMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, After: mc.After, Auto: true,
+	json.NewEncoder(w).Encode(MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, Disks: mc.Disks, After: mc.After, Auto: true,
 		Key: mc.Key && s.cfg.AgeKey != "", Installed: s.cfg.Tracker.Installed(mac)})
 }

@@ -12,20 +12,48 @@ import (
 	"time"
 )
 
-// installMAC is the MAC of the machine TestVMPXEInstallServer installs.
-const installMAC = "52:54:00:12:34:60"
+// OVMF split into read-only code and a per-machine variable store (the
+// Debian ovmf package's 2 MiB build).
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS.fd"
+)
+
+// installRun is one end-to-end install of the server host: the machine's
+// firmware and how the segment hands out addresses.
+type installRun struct {
+	name string
+	mac  string
+	// uefi boots OVMF (pflash code + a copy of the vars); the e1000's
+	// option ROM is QEMU's efi-e1000.rom, whose EFI driver gives OVMF's PXE
+	// client a network interface, so OVMF fetches ipxe.efi over TFTP.
+	// Otherwise SeaBIOS runs the same ROM's BIOS iPXE directly.
+	uefi bool
+	// proxy runs dnsmasq as the LAN's own DHCP server (addresses only, no
+	// boot options) and `mkiso serve` as proxyDHCP beside it; otherwise
+	// `mkiso serve` is the only, full DHCP server.
+	proxy bool
+}
+
+var installRuns = []installRun{
+	{name: "bios-full-dhcp", mac: "52:54:00:12:34:60"},
+}
+
+// installFixture is what every run shares: the mkiso binary, the PXE bundle
+// of the demo flake (no key embedded) and the age key file the server hands out.
+type installFixture struct {
+	mkiso, build, keyFile, keyLine string
+}
 
 // TestVMPXEInstallServer is issue 6's end-to-end test: the real installer
 // bundle (`mkiso build --format pxe` of the example flake, no key embedded)
-// served by `mkiso serve` in full-DHCP mode on an isolated segment; a BIOS
-// machine with two blank 8 GiB disks PXE-boots, takes host, after and the
-// one-time age key from the server by its MAC, installs the server host
-// (two RAID1 arrays) unattended and powers off. Booted again, the same MAC
-// is sent to its local disk.
-//
-// The map's disk field names one device ("auto" or /dev/…), and auto picks
-// only one disk, so the two layout disks are named in serve's base command
-// line (nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb).
+// served by `mkiso serve` on an isolated segment (netns + bridge + tap). A
+// machine with two blank 8 GiB disks PXE-boots, takes host, disks, after and
+// the one-time age key from the server by its MAC (the map names both disks
+// with its per-disk form), installs the server host (two RAID1 arrays)
+// unattended and powers off. Booted again, the same MAC is sent to its local
+// disk. Two runs: BIOS with full DHCP, and UEFI (OVMF) with proxyDHCP beside
+// dnsmasq as the LAN's DHCP server.
 func TestVMPXEInstallServer(t *testing.T) {
 	needVMTools(t)
 	for _, tool := range []string{"nix", "sfdisk"} {
@@ -33,9 +61,24 @@ func TestVMPXEInstallServer(t *testing.T) {
 			t.Skipf("%s not installed (make deps installs it)", tool)
 		}
 	}
+	for _, f := range []string{ovmfCode, ovmfVars} {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s missing (make deps installs ovmf): %v", f, err)
+		}
+	}
+	fx := prepareInstall(t)
+	for _, r := range installRuns {
+		t.Run(r.name, func(t *testing.T) { runInstall(t, fx, r) })
+	}
+}
+
+// prepareInstall builds mkiso, the demo flake with its age key, and the PXE
+// bundle without a key: the installer must fetch it from the server.
+func prepareInstall(t *testing.T) installFixture {
+	t.Helper()
 	tmp := t.TempDir()
-	mkiso := filepath.Join(tmp, "mkiso")
-	if b, err := exec.Command("go", "build", "-o", mkiso, "github.com/nixlos/nixlos/cmd/mkiso").CombinedOutput(); err != nil {
+	fx := installFixture{mkiso: filepath.Join(tmp, "mkiso"), build: filepath.Join(tmp, "build")}
+	if b, err := exec.Command("go", "build", "-o", fx.mkiso, "github.com/nixlos/nixlos/cmd/mkiso").CombinedOutput(); err != nil {
 		t.Fatalf("go build cmd/mkiso: %v\n%s", err, b)
 	}
 	demo := filepath.Join(tmp, "demo")
@@ -44,31 +87,35 @@ func TestVMPXEInstallServer(t *testing.T) {
 	if b, err := prep.CombinedOutput(); err != nil {
 		t.Fatalf("demoprep: %v\n%s", err, b)
 	}
-	keyf := filepath.Join(demo, "age.key")
-	keyData, err := os.ReadFile(keyf)
+	fx.keyFile = filepath.Join(demo, "age.key")
+	keyData, err := os.ReadFile(fx.keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keyLine string
 	for _, l := range strings.Split(string(keyData), "\n") {
 		if strings.HasPrefix(l, "AGE-SECRET-KEY-") {
-			keyLine = l
+			fx.keyLine = l
 		}
 	}
-	if keyLine == "" {
+	if fx.keyLine == "" {
 		t.Fatal("demoprep's age.key has no AGE-SECRET-KEY line")
 	}
-
-	// The PXE bundle, without a key: the installer must fetch it.
-	build := filepath.Join(tmp, "build")
 	start := time.Now()
-	if b, err := exec.Command(mkiso, "build", filepath.Join(demo, "flake"), "--out", build, "--format", "pxe").CombinedOutput(); err != nil {
+	if b, err := exec.Command(fx.mkiso, "build", filepath.Join(demo, "flake"), "--out", fx.build, "--format", "pxe").CombinedOutput(); err != nil {
 		t.Fatalf("mkiso build: %v\n%s", err, b)
 	}
 	t.Logf("PXE bundle built in %s", time.Since(start).Round(time.Second))
+	return fx
+}
 
+// runInstall is one install run: segment, servers, first boot (install),
+// disks read back, second boot (local disk), the server's states in order.
+func runInstall(t *testing.T, fx installFixture, r installRun) {
+	tmp := t.TempDir()
+	// The per-disk form: one nixlos.disk.<key>= kernel parameter per disk.
 	mapf := filepath.Join(tmp, "map.toml")
-	os.WriteFile(mapf, []byte("[[machine]]\nmac = \""+installMAC+"\"\nhost = \"server\"\nafter = \"poweroff\"\nkey = true\n"), 0o644)
+	os.WriteFile(mapf, []byte("[[machine]]\nmac = \""+r.mac+"\"\nhost = \"server\"\n"+
+		"disks = { disk1 = \"/dev/vda\", disk2 = \"/dev/vdb\" }\nafter = \"poweroff\"\nkey = true\n"), 0o644)
 	d1, d2 := filepath.Join(tmp, "disk1.img"), filepath.Join(tmp, "disk2.img")
 	for _, d := range []string{d1, d2} {
 		f, err := os.Create(d)
@@ -80,12 +127,26 @@ func TestVMPXEInstallServer(t *testing.T) {
 		}
 		f.Close()
 	}
+	var vars string
+	if r.uefi {
+		vars = filepath.Join(tmp, "OVMF_VARS.fd")
+		mustCopy(t, ovmfVars, vars, 0o644)
+	}
 
 	ns := netns(t)
-	state := filepath.Join(tmp, "state.json")
-	srv := startProc(t, ns, mkiso, "serve", build, "--iface", "br0", "--map", mapf, "--age-key", keyf, "--state", state,
-		"--dhcp-range", "10.99.0.100-10.99.0.150", "--json",
-		"--cmdline", DefaultCmdline+" nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb")
+	args := []string{fx.mkiso, "serve", fx.build, "--iface", "br0", "--map", mapf, "--age-key", fx.keyFile,
+		"--state", filepath.Join(tmp, "state.json"), "--json"}
+	if r.proxy {
+		dm := lanDHCP(t, ns)
+		defer func() {
+			if t.Failed() {
+				t.Logf("dnsmasq output:\n%s", tail(dm.text()))
+			}
+		}()
+	} else {
+		args = append(args, "--dhcp-range", "10.99.0.100-10.99.0.150")
+	}
+	srv := startProc(t, ns, args...)
 	srv.waitFor(t, "mkiso serve", regexp.MustCompile(`serving on 10\.99\.0\.1 \(br0\)[^\n]*`), 30*time.Second)
 	defer func() {
 		if t.Failed() {
@@ -94,8 +155,8 @@ func TestVMPXEInstallServer(t *testing.T) {
 	}()
 
 	// First boot: PXE → iPXE → boot script → the real installer, which installs.
-	start = time.Now()
-	vm := bootInstallVM(t, ns, d1, d2, "nixlos-pxe-install-1.log")
+	start := time.Now()
+	vm := bootInstallVM(t, ns, r, d1, d2, vars, "nixlos-pxe-install-"+r.name+"-1.log")
 	vm.waitFor(t, "first boot", regexp.MustCompile(`nixlos-installer \S+ ready`), 8*time.Minute)
 	t.Logf("installer ready after %s", time.Since(start).Round(time.Second))
 	fail := regexp.MustCompile(`nixlos: install failed[^\n]*`)
@@ -113,20 +174,63 @@ func TestVMPXEInstallServer(t *testing.T) {
 	con := vm.text()
 	for _, want := range []string{
 		"nixlos.server=http://10.99.0.1:80", "nixlos.host=server", "nixlos.auto=1", "nixlos.after=poweroff", "nixlos.token=",
-		"nixlos: server settings for " + installMAC + ": host=server",
+		"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb", // the map's per-disk form
+		"nixlos: server settings for " + r.mac + ": host=server",
 		"(from http://10.99.0.1:80)", // the age key came over the network
 	} {
 		if !strings.Contains(con, want) {
 			t.Errorf("installer console lacks %q", want)
 		}
 	}
-	if strings.Contains(con, keyLine) || strings.Contains(srv.text(), keyLine) {
+	if strings.Contains(con, fx.keyLine) || strings.Contains(srv.text(), fx.keyLine) {
 		t.Error("the age key was printed")
 	}
-	srv.waitFor(t, "server", regexp.MustCompile(`"mac":"`+installMAC+`","host":"server","state":"complete"`), 30*time.Second)
+	srv.waitFor(t, "server", regexp.MustCompile(`"mac":"`+r.mac+`","host":"server","state":"complete"`), 30*time.Second)
+	checkServerDisks(t, d1, d2)
 
-	// The disks hold the server layout: three GPT partitions on each.
-	for _, d := range []string{d1, d2} {
+	// Second boot: the same MAC is sent to its local disk, not reinstalled.
+	vm2 := bootInstallVM(t, ns, r, d1, d2, vars, "nixlos-pxe-install-"+r.name+"-2.log")
+	vm2.waitFor(t, "second boot", regexp.MustCompile(`is installed, booting from local disk`), 6*time.Minute)
+	srv.waitFor(t, "server", regexp.MustCompile(`"mac":"`+r.mac+`","host":"server","state":"local-boot"`), 30*time.Second)
+	vm2.stop(syscall.SIGKILL, 5*time.Second)
+
+	evs := events(srv.text())
+	got := stateOrder(evs, r.mac)
+	want := []string{StateDHCP, StateBooting, StateInstalling, StateComplete, StateDHCP, StateLocalBoot}
+	if !inOrder(got, want) {
+		t.Errorf("server states %v, want in order %v", got, want)
+	}
+	for _, s := range got {
+		if s == StateFailed || s == StateRefused {
+			t.Errorf("server state %q in %v", s, got)
+		}
+	}
+	// The DHCP answers match the firmware and mode: proxyDHCP sends no
+	// address, full DHCP leases one; UEFI PXE gets ipxe.efi first.
+	var dhcpMsgs []string
+	for _, e := range evs {
+		if e.MAC == r.mac && e.State == StateDHCP {
+			dhcpMsgs = append(dhcpMsgs, e.Message)
+		}
+	}
+	all := strings.Join(dhcpMsgs, "\n")
+	if r.proxy != strings.HasPrefix(all, "proxyDHCP ") {
+		t.Errorf("DHCP events (proxy=%v):\n%s", r.proxy, all)
+	}
+	if r.uefi != strings.Contains(all, PXEEFI.String()+": "+EFIBootFile) {
+		t.Errorf("DHCP events (uefi=%v) and the ipxe.efi boot file:\n%s", r.uefi, all)
+	}
+	t.Logf("states %v; DHCP: %q", got, dhcpMsgs)
+	if !srv.stop(syscall.SIGINT, 10*time.Second) || srv.err != nil {
+		t.Errorf("server did not shut down cleanly on SIGINT: %v", srv.err)
+	}
+}
+
+// checkServerDisks reads the server layout back from both disk images:
+// three GPT partitions each, and the md superblocks of both RAID1 arrays.
+func checkServerDisks(t *testing.T, disks ...string) {
+	t.Helper()
+	for _, d := range disks {
 		out, err := exec.Command("sfdisk", "--json", d).Output()
 		if err != nil {
 			t.Fatalf("sfdisk --json %s: %v", d, err)
@@ -174,38 +278,29 @@ func TestVMPXEInstallServer(t *testing.T) {
 		}
 		t.Logf("%s: %+v", filepath.Base(d), v.PT.Partitions)
 	}
-
-	// Second boot: the same MAC is sent to its local disk, not reinstalled.
-	vm2 := bootInstallVM(t, ns, d1, d2, "nixlos-pxe-install-2.log")
-	vm2.waitFor(t, "second boot", regexp.MustCompile(`is installed, booting from local disk`), 6*time.Minute)
-	srv.waitFor(t, "server", regexp.MustCompile(`"mac":"`+installMAC+`","host":"server","state":"local-boot"`), 30*time.Second)
-	vm2.stop(syscall.SIGKILL, 5*time.Second)
-
-	got := stateOrder(events(srv.text()), installMAC)
-	want := []string{StateDHCP, StateBooting, StateInstalling, StateComplete, StateDHCP, StateLocalBoot}
-	if !inOrder(got, want) {
-		t.Errorf("server states %v, want in order %v", got, want)
-	}
-	for _, s := range got {
-		if s == StateFailed || s == StateRefused {
-			t.Errorf("server state %q in %v", s, got)
-		}
-	}
-	t.Logf("states %v", got)
-	if !srv.stop(syscall.SIGINT, 10*time.Second) || srv.err != nil {
-		t.Errorf("server did not shut down cleanly on SIGINT: %v", srv.err)
-	}
 }
 
-// bootInstallVM boots a BIOS machine (e1000 with the iPXE ROM, network
-// first) with two virtio disks and 2 GiB, on tap0 of ns. "-cpu max" gives
-// the TCG guest RDRAND, so its random pool is ready at once (the default
-// qemu64 CPU leaves getrandom blocked long enough for DHCP to give up).
-func bootInstallVM(t *testing.T, ns, d1, d2, logName string) *proc {
+// bootInstallVM boots the run's machine with two virtio disks and 2 GiB on
+// tap0 of ns, network first: an e1000 whose option ROM (QEMU's default,
+// efi-e1000.rom from Debian's ipxe-qemu) is iPXE for BIOS and an EFI
+// driver for OVMF. With uefi, OVMF runs from pflash with vars as its
+// variable store. "-cpu max" gives the TCG guest RDRAND, so its random pool
+// is ready at once (the default qemu64 CPU leaves getrandom blocked long
+// enough for DHCP to give up).
+func bootInstallVM(t *testing.T, ns string, r installRun, d1, d2, vars, logName string) *proc {
 	t.Helper()
-	q := startProc(t, ns, "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", "e1000,netdev=n0,mac="+installMAC, "-boot", "n",
-		"-drive", "file="+d1+",format=raw,if=virtio", "-drive", "file="+d2+",format=raw,if=virtio")
+	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	if r.uefi {
+		// bootindex puts the NIC first in OVMF's boot order on every boot.
+		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
+			"-device", "e1000,netdev=n0,bootindex=0,mac="+r.mac)
+	} else {
+		args = append(args, "-device", "e1000,netdev=n0,mac="+r.mac, "-boot", "n")
+	}
+	args = append(args, "-drive", "file="+d1+",format=raw,if=virtio", "-drive", "file="+d2+",format=raw,if=virtio")
+	q := startProc(t, ns, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			p := filepath.Join(os.TempDir(), logName)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -20,11 +21,37 @@ type Machine struct {
 	Host  string `toml:"host" json:"host"`                       // nixlos.host
 	Disk  string `toml:"disk,omitempty" json:"disk,omitempty"`   // nixlos.disk (optional)
 	After string `toml:"after,omitempty" json:"after,omitempty"` // nixlos.after (optional)
+	// Disks names the layout's disks one by one (nixlos.disk.<key>=<dev>),
+	// for layouts with several disks. Not together with Disk.
+	Disks DiskMap `toml:"disks,omitempty" json:"disks,omitempty"`
 	// Key allows this machine to fetch the age key from /v1/key (once per
 	// boot token). Off unless set: the operator enables it per host.
 	Key bool `toml:"key,omitempty" json:"key,omitempty"`
 	// Line is the 1-based line of the entry's [[machine]] header (0 if unknown).
 	Line int `toml:"-" json:"-"`
+}
+
+// DiskMap is the map's per-disk form: layout disk name → device ("auto" or
+// /dev/…), one nixlos.disk.<name>=<device> kernel parameter each.
+type DiskMap map[string]string
+
+// UnmarshalTOML accepts only a table of strings (a plain string or a number
+// would otherwise decode to an empty map without error).
+func (d *DiskMap) UnmarshalTOML(v any) error {
+	t, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("disks must be a table of disk = \"/dev/…\", e.g. disks = { disk1 = \"/dev/vda\", disk2 = \"/dev/vdb\" }")
+	}
+	m := make(DiskMap, len(t))
+	for k, x := range t {
+		s, ok := x.(string)
+		if !ok {
+			return fmt.Errorf("disks.%s must be a quoted device, e.g. \"/dev/vda\"", k)
+		}
+		m[k] = s
+	}
+	*d = m
+	return nil
 }
 
 // Map is a parsed, validated map file, indexed by canonical MAC.
@@ -89,6 +116,65 @@ func CanonicalMAC(s string) (string, error) {
 
 var hostRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
 
+// diskKeyRe is a disk name of a disko layout as it can appear in the kernel
+// parameter nixlos.disk.<key>.
+var diskKeyRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
+
+// CheckDiskDev validates a disk value of the map (disk or a disks entry):
+// "auto" or a clean /dev/ path with no spaces or quotes, as the installer's
+// nixlos.disk parameters accept.
+func CheckDiskDev(v string) error {
+	if v == "auto" {
+		return nil
+	}
+	if !strings.HasPrefix(v, "/dev/") || len(v) == len("/dev/") {
+		return fmt.Errorf("%q must be \"auto\" or a /dev/ path", v)
+	}
+	if strings.ContainsAny(v, " \t\n\r\"'\\") {
+		return fmt.Errorf("%q contains spaces or quotes", v)
+	}
+	if c := path.Clean(v); c != v {
+		return fmt.Errorf("%q is not a clean path (write %s)", v, c)
+	}
+	return nil
+}
+
+// CheckDisks validates the per-disk form: every key a disk name, every
+// value as CheckDiskDev. The error names the first bad key (sorted order).
+func CheckDisks(disks map[string]string) error {
+	for _, k := range sortedKeys(disks) {
+		if !diskKeyRe.MatchString(k) {
+			return fmt.Errorf("disks: key %q is not a disk name (letters, digits, _ and -, as in the layout)", k)
+		}
+		if err := CheckDiskDev(disks[k]); err != nil {
+			return fmt.Errorf("disks.%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// DiskArgs is the kernel's disk parameters for mc: nixlos.disk=… or one
+// nixlos.disk.<key>=… per named disk, in key order.
+func DiskArgs(mc *Machine) []string {
+	var args []string
+	if mc.Disk != "" {
+		args = append(args, "nixlos.disk="+mc.Disk)
+	}
+	for _, k := range sortedKeys(mc.Disks) {
+		args = append(args, "nixlos.disk."+k+"="+mc.Disks[k])
+	}
+	return args
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // ValidAfter lists the accepted values of nixlos.after.
 var ValidAfter = []string{"reboot", "poweroff", "shell"}
 
@@ -103,7 +189,8 @@ func LoadMap(path string) (*Map, error) {
 
 // ParseMap parses map file data (TOML, [[machine]] entries). name is used in
 // errors. Every entry needs a valid unique MAC and a host name; disk must be
-// "auto" or a /dev/ path; after one of ValidAfter; unknown keys are errors.
+// "auto" or a /dev/ path; disks (instead of disk) maps disk names to such
+// values; after one of ValidAfter; unknown keys are errors.
 func ParseMap(data []byte, name string) (*Map, error) {
 	var doc struct {
 		Machine []Machine `toml:"machine"`
@@ -123,7 +210,7 @@ func ParseMap(data []byte, name string) (*Map, error) {
 			keys[i] = k.String()
 		}
 		sort.Strings(keys)
-		return nil, &MapError{File: name, Err: fmt.Errorf("unknown key(s) %s (allowed in [[machine]]: mac, host, disk, after, key)", strings.Join(keys, ", "))}
+		return nil, &MapError{File: name, Err: fmt.Errorf("unknown key(s) %s (allowed in [[machine]]: mac, host, disk, disks, after, key)", strings.Join(keys, ", "))}
 	}
 	m := &Map{byMAC: map[string]int{}}
 	for i, mc := range doc.Machine {
@@ -131,9 +218,13 @@ func ParseMap(data []byte, name string) (*Map, error) {
 		if i < len(lines) {
 			mc.Line = lines[i]
 		}
-		fail := func(format string, args ...any) error {
-			return &MapError{File: name, Entry: entry, Line: mc.Line, Err: fmt.Errorf(format, args...)}
+		failAt := func(line int, format string, args ...any) error {
+			if line == 0 {
+				line = mc.Line
+			}
+			return &MapError{File: name, Entry: entry, Line: line, Err: fmt.Errorf(format, args...)}
 		}
+		fail := func(format string, args ...any) error { return failAt(mc.Line, format, args...) }
 		if mc.MAC == "" {
 			return nil, fail("mac is required")
 		}
@@ -151,11 +242,25 @@ func ParseMap(data []byte, name string) (*Map, error) {
 		if !hostRe.MatchString(mc.Host) {
 			return nil, fail("host %q is not a valid host name", mc.Host)
 		}
-		if mc.Disk != "" && mc.Disk != "auto" && !strings.HasPrefix(mc.Disk, "/dev/") {
-			return nil, fail("disk %q must be \"auto\" or a /dev/ path", mc.Disk)
+		if mc.Disk != "" {
+			if err := CheckDiskDev(mc.Disk); err != nil {
+				return nil, fail("disk %v", err)
+			}
 		}
-		if strings.ContainsAny(mc.Disk, " \t\n\"'\\") {
-			return nil, fail("disk %q contains spaces or quotes", mc.Disk)
+		if mc.Disks != nil {
+			end := len(data) + 1
+			if i+1 < len(lines) {
+				end = lines[i+1]
+			}
+			if mc.Disk != "" {
+				return nil, failAt(lineOf(data, mc.Line, end, disksKeyRe), "disk and disks together: use disk for a one-disk layout, disks = { <disk> = \"/dev/…\" } to name each disk")
+			}
+			if len(mc.Disks) == 0 {
+				return nil, failAt(lineOf(data, mc.Line, end, disksKeyRe), "disks is empty: name each disk, e.g. disks = { disk1 = \"/dev/vda\", disk2 = \"/dev/vdb\" }")
+			}
+			if err := CheckDisks(mc.Disks); err != nil {
+				return nil, failAt(badDiskLine(data, mc.Line, end, mc.Disks), "%v", err)
+			}
 		}
 		if mc.After != "" && !contains(ValidAfter, mc.After) {
 			return nil, fail("after %q must be one of %s", mc.After, strings.Join(ValidAfter, ", "))
@@ -176,6 +281,36 @@ func machineHeaderLines(data []byte) []int {
 		}
 	}
 	return out
+}
+
+// badDiskLine is the line in [from, to) of the first bad disks entry (by
+// CheckDisks' order), or of the disks key; 0 when not found.
+func badDiskLine(data []byte, from, to int, disks map[string]string) int {
+	for _, k := range sortedKeys(disks) {
+		if !diskKeyRe.MatchString(k) || CheckDiskDev(disks[k]) != nil {
+			if l := lineOf(data, from, to, regexp.MustCompile(`(^|[\s{,"'])`+regexp.QuoteMeta(k)+`["']?\s*=`)); l > 0 {
+				return l
+			}
+			break
+		}
+	}
+	return lineOf(data, from, to, disksKeyRe)
+}
+
+// disksKeyRe finds the disks key: "disks = {" or a [machine.disks] header.
+var disksKeyRe = regexp.MustCompile(`^\s*(disks\s*=|\[\s*machine\s*\.\s*disks\s*\])`)
+
+// lineOf is the first 1-based line in [from, to) matching re, or 0.
+func lineOf(data []byte, from, to int, re *regexp.Regexp) int {
+	if from < 1 {
+		return 0
+	}
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		if n := i + 1; n >= from && n < to && re.Match(l) {
+			return n
+		}
+	}
+	return 0
 }
 
 func contains(list []string, s string) bool {

@@ -24,6 +24,17 @@ func TestParseMap(t *testing.T) {
 		{name: "missing host", in: "\n\n[[machine]]\nmac = \"52:54:00:12:34:56\"\n", wantErr: "host is required", line: 3},
 		{name: "bad host", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a b\"\n", wantErr: "not a valid host"},
 		{name: "bad disk", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisk = \"sda\"\n", wantErr: "must be \"auto\""},
+		{name: "disks inline", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisks = { disk1 = \"/dev/vda\", disk2 = \"/dev/disk/by-id/virtio-b\" }\n", wantN: 1},
+		{name: "disks subtable", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\n[machine.disks]\ndisk1 = \"auto\"\ndisk2 = \"/dev/vdb\"\n", wantN: 1},
+		{name: "disks bad device", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\n\ndisks = { disk1 = \"vda\" }\n", wantErr: "disks.disk1: \"vda\" must be \"auto\" or a /dev/ path", line: 5},
+		{name: "disks unclean device", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\n[machine.disks]\nmain = \"/dev/vda\"\ndata = \"/dev/../dev/vdb\"\n", wantErr: "disks.data: \"/dev/../dev/vdb\" is not a clean path", line: 6},
+		{name: "disks quoted device", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = { d = \"/dev/vda nixlos.host=x\" }\n", wantErr: "contains spaces", line: 4},
+		{name: "disks bad key", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\n[machine.disks]\nok = \"/dev/vda\"\n\"disk 2\" = \"/dev/vdb\"\n", wantErr: "disks: key \"disk 2\" is not a disk name", line: 6},
+		{name: "disks dotted key", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = { \"a=b\" = \"/dev/vda\" }\n", wantErr: "key \"a=b\" is not a disk name", line: 4},
+		{name: "disks empty", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = {}\n", wantErr: "disks is empty", line: 4},
+		{name: "disk and disks", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisk = \"auto\"\ndisks = { d = \"/dev/vda\" }\n", wantErr: "disk and disks together", line: 5},
+		{name: "disks second entry", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = { d = \"/dev/vda\" }\n[[machine]]\nmac = \"52:54:00:12:34:57\"\nhost = \"b\"\ndisks = { d = \"sdb\" }\n", wantErr: "machine #2: disks.d", line: 8},
+		{name: "disks wrong type", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = \"/dev/vda\"\n", wantErr: "disks"},
 		{name: "bad after", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nafter = \"halt\"\n", wantErr: "after \"halt\""},
 		{name: "duplicate", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\n[[machine]]\nmac = \"52-54-00-12-34-56\"\nhost = \"b\"\n", wantErr: "already used by machine #1", line: 4},
 		{name: "unknown key", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nhots = \"x\"\n", wantErr: "unknown key(s) machine.hots"},
@@ -59,6 +70,23 @@ func TestParseMap(t *testing.T) {
 	}
 }
 
+func TestDiskArgs(t *testing.T) {
+	m, err := ParseMap([]byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisks = { disk2 = \"/dev/vdb\", disk1 = \"/dev/vda\" }\n"+
+		"[[machine]]\nmac = \"52:54:00:12:34:57\"\nhost = \"laptop\"\ndisk = \"auto\"\n[[machine]]\nmac = \"52:54:00:12:34:58\"\nhost = \"menu\"\n"), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb", "nixlos.disk=auto", ""} {
+		if got := strings.Join(DiskArgs(&m.Machines[i]), " "); got != want {
+			t.Errorf("machine %d: DiskArgs %q, want %q", i+1, got, want)
+		}
+	}
+	b := &Bundle{Cmdline: "console=ttyS0"}
+	if got := strings.Join(exportArgs(b, &m.Machines[0], ""), " "); got != "initrd=initrd console=ttyS0 nixlos.host=server nixlos.auto=1 nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb" {
+		t.Errorf("export args %q", got)
+	}
+}
+
 func TestMapLookupCanonical(t *testing.T) {
 	m, err := ParseMap([]byte("[[machine]]\nmac = \"52:54:00:AB:CD:EF\"\nhost = \"server\"\nkey = true\n"), "m")
 	if err != nil {
@@ -83,6 +111,9 @@ func FuzzParseMap(f *testing.F) {
 	f.Add([]byte("[[machine]]\nmac = \"zz\"\n"))
 	f.Add([]byte("[machine]\nmac=1\n"))
 	f.Add([]byte(""))
+	f.Add([]byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisks = { disk1 = \"/dev/vda\", disk2 = \"auto\" }\n"))
+	f.Add([]byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"s\"\n[machine.disks]\n\"a b\" = \"/dev/vda\"\nc = \"/dev//x\"\n"))
+	f.Add([]byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"s\"\ndisk = \"auto\"\ndisks = { x = 1 }\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseMap(data, "fuzz.toml")
 		if err != nil {
@@ -99,6 +130,20 @@ func FuzzParseMap(f *testing.F) {
 			}
 			if got, ok := m.Lookup(mc.MAC); !ok || got.Host != mc.Host {
 				t.Fatalf("lookup of accepted %s failed", mc.MAC)
+			}
+			if mc.Disk != "" && len(mc.Disks) > 0 {
+				t.Fatalf("accepted disk and disks together: %+v", mc)
+			}
+			args := DiskArgs(&mc)
+			if len(args) != len(mc.Disks)+min(len(mc.Disk), 1) {
+				t.Fatalf("DiskArgs %q for %+v", args, mc)
+			}
+			for _, a := range args {
+				name, dev, ok := strings.Cut(a, "=")
+				if !ok || strings.ContainsAny(a, " \t\n\r\"'\\") || CheckDiskDev(dev) != nil ||
+					(name != "nixlos.disk" && !diskKeyRe.MatchString(strings.TrimPrefix(name, "nixlos.disk."))) {
+					t.Fatalf("accepted map gives kernel arg %q", a)
+				}
 			}
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -400,7 +401,7 @@ func TestMachineEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := MachineInfo{MAC: testMAC, Host: "server", Disk: "auto", After: "poweroff", Auto: true, Key: true}
-	if mi != want {
+	if !reflect.DeepEqual(mi, want) {
 		t.Fatalf("got %+v, want %+v", mi, want)
 	}
 	if _, err := FetchMachine(ctx, nil, s.HTTPBase(), "52:54:00:99:99:99"); !errors.Is(err, ErrUnknownMachine) {
@@ -412,10 +413,31 @@ func TestMachineEndpoint(t *testing.T) {
 	}
 }
 
+// TestBootScriptPerDisk: the map's per-disk form becomes one
+// nixlos.disk.<key>= kernel parameter per disk in the boot script (in key
+// order) and the disks object of /v1/machine.
+func TestBootScriptPerDisk(t *testing.T) {
+	s := startTestServer(t, "[[machine]]\nmac = \""+testMAC+"\"\nhost = \"server\"\n"+
+		"disks = { disk2 = \"/dev/vdb\", disk1 = \"/dev/disk/by-id/virtio-a\" }\n", nil)
+	_, body := get(t, s.HTTPBase()+"/boot.ipxe?mac="+testMAC)
+	want := " nixlos.host=server nixlos.auto=1 nixlos.disk.disk1=/dev/disk/by-id/virtio-a nixlos.disk.disk2=/dev/vdb nixlos.token="
+	if !strings.Contains(body, want) || strings.Contains(body, "nixlos.disk=") {
+		t.Fatalf("script lacks %q (or has nixlos.disk=):\n%s", want, body)
+	}
+	mi, err := FetchMachine(context.Background(), nil, s.HTTPBase(), testMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantD := map[string]string{"disk1": "/dev/disk/by-id/virtio-a", "disk2": "/dev/vdb"}; !reflect.DeepEqual(mi.Disks, wantD) || mi.Disk != "" {
+		t.Fatalf("machine info disk %q disks %v, want disks %v", mi.Disk, mi.Disks, wantD)
+	}
+}
+
 func FuzzDecodeMachineInfo(f *testing.F) {
 	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`))
 	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"a b"}`))
 	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"x","disk":"/dev/sda; rm"}`))
+	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"x","disks":{"disk1":"/dev/vda","disk 2":"/dev/vdb"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mi, err := DecodeMachineInfo(bytes.NewReader(data))
 		if err != nil {
@@ -426,6 +448,11 @@ func FuzzDecodeMachineInfo(f *testing.F) {
 		}
 		if strings.ContainsAny(mi.Disk, " \t\n\"'\\") || (mi.Disk != "" && mi.Disk != "auto" && !strings.HasPrefix(mi.Disk, "/dev/")) {
 			t.Fatalf("accepted disk %q", mi.Disk)
+		}
+		for k, v := range mi.Disks {
+			if !diskKeyRe.MatchString(k) || CheckDiskDev(v) != nil {
+				t.Fatalf("accepted disks %q = %q", k, v)
+			}
 		}
 		if mi.After != "" && !contains(ValidAfter, mi.After) {
 			t.Fatalf("accepted after %q", mi.After)

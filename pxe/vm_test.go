@@ -181,6 +181,18 @@ ip link set tap0 up`)
 	return ns
 }
 
+// lanDHCP runs dnsmasq on br0 of ns as the LAN's own DHCP server:
+// addresses only (10.99.0.100-150), no boot options, no DNS. Stopped at cleanup.
+func lanDHCP(t *testing.T, ns string) *proc {
+	t.Helper()
+	lease := filepath.Join(t.TempDir(), "leases")
+	dm := startProc(t, ns, "dnsmasq", "--keep-in-foreground", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+		"--interface=br0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,1h",
+		"--dhcp-leasefile="+lease, "--pid-file=", "--user=root")
+	time.Sleep(500 * time.Millisecond)
+	return dm
+}
+
 // proc is a background process in the namespace with captured output.
 type proc struct {
 	cmd  *exec.Cmd
@@ -360,17 +372,12 @@ func TestVMNetworkBootStandInInstaller(t *testing.T) {
 			if mode == "full" {
 				args = append(args, "--dhcp-range", "10.99.0.100-10.99.0.150")
 			} else {
-				// The LAN's own DHCP server: addresses only, no boot options.
-				lease := filepath.Join(t.TempDir(), "leases")
-				dm := startProc(t, ns, "dnsmasq", "--keep-in-foreground", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-					"--interface=br0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.150,1h",
-					"--dhcp-leasefile="+lease, "--pid-file=", "--user=root")
+				dm := lanDHCP(t, ns)
 				defer func() {
 					if t.Failed() {
 						t.Logf("dnsmasq output:\n%s", tail(dm.text()))
 					}
 				}()
-				time.Sleep(500 * time.Millisecond)
 			}
 			srv := startProc(t, ns, args...)
 			srv.waitFor(t, "mkiso serve", regexp.MustCompile(`serving on 10\.99\.0\.1 \(br0\)[^\n]*`), 30*time.Second)

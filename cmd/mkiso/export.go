@@ -30,7 +30,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("export", exportUsage, stdout)
 	format := fs.String("format", "", "matchbox or dnsmasq (required)")
 	out := fs.String("out", "", "output directory (required)")
-	mapFile := fs.String("map", "", "TOML map file: [[machine]] mac, host, disk, after")
+	mapFile := fs.String("map", "", "TOML map file: [[machine]] mac, host, disk or disks = { KEY = DEV, … }, after")
 	httpBase := fs.String("http-base", "", "dnsmasq: URL where DIR/http will be served, e.g. http://10.0.0.1")
 	dhcpRange := fs.String("dhcp-range", "", "dnsmasq: full DHCP from FIRST-LAST (default: proxyDHCP)")
 	server := fs.String("server", "", "optional nixlos.server URL for status reports (a running mkiso serve)")

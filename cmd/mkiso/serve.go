@@ -36,7 +36,7 @@ Ctrl-C.`
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("serve", serveUsage, stdout)
 	iface := fs.String("iface", "", "network interface to serve on (required)")
-	mapFile := fs.String("map", "", "TOML map file: [[machine]] mac, host, disk, after, key")
+	mapFile := fs.String("map", "", "TOML map file: [[machine]] mac, host, disk or disks = { KEY = DEV, … }, after, key")
 	dhcpRange := fs.String("dhcp-range", "", "full DHCP from this pool FIRST-LAST (default: proxyDHCP)")
 	unknown := fs.String("unknown", pxe.UnknownMenu, "unknown MACs: menu (boot the installer menu) or ignore")
 	ageKey := fs.String("age-key", "", "age key file served once per boot token to mapped hosts with key = true")
