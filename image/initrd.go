@@ -2,16 +2,10 @@ package image
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/nixlos/nixlos/initramfs"
 	"github.com/u-root/u-root/pkg/cpio"
-	"github.com/ulikunitz/xz"
 )
 
 // Paths inside the installer initrd that Inspect looks at.
@@ -19,6 +13,9 @@ const (
 	ManifestPath = "etc/nixlos/manifest.json"
 	AgeKeyPath   = "etc/nixlos/age.key"
 )
+
+// maxInitrdSize caps what one compressed segment may decompress to.
+const maxInitrdSize = 1 << 30
 
 // maxInitrdEntry caps the size of an entry InitrdContents keeps in memory.
 const maxInitrdEntry = 16 << 20
@@ -33,7 +30,7 @@ type InitrdContents struct {
 }
 
 // ReadInitrd reads an initrd made of one or more concatenated cpio (newc)
-// archives, each plain or compressed with gzip, xz or zstd, as the kernel
+// archives, each plain or compressed with gzip, xz, zstd or lz4, as the kernel
 // unpacks it: later entries override earlier ones.
 func ReadInitrd(b []byte) (InitrdContents, error) {
 	var c InitrdContents
@@ -57,14 +54,8 @@ func walkInitrd(b []byte, c *InitrdContents, depth int) error {
 		case bytes.HasPrefix(rest, []byte("070701")), bytes.HasPrefix(rest, []byte("070702")):
 			n, err = readNewc(rest, c)
 			c.Archives++
-		case bytes.HasPrefix(rest, []byte{0x1f, 0x8b}):
-			n, err = decompressed(rest, c, depth, gunzip)
-		case bytes.HasPrefix(rest, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-			n, err = decompressed(rest, c, depth, unzstd)
-		case bytes.HasPrefix(rest, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-			n, err = decompressed(rest, c, depth, unxz)
 		default:
-			return fmt.Errorf("initrd offset %d: not a cpio archive or a gzip/xz/zstd stream (bytes % x)", off, rest[:min(len(rest), 6)])
+			n, err = decompressed(rest, c, depth)
 		}
 		if err != nil {
 			return fmt.Errorf("initrd offset %d: %w", off, err)
@@ -74,12 +65,12 @@ func walkInitrd(b []byte, c *InitrdContents, depth int) error {
 	return nil
 }
 
-// decompressed unpacks one compressed segment with fn (which returns the
-// data and the compressed length) and walks what it holds.
-func decompressed(b []byte, c *InitrdContents, depth int, fn func([]byte) ([]byte, int, error)) (int, error) {
-	data, n, err := fn(b)
+// decompressed unpacks the compressed segment at the start of b and walks
+// what it holds; it returns the segment's compressed length.
+func decompressed(b []byte, c *InitrdContents, depth int) (int, error) {
+	data, n, _, err := initramfs.DecodeSegment(b, maxInitrdSize)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("not a cpio archive or a gzip/xz/zstd/lz4 stream (bytes % x): %w", b[:min(len(b), 6)], err)
 	}
 	return n, walkInitrd(data, c, depth+1)
 }
@@ -151,121 +142,4 @@ func hexDigit(c byte) (uint64, bool) {
 		return uint64(c-'A') + 10, true
 	}
 	return 0, false
-}
-
-func gunzip(b []byte) ([]byte, int, error) {
-	br := bytes.NewReader(b)
-	zr, err := gzip.NewReader(br)
-	if err != nil {
-		return nil, 0, fmt.Errorf("gzip: %w", err)
-	}
-	zr.Multistream(false)
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, 0, fmt.Errorf("gzip: %w", err)
-	}
-	return data, len(b) - br.Len(), nil
-}
-
-// unzstd decodes consecutive zstd frames (a multi-threaded zstd writes
-// several) and returns their joined output.
-func unzstd(b []byte) ([]byte, int, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(1<<32))
-	if err != nil {
-		return nil, 0, err
-	}
-	defer dec.Close()
-	var out []byte
-	off := 0
-	for off < len(b) && bytes.HasPrefix(b[off:], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
-		n, err := zstdFrameLen(b[off:])
-		if err != nil {
-			return nil, 0, err
-		}
-		out, err = dec.DecodeAll(b[off:off+n], out)
-		if err != nil {
-			return nil, 0, fmt.Errorf("zstd: %w", err)
-		}
-		off += n
-	}
-	return out, off, nil
-}
-
-// zstdFrameLen returns the length of the zstd frame at the start of b by
-// walking its block headers (RFC 8878 section 3.1.1).
-func zstdFrameLen(b []byte) (int, error) {
-	bad := errors.New("zstd: truncated or corrupt frame")
-	if len(b) < 6 {
-		return 0, bad
-	}
-	fhd := b[4]
-	single := fhd>>5&1 == 1
-	n := 5
-	if !single {
-		n++
-	}
-	n += []int{0, 1, 2, 4}[fhd&3]
-	fcs := []int{0, 2, 4, 8}[fhd>>6]
-	if fcs == 0 && single {
-		fcs = 1
-	}
-	n += fcs
-	for {
-		if n+3 > len(b) {
-			return 0, bad
-		}
-		h := uint32(b[n]) | uint32(b[n+1])<<8 | uint32(b[n+2])<<16
-		n += 3
-		size := int(h >> 3)
-		switch h >> 1 & 3 {
-		case 1: // RLE: one byte repeated
-			size = 1
-		case 3:
-			return 0, bad
-		}
-		n += size
-		if n > len(b) {
-			return 0, bad
-		}
-		if h&1 == 1 {
-			break
-		}
-	}
-	if fhd>>2&1 == 1 {
-		n += 4
-	}
-	if n > len(b) {
-		return 0, bad
-	}
-	return n, nil
-}
-
-// unxz decodes one xz stream, finding its end by its footer: a 12-byte
-// footer ending in "YZ" whose CRC32 and flags match (streams are a multiple
-// of 4 bytes long).
-func unxz(b []byte) ([]byte, int, error) {
-	if len(b) < 24 {
-		return nil, 0, errors.New("xz: truncated stream")
-	}
-	flags := b[6:8]
-	end := -1
-	for p := 24; p <= len(b); p += 4 {
-		f := b[p-12 : p]
-		if f[10] == 'Y' && f[11] == 'Z' && bytes.Equal(f[8:10], flags) && binary.LittleEndian.Uint32(f[0:4]) == crc32.ChecksumIEEE(f[4:10]) {
-			end = p
-			break
-		}
-	}
-	if end < 0 {
-		return nil, 0, errors.New("xz: no stream footer")
-	}
-	r, err := xz.NewReader(bytes.NewReader(b[:end]))
-	if err != nil {
-		return nil, 0, fmt.Errorf("xz: %w", err)
-	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, 0, fmt.Errorf("xz: %w", err)
-	}
-	return data, end, nil
 }

@@ -11,14 +11,19 @@
 //  1. base: u-root busybox + DefaultRamfs, cached by a hash of go.mod,
 //     go.sum, the Go version and the command list (a cold build takes
 //     ~40 s, so this is the segment the cache exists for);
-//  2. tools: host tools, libraries (ELF DT_NEEDED walk), /etc files,
-//     cached by the tool list and the identity (size, mtime, inode) of
-//     every host file read;
-//  3. modules: .ko files as the kernel ships them plus modules.dep etc.,
+//  2. modules: .ko files as the kernel ships them plus modules.dep etc.,
 //     cached by kernel version, module list and the files' identity;
+//  3. tools: host tools, libraries (ELF DT_NEEDED walk; ICU's data library
+//     replaced by a stub, see stublib.go), /etc files, cached by the tool
+//     list and the identity (size, mtime, inode) of every host file read;
 //  4. build: the installer (plain `go build`), the flake, the manifest,
 //     the age key (0600), extra files; rebuilt every time, never cached,
 //     streamed straight into the output.
+//
+// Compression is per segment (Compression.ForSegment): by default zstd for
+// base and modules and legacy lz4, which the kernel decodes fastest, for
+// tools and build; lz4 segments come last because a legacy lz4 stream
+// runs to the end of the initrd.
 //
 // Cache: os.UserCacheDir()/nixlos/initramfs (Spec.CacheDir to override,
 // Spec.NoCache to bypass). Output is deterministic: sorted entries, uid/gid
@@ -165,7 +170,7 @@ const BootModulesPath = "etc/nixlos/boot-modules"
 // loadBootModules starts a UinitScript the way the installer starts.
 const loadBootModules = "/sbin/modprobe -a $(cat /" + BootModulesPath + ") 2>/dev/null || true\n"
 
-const formatVersion = "nixlos-initramfs-4"
+const formatVersion = "nixlos-initramfs-5"
 
 // baseFormat versions the u-root base archive's key on its own, so that a
 // change to the other segments does not recompile u-root.
@@ -229,8 +234,8 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 
 	segs := []func() (Segment, error){
 		func() (Segment, error) { return baseSegment(ctx, s, modDir, cacheDir, progress) },
-		func() (Segment, error) { return toolsSegment(s, cacheDir, rep) },
 		func() (Segment, error) { return modulesSegment(s, cacheDir, rep) },
+		func() (Segment, error) { return toolsSegment(s, cacheDir, rep) },
 	}
 	for _, f := range segs {
 		seg, err := f()
@@ -270,7 +275,7 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 			}
 		}
 		cw := &countWriter{w: w}
-		zw, err := compressTo(s.Compression, cw)
+		zw, err := compressTo(s.Compression.ForSegment("build"), cw)
 		if err != nil {
 			return err
 		}
@@ -394,8 +399,10 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Compression == "" {
 		s.Compression = DefaultCompression
 	}
-	if _, err := compressTo(s.Compression, io.Discard); err != nil {
-		return s, err
+	for _, seg := range segmentOrder {
+		if _, err := compressTo(s.Compression.ForSegment(seg), io.Discard); err != nil {
+			return s, err
+		}
 	}
 	if s.SourceDateEpoch < 0 {
 		return s, fmt.Errorf("SourceDateEpoch %d: must not be negative", s.SourceDateEpoch)
@@ -695,9 +702,10 @@ func baseSegment(ctx context.Context, s Spec, modDir, cacheDir string, progress 
 	rawKey := hashKey(baseFormat, "base", string(gomod), string(gosum), gv, strings.Join(s.Commands, "\n"),
 		strconv.FormatInt(s.SourceDateEpoch, 10))
 	raw := segPath(cacheDir, "base", rawKey, None)
-	key := hashKey(rawKey, string(s.Compression))
-	p := segPath(cacheDir, "base", key, s.Compression)
-	if s.Compression == None {
+	c := s.Compression.ForSegment("base")
+	key := hashKey(rawKey, string(c))
+	p := segPath(cacheDir, "base", key, c)
+	if c == None {
 		p, key = raw, rawKey
 	}
 	seg := Segment{Name: "base", Key: key, Path: p}
@@ -714,7 +722,7 @@ func baseSegment(ctx context.Context, s Spec, modDir, cacheDir string, progress 
 			}
 		}
 		if p != raw {
-			if err := compressFile(raw, p, s.Compression); err != nil {
+			if err := compressFile(raw, p, c); err != nil {
 				return seg, err
 			}
 			if err := cacheStore(p, nil, nil); err != nil {
@@ -763,14 +771,15 @@ func toolsSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 	}
 	// The key covers the inputs and the identity of each tool itself;
 	// the metadata covers every library and /etc file read.
-	parts := []string{formatVersion, "tools", string(s.Compression), strconv.FormatInt(s.SourceDateEpoch, 10),
+	c := s.Compression.ForSegment("tools")
+	parts := []string{formatVersion, "tools", string(c), strconv.FormatInt(s.SourceDateEpoch, 10),
 		strconv.FormatBool(required), strings.Join(s.ExtraLibs, ","), strings.Join(DefaultLibDirs(), ":")}
 	for _, n := range names {
 		p := LookTool(n)
 		parts = append(parts, n+"="+p+"@"+fileIdentity(p))
 	}
 	key := hashKey(parts...)
-	p := segPath(cacheDir, "tools", key, s.Compression)
+	p := segPath(cacheDir, "tools", key, c)
 	seg := Segment{Name: "tools", Key: key, Path: p}
 	if hit, extra := cacheLookup(p); hit {
 		seg.CacheHit = true
@@ -780,7 +789,7 @@ func toolsSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 		if err != nil {
 			return seg, fmt.Errorf("initramfs tools: %w", err)
 		}
-		if _, err := writeSegment(ts.tree, s.Compression, s.SourceDateEpoch, p); err != nil {
+		if _, err := writeSegment(ts.tree, c, s.SourceDateEpoch, p); err != nil {
 			return seg, err
 		}
 		if err := cacheStore(p, ts.files, ts.missing); err != nil {
@@ -801,9 +810,10 @@ type modulesExtra struct {
 func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 	t := time.Now()
 	dep := filepath.Join(s.ModulesDir, "modules.dep")
-	key := hashKey(formatVersion, "modules", string(s.Compression), strconv.FormatInt(s.SourceDateEpoch, 10),
+	c := s.Compression.ForSegment("modules")
+	key := hashKey(formatVersion, "modules", string(c), strconv.FormatInt(s.SourceDateEpoch, 10),
 		s.ModulesDir, strings.Join(s.Modules, ","), strings.Join(s.BootModules, ","), fileIdentity(dep))
-	p := segPath(cacheDir, "modules", key, s.Compression)
+	p := segPath(cacheDir, "modules", key, c)
 	seg := Segment{Name: "modules", Key: key, Path: p}
 	var ex modulesExtra
 	if hit, extra := cacheLookup(p); hit && json.Unmarshal(extra, &ex) == nil {
@@ -854,7 +864,7 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 			}
 		}
 		tr.file(BootModulesPath, []byte(strings.Join(boot, "\n")+"\n"), 0o644)
-		if _, err := writeSegment(tr, s.Compression, s.SourceDateEpoch, p); err != nil {
+		if _, err := writeSegment(tr, c, s.SourceDateEpoch, p); err != nil {
 			return seg, err
 		}
 		if err := cacheStore(p, files, ex); err != nil {

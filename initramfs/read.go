@@ -3,14 +3,10 @@ package initramfs
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
-
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // Entry is one record of an initramfs read back.
@@ -42,6 +38,8 @@ func DetectCompression(head []byte) Compression {
 		return XZ
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
 		return Gzip
+	case bytes.HasPrefix(head, lz4LegacyMagic):
+		return LZ4
 	case bytes.HasPrefix(head, []byte("070701")), bytes.HasPrefix(head, []byte("070702")):
 		return None
 	}
@@ -49,31 +47,43 @@ func DetectCompression(head []byte) Compression {
 }
 
 // decompressAll returns a reader of the concatenated decompressed segments
-// of r (all with the compression of the first; nixlos writes them so).
+// of r, each segment decoded with its own compression. Uncompressed cpio
+// data runs to the end of r, as nixlos writes it (alone, or never before
+// a compressed segment).
 func decompressAll(r io.Reader) (io.Reader, func(), error) {
-	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(6)
-	switch DetectCompression(head) {
-	case Zstd:
-		d, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
-		if err != nil {
-			return nil, nil, err
-		}
-		return d, d.Close, nil
-	case XZ:
-		d, err := xz.NewReader(br)
-		return d, func() {}, err
-	case Gzip:
-		d, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, nil, err
-		}
-		return d, func() { d.Close() }, nil
-	case None:
-		return br, func() {}, nil
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, errors.New("not an initramfs: unknown compression or cpio magic")
+	var parts []io.Reader
+	for off := 0; off < len(b); {
+		if b[off] == 0 { // padding between segments
+			off++
+			continue
+		}
+		rest := b[off:]
+		if DetectCompression(rest) == None {
+			parts = append(parts, bytes.NewReader(rest))
+			break
+		}
+		data, n, _, err := DecodeSegment(rest, maxSegment)
+		if err != nil {
+			if off == 0 {
+				return nil, nil, fmt.Errorf("not an initramfs: %w", err)
+			}
+			return nil, nil, fmt.Errorf("segment at %d: %w", off, err)
+		}
+		parts = append(parts, bytes.NewReader(data))
+		off += n
+	}
+	if len(parts) == 0 {
+		return nil, nil, errors.New("not an initramfs: empty")
+	}
+	return io.MultiReader(parts...), func() {}, nil
 }
+
+// maxSegment caps what one segment may decompress to.
+const maxSegment = 2 << 30
 
 // Walk reads an initramfs (concatenated newc cpio archives, compressed or
 // not) and calls fn for every record but the trailers, in order, with a

@@ -72,6 +72,7 @@ type toolSet struct {
 	files   []string // host files whose contents are in the archive
 	missing []string // default tools not on this host
 	libs    []string // resolved libraries (host paths)
+	stubbed []string // libraries written as stubs (isStubLib)
 }
 
 // canonical resolves the directory part of p through symlinks, keeping
@@ -193,8 +194,17 @@ func resolveTools(names []string, required bool, extraLibs []string, r LibResolv
 		}
 	}
 	for _, l := range deps.Libs {
-		if _, err := addChain(ts.tree, l, files); err != nil {
+		real, err := addChain(ts.tree, l, files)
+		if err != nil {
 			return nil, fmt.Errorf("library %s: %w", l, err)
+		}
+		if isStubLib(real) {
+			stub, err := StubLibrary(real)
+			if err != nil {
+				return nil, fmt.Errorf("library %s: %w", l, err)
+			}
+			ts.tree.file(real, stub, 0o644)
+			ts.stubbed = append(ts.stubbed, real)
 		}
 		ts.libs = append(ts.libs, l)
 	}

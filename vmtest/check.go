@@ -99,6 +99,8 @@ echo "@@CHECK-BEGIN-%[1]s@@"
 rc=$?
 echo "@@CHECK-END-%[1]s rc=$rc@@"
 /bin/busybox sync
+# the end marker may still sit in the tty buffer: power-off would drop it
+/bin/busybox sleep 1
 /bin/busybox poweroff -f
 `, nonce)
 }

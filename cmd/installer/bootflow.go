@@ -466,6 +466,7 @@ func doAfter(out io.Writer, after bootcfg.After, closeAll func()) error {
 		fmt.Fprintf(out, "nixlos: %s\n", after)
 		closeAll()
 		unix.Sync()
+		drainConsole(out)
 		cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
 		if after == bootcfg.AfterReboot {
 			cmd = unix.LINUX_REBOOT_CMD_RESTART
@@ -551,4 +552,15 @@ func (a allWriter) Write(p []byte) (int, error) {
 		w.Write(p)
 	}
 	return len(p), nil
+}
+
+// drainConsole waits until a terminal has sent what was written to it: a
+// serial console's last lines are still in the kernel's tty buffer when
+// the reboot syscall runs, and a power-off would drop them.
+func drainConsole(out io.Writer) {
+	for _, w := range []io.Writer{out, os.Stdout, os.Stderr} {
+		if f, ok := w.(*os.File); ok {
+			_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) // tcdrain; not a tty: ENOTTY, ignored
+		}
+	}
 }
