@@ -14,10 +14,11 @@
 //
 //	#!ipxe
 //	kernel http://ADDR:PORT/vmlinuz initrd=initrd BASE nixlos.server=http://ADDR:PORT \
-//	       nixlos.host=H nixlos.auto=1 [nixlos.disk=D] [nixlos.after=A] nixlos.token=T
+//	       nixlos.host=H nixlos.auto=1 [nixlos.disk=D | nixlos.disk.K=D …] [nixlos.after=A] nixlos.token=T
 //	initrd --name initrd http://ADDR:PORT/initrd
 //	boot
 //
+// (one nixlos.disk.K=D per entry of the map's per-disk form, disks = {K = D}),
 // or, once that MAC reported "complete", a local-disk boot
 // (sanboot --no-describe --drive 0x80 || exit).
 //
@@ -48,8 +49,9 @@
 //	{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff",
 //	 "auto":true,"key":true,"installed":false}
 //
-// for an installer that was started without nixlos.host (e.g. from USB with
-// only nixlos.server=); it issues no token.
+// ("disks":{"disk1":"/dev/vda","disk2":"/dev/vdb"} instead of "disk" for an
+// entry using the per-disk form), for an installer that was started without
+// nixlos.host (e.g. from USB with only nixlos.server=); it issues no token.
 //
 // ReportStatus, FetchKey and FetchMachine are the client side of this
 // protocol; DecodeStatus and DecodeMachineInfo validate its JSON.

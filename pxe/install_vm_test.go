@@ -24,11 +24,14 @@ const (
 type installRun struct {
 	name string
 	mac  string
-	// uefi boots OVMF (pflash code + a copy of the vars); the e1000's
-	// option ROM is QEMU's efi-e1000.rom, whose EFI driver gives OVMF's PXE
-	// client a network interface, so OVMF fetches ipxe.efi over TFTP.
-	// Otherwise SeaBIOS runs the same ROM's BIOS iPXE directly.
+	// uefi boots OVMF (pflash code + a copy of the vars), else SeaBIOS.
 	uefi bool
+	// firmwarePXE takes the iPXE option ROM off the NIC (virtio-net with
+	// romfile=, which OVMF drives itself), so the firmware's own PXE client
+	// asks DHCP for a boot file and fetches ipxe.efi over TFTP. Otherwise
+	// the NIC is an e1000 with QEMU's default ROM (Debian's efi-e1000.rom,
+	// iPXE for BIOS and for EFI), which asks for the boot script directly.
+	firmwarePXE bool
 	// proxy runs dnsmasq as the LAN's own DHCP server (addresses only, no
 	// boot options) and `mkiso serve` as proxyDHCP beside it; otherwise
 	// `mkiso serve` is the only, full DHCP server.
@@ -37,6 +40,7 @@ type installRun struct {
 
 var installRuns = []installRun{
 	{name: "bios-full-dhcp", mac: "52:54:00:12:34:60"},
+	{name: "uefi-proxydhcp", mac: "52:54:00:12:34:61", uefi: true, firmwarePXE: true, proxy: true},
 }
 
 // installFixture is what every run shares: the mkiso binary, the PXE bundle
@@ -136,8 +140,9 @@ func runInstall(t *testing.T, fx installFixture, r installRun) {
 	ns := netns(t)
 	args := []string{fx.mkiso, "serve", fx.build, "--iface", "br0", "--map", mapf, "--age-key", fx.keyFile,
 		"--state", filepath.Join(tmp, "state.json"), "--json"}
+	var dm *proc
 	if r.proxy {
-		dm := lanDHCP(t, ns)
+		dm = lanDHCP(t, ns)
 		defer func() {
 			if t.Failed() {
 				t.Logf("dnsmasq output:\n%s", tail(dm.text()))
@@ -174,7 +179,8 @@ func runInstall(t *testing.T, fx installFixture, r installRun) {
 	con := vm.text()
 	for _, want := range []string{
 		"nixlos.server=http://10.99.0.1:80", "nixlos.host=server", "nixlos.auto=1", "nixlos.after=poweroff", "nixlos.token=",
-		"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb", // the map's per-disk form
+		"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb",  // the map's per-disk form …
+		"nixlos: host=server disk=disk1:/dev/vda,disk2:/dev/vdb", // … as the installer chose
 		"nixlos: server settings for " + r.mac + ": host=server",
 		"(from http://10.99.0.1:80)", // the age key came over the network
 	} {
@@ -205,24 +211,47 @@ func runInstall(t *testing.T, fx installFixture, r installRun) {
 			t.Errorf("server state %q in %v", s, got)
 		}
 	}
-	// The DHCP answers match the firmware and mode: proxyDHCP sends no
-	// address, full DHCP leases one; UEFI PXE gets ipxe.efi first.
-	var dhcpMsgs []string
-	for _, e := range evs {
-		if e.MAC == r.mac && e.State == StateDHCP {
-			dhcpMsgs = append(dhcpMsgs, e.Message)
-		}
-	}
-	all := strings.Join(dhcpMsgs, "\n")
-	if r.proxy != strings.HasPrefix(all, "proxyDHCP ") {
-		t.Errorf("DHCP events (proxy=%v):\n%s", r.proxy, all)
-	}
-	if r.uefi != strings.Contains(all, PXEEFI.String()+": "+EFIBootFile) {
-		t.Errorf("DHCP events (uefi=%v) and the ipxe.efi boot file:\n%s", r.uefi, all)
-	}
-	t.Logf("states %v; DHCP: %q", got, dhcpMsgs)
+	checkBootPath(t, r, con, evs, dm)
+	t.Logf("states %v", got)
 	if !srv.stop(syscall.SIGINT, 10*time.Second) || srv.err != nil {
 		t.Errorf("server did not shut down cleanly on SIGINT: %v", srv.err)
+	}
+}
+
+// checkBootPath checks that the run took the path it stands for, from the
+// installer's console, the server's DHCP events and the LAN's dnsmasq.
+func checkBootPath(t *testing.T, r installRun, con string, evs []Event, dm *proc) {
+	t.Helper()
+	// The installer kernel was started by UEFI firmware, or not.
+	if efi := regexp.MustCompile(`efi: EFI v\S+ by EDK II`).MatchString(con); efi != r.uefi {
+		t.Errorf("installer kernel booted by EDK II (UEFI): %v, want %v", efi, r.uefi)
+	}
+	var msgs []string
+	for _, e := range evs {
+		if e.MAC == r.mac && e.State == StateDHCP {
+			msgs = append(msgs, e.Message)
+		}
+	}
+	t.Logf("DHCP events: %q", msgs)
+	// proxyDHCP answers carry no address (messages "proxyDHCP KIND: FILE");
+	// full DHCP leases one ("lease ADDR, KIND: FILE").
+	for _, m := range msgs {
+		if strings.HasPrefix(m, "proxyDHCP ") != r.proxy {
+			t.Errorf("DHCP event %q in proxy=%v mode", m, r.proxy)
+		}
+	}
+	// The firmware's PXE client is sent ipxe.efi (over TFTP), which then asks
+	// for the boot script; an iPXE ROM asks for the boot script at once.
+	all := strings.Join(msgs, "\n")
+	efiFirst := len(msgs) > 0 && strings.Contains(msgs[0], PXEEFI.String()+": "+EFIBootFile)
+	if efiFirst != (r.uefi && r.firmwarePXE) || !strings.Contains(all, IPXE.String()+": http://10.99.0.1:80/boot.ipxe?mac="+r.mac) {
+		t.Errorf("DHCP events (uefi=%v firmwarePXE=%v) do not show the expected boot chain:\n%s", r.uefi, r.firmwarePXE, all)
+	}
+	if dm != nil {
+		// The address came from the LAN's DHCP server.
+		if !regexp.MustCompile(`DHCPACK\(br0\) 10\.99\.0\.\d+ ` + r.mac).MatchString(dm.text()) {
+			t.Errorf("dnsmasq acknowledged no lease for %s:\n%s", r.mac, tail(dm.text()))
+		}
 	}
 }
 
@@ -281,23 +310,24 @@ func checkServerDisks(t *testing.T, disks ...string) {
 }
 
 // bootInstallVM boots the run's machine with two virtio disks and 2 GiB on
-// tap0 of ns, network first: an e1000 whose option ROM (QEMU's default,
-// efi-e1000.rom from Debian's ipxe-qemu) is iPXE for BIOS and an EFI
-// driver for OVMF. With uefi, OVMF runs from pflash with vars as its
-// variable store. "-cpu max" gives the TCG guest RDRAND, so its random pool
+// tap0 of ns, network first (see installRun for the NIC). With uefi, OVMF
+// runs from pflash with vars as its variable store. "-cpu max" gives the TCG guest RDRAND, so its random pool
 // is ready at once (the default qemu64 CPU leaves getrandom blocked long
 // enough for DHCP to give up).
 func bootInstallVM(t *testing.T, ns string, r installRun, d1, d2, vars, logName string) *proc {
 	t.Helper()
 	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	nic := "e1000,netdev=n0,mac=" + r.mac
+	if r.firmwarePXE {
+		nic = "virtio-net-pci,netdev=n0,romfile=,mac=" + r.mac
+	}
 	if r.uefi {
 		// bootindex puts the NIC first in OVMF's boot order on every boot.
 		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			"-device", "e1000,netdev=n0,bootindex=0,mac="+r.mac)
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars, "-device", nic+",bootindex=0")
 	} else {
-		args = append(args, "-device", "e1000,netdev=n0,mac="+r.mac, "-boot", "n")
+		args = append(args, "-device", nic, "-boot", "n")
 	}
 	args = append(args, "-drive", "file="+d1+",format=raw,if=virtio", "-drive", "file="+d2+",format=raw,if=virtio")
 	q := startProc(t, ns, args...)
