@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -226,8 +227,14 @@ func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 	if c.Host == "" {
 		c.Host = info.Host
 	}
-	if c.Disk == "" && len(c.Disks) == 0 && info.Disk != "" {
+	if c.Disk == "" && len(c.Disks) == 0 {
 		c.Disk = info.Disk
+		if len(info.Disks) > 0 {
+			c.Disks = map[string]string{}
+			for k, v := range info.Disks {
+				c.Disks[k] = v
+			}
+		}
 	}
 	explicitAfter := false
 	for _, p := range bootcfg.Split(b.raw) {
@@ -241,7 +248,15 @@ func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 	if info.Auto {
 		c.Auto = true
 	}
-	fmt.Fprintf(b.out, "nixlos: server settings for %s: host=%s disk=%s after=%s\n", b.mac, info.Host, info.Disk, info.After)
+	var disks []string
+	if info.Disk != "" {
+		disks = append(disks, info.Disk)
+	}
+	for _, k := range slices.Sorted(maps.Keys(info.Disks)) {
+		disks = append(disks, k+"="+info.Disks[k])
+	}
+	disk := strings.Join(disks, ",")
+	fmt.Fprintf(b.out, "nixlos: server settings for %s: host=%s disk=%s after=%s\n", b.mac, info.Host, disk, info.After)
 	return nil
 }
 

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 
 	"github.com/nixlos/nixlos/bootcfg"
@@ -119,22 +121,30 @@ func TestConfirmTyped(t *testing.T) {
 // stand-in for `mkiso serve` (httptest, same /v1/machine protocol).
 func TestMergeServerSettings(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/machine" || r.URL.Query().Get("mac") != "52:54:00:12:34:56" {
+		switch mac := r.URL.Query().Get("mac"); {
+		case r.URL.Path != "/v1/machine":
 			http.NotFound(w, r)
-			return
+		case mac == "52:54:00:12:34:56":
+			fmt.Fprint(w, `{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`)
+		case mac == "52:54:00:12:34:57": // the map's per-disk form
+			fmt.Fprint(w, `{"mac":"52:54:00:12:34:57","host":"server","disks":{"disk1":"/dev/vda","disk2":"/dev/vdb"},"after":"poweroff","auto":true,"key":true,"installed":false}`)
+		default:
+			http.NotFound(w, r)
 		}
-		fmt.Fprint(w, `{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`)
 	}))
 	defer srv.Close()
 	for _, tc := range []struct {
 		raw, mac   string
 		host, disk string
+		disks      string // sorted key=dev list
 		after      bootcfg.After
 		auto       bool
 	}{
-		{"nixlos.server=" + srv.URL, "52:54:00:12:34:56", "server", "auto", "poweroff", true},
-		{"nixlos.server=" + srv.URL + " nixlos.host=laptop nixlos.after=shell nixlos.disk=/dev/vdb", "52:54:00:12:34:56", "laptop", "/dev/vdb", "shell", true},
-		{"nixlos.server=" + srv.URL, "52:54:00:00:00:01", "", "", "reboot", false}, // not in the map: menu
+		{"nixlos.server=" + srv.URL, "52:54:00:12:34:56", "server", "auto", "", "poweroff", true},
+		{"nixlos.server=" + srv.URL + " nixlos.host=laptop nixlos.after=shell nixlos.disk=/dev/vdb", "52:54:00:12:34:56", "laptop", "/dev/vdb", "", "shell", true},
+		{"nixlos.server=" + srv.URL, "52:54:00:12:34:57", "server", "", "disk1=/dev/vda,disk2=/dev/vdb", "poweroff", true},
+		{"nixlos.server=" + srv.URL + " nixlos.disk.disk1=/dev/vdc", "52:54:00:12:34:57", "server", "", "disk1=/dev/vdc", "poweroff", true}, // command line wins
+		{"nixlos.server=" + srv.URL, "52:54:00:00:00:01", "", "", "", "reboot", false},                                                      // not in the map: menu
 	} {
 		c, err := bootcfg.Parse(tc.raw)
 		if err != nil {
@@ -145,8 +155,12 @@ func TestMergeServerSettings(t *testing.T) {
 		if err := b.merge(context.Background(), &c); err != nil {
 			t.Fatalf("%s: %v", tc.raw, err)
 		}
-		if c.Host != tc.host || c.Disk != tc.disk || c.After != tc.after || c.Auto != tc.auto {
-			t.Errorf("%s (%s): host=%q disk=%q after=%q auto=%v", tc.raw, tc.mac, c.Host, c.Disk, c.After, c.Auto)
+		var disks []string
+		for _, k := range slices.Sorted(maps.Keys(c.Disks)) {
+			disks = append(disks, k+"="+c.Disks[k])
+		}
+		if c.Host != tc.host || c.Disk != tc.disk || strings.Join(disks, ",") != tc.disks || c.After != tc.after || c.Auto != tc.auto {
+			t.Errorf("%s (%s): host=%q disk=%q disks=%v after=%q auto=%v", tc.raw, tc.mac, c.Host, c.Disk, disks, c.After, c.Auto)
 		}
 	}
 }
