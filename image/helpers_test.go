@@ -115,7 +115,7 @@ func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) flo
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	base := []string{"-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-vga", "std"}
+	base := []string{"-accel", "tcg", "-cpu", "max", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-vga", "std"}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -318,7 +318,7 @@ type vmMachine struct {
 
 func bootVM(t *testing.T, ns string, m vmMachine, logName string) *proc {
 	t.Helper()
-	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "512", "-nographic", "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
 	if m.uefi {
 		args = append(args, "-bios", vmOVMF, "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=0,mac="+m.mac)

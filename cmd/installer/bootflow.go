@@ -569,13 +569,21 @@ func (a allWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// drainConsole waits until a terminal has sent what was written to it: a
-// serial console's last lines are still in the kernel's tty buffer when
-// the reboot syscall runs, and a power-off would drop them.
+// drainConsole waits (at most 3 s) until the consoles have sent what was
+// written to them: a serial console's last lines are still in the kernel's
+// tty buffer when the reboot syscall runs, and a power-off would drop them.
 func drainConsole(out io.Writer) {
-	for _, w := range []io.Writer{out, os.Stdout, os.Stderr} {
-		if f, ok := w.(*os.File); ok {
-			_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) // tcdrain; not a tty: ENOTTY, ignored
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, w := range []io.Writer{out, os.Stdout, os.Stderr} {
+			if f, ok := w.(*os.File); ok {
+				_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) // tcdrain; not a tty: ENOTTY, ignored
+			}
 		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
 	}
 }
