@@ -40,12 +40,17 @@ const (
 // DefaultCompression: see README.md in this directory for the measurements.
 const DefaultCompression = ZstdLZ4
 
-// segmentOrder is the order of the segments in the initrd.
-var segmentOrder = []string{"base", "modules", "tools", "build"}
+// segmentOrder is the order of the segments in the initrd ("key" only
+// when an age key is embedded).
+var segmentOrder = []string{"base", "modules", "key", "tools", "build"}
 
-// ForSegment returns the compression of segment name (base, modules,
-// tools, build) under c.
+// ForSegment returns the compression of segment name (base, modules, key,
+// tools, build) under c. The key segment is zstd whenever c would make it
+// lz4, which stores the key's random characters as readable literals.
 func (c Compression) ForSegment(name string) Compression {
+	if name == "key" && (c == LZ4 || c == ZstdLZ4) {
+		return Zstd
+	}
 	if c != ZstdLZ4 {
 		return c
 	}

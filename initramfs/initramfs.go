@@ -13,11 +13,13 @@
 //     ~40 s, so this is the segment the cache exists for);
 //  2. modules: .ko files as the kernel ships them plus modules.dep etc.,
 //     cached by kernel version, module list and the files' identity;
-//  3. tools: host tools, libraries (ELF DT_NEEDED walk; ICU's data library
+//  3. key (only with an age key): /AgeKeyPath alone, 0600, never cached,
+//     zstd where the profile says lz4 (lz4 would keep the key readable);
+//  4. tools: host tools, libraries (ELF DT_NEEDED walk; ICU's data library
 //     replaced by a stub, see stublib.go), /etc files, cached by the tool
 //     list and the identity (size, mtime, inode) of every host file read;
-//  4. build: the installer (plain `go build`), the flake, the manifest,
-//     the age key (0600), extra files; rebuilt every time, never cached,
+//  5. build: the installer (plain `go build`), the flake, the manifest,
+//     extra files; rebuilt every time, never cached,
 //     streamed straight into the output.
 //
 // Compression is per segment (Compression.ForSegment): by default zstd for
@@ -47,6 +49,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -261,9 +264,28 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 	if s.AgeKey != nil {
 		mode = 0o600
 	}
-	var buildBytes int64
+	var buildBytes, keyBytes int64
+	// writeTree streams tr as one segment compressed for segment name.
+	writeTree := func(w io.Writer, tr *tree, name string) (int64, error) {
+		cw := &countWriter{w: w}
+		zw, err := compressTo(s.Compression.ForSegment(name), cw)
+		if err != nil {
+			return 0, err
+		}
+		if err := tr.write(zw, s.SourceDateEpoch); err != nil {
+			return 0, err
+		}
+		err = zw.Close()
+		return cw.n, err
+	}
 	n, err := writeAtomicMode(s.Output, mode, func(w io.Writer) error {
 		for _, seg := range rep.Segments {
+			if seg.Name == "tools" && s.AgeKey != nil {
+				var err error
+				if keyBytes, err = writeTree(w, s.keyTree(), "key"); err != nil {
+					return err
+				}
+			}
 			f, err := os.Open(seg.Path)
 			if err != nil {
 				return err
@@ -274,22 +296,20 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 				return err
 			}
 		}
-		cw := &countWriter{w: w}
-		zw, err := compressTo(s.Compression.ForSegment("build"), cw)
-		if err != nil {
-			return err
-		}
-		if err := t0.write(zw, s.SourceDateEpoch); err != nil {
-			return err
-		}
-		if err := zw.Close(); err != nil {
-			return err
-		}
-		buildBytes = cw.n
-		return nil
+		var err error
+		buildBytes, err = writeTree(w, t0, "build")
+		return err
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("write initramfs %s: %w", s.Output, err)
+	}
+	if s.AgeKey != nil {
+		for i, seg := range rep.Segments {
+			if seg.Name == "tools" {
+				rep.Segments = slices.Insert(rep.Segments, i, Segment{Name: "key", Bytes: keyBytes})
+				break
+			}
+		}
 	}
 	seg := Segment{Name: "build", Bytes: buildBytes, Duration: time.Since(t) + bin.dur}
 	rep.Segments = append(rep.Segments, seg)
@@ -467,6 +487,16 @@ func DefaultKernelVersion() (string, error) {
 	return vs[len(vs)-1], nil
 }
 
+// keyTree is the segment that holds the age key alone. It is never lz4:
+// lz4 keeps short random strings as literals, so the key would be readable
+// in the media with strings(1).
+func (s Spec) keyTree() *tree {
+	t := newTree()
+	t.dir("etc/nixlos", 0o755)
+	t.file(AgeKeyPath, s.AgeKey, 0o600)
+	return t
+}
+
 // buildTree fills the per-build segment.
 func (s Spec) buildTree(t *tree, installer string) error {
 	if err := t.hostFile("bin/installer", installer); err != nil {
@@ -486,9 +516,6 @@ func (s Spec) buildTree(t *tree, installer string) error {
 	}
 	if s.Manifest != nil {
 		t.file(ManifestPath, s.Manifest, 0o644)
-	}
-	if s.AgeKey != nil {
-		t.file(AgeKeyPath, s.AgeKey, 0o600)
 	}
 	for _, f := range s.Files {
 		m := f.Mode.Perm()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"debug/elf"
 	"io"
@@ -485,8 +486,28 @@ func keys(m map[string]bool) []string {
 // output or the report.
 func TestBuildAgeKey(t *testing.T) {
 	skipSlowBuild(t)
-	key := []byte("AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n")
+	// Random characters, like a real key: lz4 would keep them verbatim.
+	rnd := make([]byte, 58)
+	rand.Read(rnd)
+	for i := range rnd {
+		rnd[i] = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"[rnd[i]%32]
+	}
+	key := []byte("AGE-SECRET-KEY-1" + strings.ToUpper(string(rnd)) + "\n")
 	p, rep, progress := buildForTest(t, Spec{AgeKey: key})
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, key[len("AGE-SECRET-KEY-1"):len(key)-1]) {
+		t.Error("the initrd holds the key in plain text (it must sit in a zstd segment, never lz4)")
+	}
+	var names []string
+	for _, seg := range rep.Segments {
+		names = append(names, seg.Name)
+	}
+	if got := strings.Join(names, " "); got != "base modules key tools build" {
+		t.Errorf("segments %q, want base modules key tools build", got)
+	}
 	a := readArchive(t, p)
 	e, ok := a.entries["etc/nixlos/age.key"]
 	if !ok {

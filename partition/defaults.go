@@ -44,11 +44,8 @@ type parentCtx struct {
 }
 
 func normalizeDisk(disk *Disk) error {
-	if disk.Type == "" {
-		disk.Type = "disk"
-	}
-	if disk.Type != "disk" {
-		return fmt.Errorf("type %q: must be \"disk\"", disk.Type)
+	if err := requireType(&disk.Type, "disk"); err != nil {
+		return err
 	}
 	if disk.Name == "" {
 		disk.Name = strings.ReplaceAll(disk.Key, "/", "_")
@@ -59,12 +56,20 @@ func normalizeDisk(disk *Disk) error {
 	return normalizeContent(disk.Content, parentCtx{typ: "disk", name: disk.Name, device: disk.Device})
 }
 
-func normalizeMD(md *MDArray) error {
-	if md.Type == "" {
-		md.Type = "mdadm"
+// requireType fills an empty type with want and refuses any other.
+func requireType(typ *string, want string) error {
+	if *typ == "" {
+		*typ = want
 	}
-	if md.Type != "mdadm" {
-		return fmt.Errorf("type %q: must be \"mdadm\"", md.Type)
+	if *typ != want {
+		return fmt.Errorf("type %q: must be %q", *typ, want)
+	}
+	return nil
+}
+
+func normalizeMD(md *MDArray) error {
+	if err := requireType(&md.Type, "mdadm"); err != nil {
+		return err
 	}
 	if md.Name == "" {
 		md.Name = md.Key
@@ -83,11 +88,8 @@ func normalizeMD(md *MDArray) error {
 }
 
 func normalizeVG(vg *VolumeGroup) error {
-	if vg.Type == "" {
-		vg.Type = "lvm_vg"
-	}
-	if vg.Type != "lvm_vg" {
-		return fmt.Errorf("type %q: must be \"lvm_vg\"", vg.Type)
+	if err := requireType(&vg.Type, "lvm_vg"); err != nil {
+		return err
 	}
 	if vg.Name == "" {
 		vg.Name = vg.Key
@@ -121,11 +123,8 @@ func normalizeVG(vg *VolumeGroup) error {
 var specialFSTypes = map[string]bool{"proc": true, "sysfs": true, "tmpfs": true, "ramfs": true, "devtmpfs": true, "devpts": true}
 
 func normalizeNodev(n *Nodev) error {
-	if n.Type == "" {
-		n.Type = "nodev"
-	}
-	if n.Type != "nodev" {
-		return fmt.Errorf("type %q: must be \"nodev\"", n.Type)
+	if err := requireType(&n.Type, "nodev"); err != nil {
+		return err
 	}
 	if n.FSType == "" {
 		return fmt.Errorf("fsType is required (e.g. \"tmpfs\")")
