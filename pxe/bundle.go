@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/image"
 )
 
 // Bundle is a directory holding what network boot serves: vmlinuz, initrd and
@@ -122,4 +125,36 @@ func copyFile(src, dst string) error {
 		return errors.Join(err, os.Remove(tmp))
 	}
 	return nil
+}
+
+// Hosts reads the manifest embedded in the bundle's initrd and returns each
+// host with a disk layout and its layout's disk names, for checking a map
+// against what the installer can install.
+func (b *Bundle) Hosts() (map[string][]string, error) {
+	data, err := os.ReadFile(filepath.Join(b.Dir, InitrdFile))
+	if err != nil {
+		return nil, err
+	}
+	c, err := image.ReadInitrd(data)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
+	}
+	if c.Manifest == nil {
+		return nil, fmt.Errorf("bundle %s: the initrd has no %s", b.Dir, image.ManifestPath)
+	}
+	m, err := flake.Decode(c.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: manifest: %w", b.Dir, err)
+	}
+	hosts := map[string][]string{}
+	for _, name := range m.HostNames() {
+		h := m.Hosts[name]
+		if !h.HasLayout() {
+			continue
+		}
+		for _, d := range h.Disks() {
+			hosts[name] = append(hosts[name], d.Key)
+		}
+	}
+	return hosts, nil
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -164,6 +166,28 @@ func DiskArgs(mc *Machine) []string {
 		args = append(args, "nixlos.disk."+k+"="+mc.Disks[k])
 	}
 	return args
+}
+
+// CheckHosts checks the map against what the bundle can install (host name
+// → its layout's disk names, Bundle.Hosts): every machine's host must be
+// one of them and every key of its disks one of that host's disks. file
+// names the map in the error.
+func (m *Map) CheckHosts(file string, hosts map[string][]string) error {
+	names := slices.Sorted(maps.Keys(hosts))
+	for i, mc := range m.Machines {
+		disks, ok := hosts[mc.Host]
+		if !ok {
+			return &MapError{File: file, Entry: i + 1, Line: mc.Line,
+				Err: fmt.Errorf("host %q is not a host of this bundle (hosts: %s)", mc.Host, strings.Join(names, ", "))}
+		}
+		for _, k := range sortedKeys(mc.Disks) {
+			if !slices.Contains(disks, k) {
+				return &MapError{File: file, Entry: i + 1, Line: mc.Line,
+					Err: fmt.Errorf("disks: %q is not a disk of host %s (its disks: %s)", k, mc.Host, strings.Join(disks, ", "))}
+			}
+		}
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]string) []string {

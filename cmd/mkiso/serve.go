@@ -91,6 +91,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			}
 			return err
 		}
+		// A bundle mkiso built carries the flake's manifest; a foreign one
+		// may not, and is served with the map unchecked.
+		if hosts, err := bundle.Hosts(); err != nil {
+			fmt.Fprintf(stderr, "mkiso: warning: map not checked against the bundle's hosts: %v\n", err)
+		} else if err := m.CheckHosts(*mapFile, hosts); err != nil {
+			return cli.BadInput("--map", "name a host of the flake the bundle was built from, and that host's disks", "%v", err)
+		}
 		cfg.Map, cfg.MapFile = m, *mapFile
 	}
 	if *dhcpRange != "" {

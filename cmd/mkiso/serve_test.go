@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // testBuildDir is a minimal build directory: pxe/vmlinuz and pxe/initrd.
@@ -27,6 +28,19 @@ func TestServeExportBadInput(t *testing.T) {
 	build := testBuildDir(t)
 	badMap := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(badMap, []byte("[[machine]]\nmac = \"52:54:00:12:34\"\nhost = \"a\"\n"), 0o644)
+	// A bundle whose initrd carries a manifest (host server, disks disk1
+	// and disk2): the map is checked against it.
+	withHosts := testBuildDir(t)
+	var initrd bytes.Buffer
+	w := cpio.Newc.Writer(&initrd)
+	w.WriteRecord(cpio.StaticFile("etc/nixlos/manifest.json",
+		`{"version":1,"hosts":{"server":{"disko":{"disk":{"disk1":{"device":"/dev/sda"},"disk2":{"device":"/dev/sdb"}}}}}}`, 0o644))
+	cpio.WriteTrailer(w)
+	os.WriteFile(filepath.Join(withHosts, "pxe", "initrd"), initrd.Bytes(), 0o644)
+	hostMap := filepath.Join(t.TempDir(), "hosts.toml")
+	os.WriteFile(hostMap, []byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"laptop\"\n"), 0o644)
+	diskMap := filepath.Join(t.TempDir(), "disks.toml")
+	os.WriteFile(diskMap, []byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisks = { main = \"/dev/vda\" }\n"), 0o644)
 	worldKey := filepath.Join(t.TempDir(), "key.txt")
 	os.WriteFile(worldKey, []byte("k"), 0o644)
 	os.Chmod(worldKey, 0o644)
@@ -39,6 +53,8 @@ func TestServeExportBadInput(t *testing.T) {
 		{serve, []string{}, "exactly one BUILD_DIR"},
 		{serve, []string{t.TempDir(), "--iface", "lo"}, "no vmlinuz"},
 		{serve, []string{build, "--iface", "lo", "--map", badMap}, "bad.toml:1: machine #1: invalid MAC"},
+		{serve, []string{withHosts, "--iface", "lo", "--map", hostMap}, `hosts.toml:1: machine #1: host "laptop" is not a host of this bundle (hosts: server)`},
+		{serve, []string{withHosts, "--iface", "lo", "--map", diskMap}, `disks: "main" is not a disk of host server`},
 		{serve, []string{build, "--iface", "lo", "--dhcp-range", "10.0.0.9-10.0.0.1"}, "first address is after the last"},
 		{serve, []string{build, "--iface", "lo", "--unknown", "drop"}, "--unknown"},
 		{serve, []string{build, "--iface", "lo", "--age-key", worldKey}, "world-readable"},
