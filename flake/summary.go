@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -25,13 +27,13 @@ func WriteSummary(w io.Writer, m *Manifest) error {
 			return fmt.Errorf("host %s: disko: %w", name, err)
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for _, key := range sortedKeys(obj(dev["disk"])) {
+		for _, key := range slices.Sorted(maps.Keys(obj(dev["disk"]))) {
 			d := obj(obj(dev["disk"])[key])
 			c := obj(d["content"])
 			fmt.Fprintf(tw, "  disk %s\t%s\t\t%s\n", key, str(d["device"]), orDash(str(c["type"])))
 			writeTable(tw, c, "    ")
 		}
-		for _, key := range sortedKeys(obj(dev["mdadm"])) {
+		for _, key := range slices.Sorted(maps.Keys(obj(dev["mdadm"]))) {
 			md := obj(obj(dev["mdadm"])[key])
 			c := obj(md["content"])
 			meta := str(md["metadata"])
@@ -41,13 +43,13 @@ func WriteSummary(w io.Writer, m *Manifest) error {
 			fmt.Fprintf(tw, "  mdadm %s\tlevel %s\tmetadata %s\t%s\n", key, str(md["level"]), meta, describe(c))
 			writeTable(tw, c, "    ")
 		}
-		for _, key := range sortedKeys(obj(dev["lvm_vg"])) {
+		for _, key := range slices.Sorted(maps.Keys(obj(dev["lvm_vg"]))) {
 			fmt.Fprintf(tw, "  lvm_vg %s\t\t\tvolume group\n", key)
 			for _, lv := range orderedLVs(obj(obj(obj(dev["lvm_vg"])[key])["lvs"])) {
 				fmt.Fprintf(tw, "    lv %s\t%s\t\t%s\n", lv.name, str(lv.v["size"]), describe(obj(lv.v["content"])))
 			}
 		}
-		for _, key := range sortedKeys(obj(dev["nodev"])) {
+		for _, key := range slices.Sorted(maps.Keys(obj(dev["nodev"]))) {
 			n := obj(obj(dev["nodev"])[key])
 			fmt.Fprintf(tw, "  nodev %s\t\t\t%s %s\n", key, str(n["fsType"]), str(n["mountpoint"]))
 		}
@@ -122,7 +124,7 @@ func orderedLVs(lvs map[string]any) []named {
 
 func namedList(m map[string]any) []named {
 	var out []named
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, named{k, obj(m[k])})
 	}
 	return out
@@ -160,7 +162,7 @@ func describe(c map[string]any) string {
 		if mp := str(c["mountpoint"]); mp != "" {
 			mps = append(mps, mp)
 		}
-		for _, k := range sortedKeys(obj(c["subvolumes"])) {
+		for _, k := range slices.Sorted(maps.Keys(obj(c["subvolumes"]))) {
 			if mp := str(obj(obj(c["subvolumes"])[k])["mountpoint"]); mp != "" {
 				mps = append(mps, k+":"+mp)
 			}
@@ -188,13 +190,4 @@ func str(v any) string {
 		return fmt.Sprint(x)
 	}
 	return ""
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -41,9 +41,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/nixlos/nixlos/agekey"
@@ -242,7 +243,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	}
 
 	var devs []string
-	for _, k := range sortedKeys(p.Disks) {
+	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		devs = append(devs, k+"="+p.Disks[k])
 	}
 	p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
@@ -272,7 +273,7 @@ func (p *Plan) add(name, detail, skip string) {
 // Write prints the plan for people: the steps, then the disk layout.
 func (p *Plan) Write(w io.Writer) error {
 	fmt.Fprintf(w, "install host %s from %s onto", p.Host, p.FlakeDir)
-	for _, k := range sortedKeys(p.Disks) {
+	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		fmt.Fprintf(w, " %s=%s", k, p.Disks[k])
 	}
 	fmt.Fprintln(w)
@@ -315,15 +316,6 @@ func nixAttr(name string) string {
 		}
 	}
 	return name
-}
-
-func sortedKeys(m map[string]string) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func fileExists(p string) bool {

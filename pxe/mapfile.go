@@ -144,7 +144,7 @@ func CheckDiskDev(v string) error {
 // CheckDisks validates the per-disk form: every key a disk name, every
 // value as CheckDiskDev. The error names the first bad key (sorted order).
 func CheckDisks(disks map[string]string) error {
-	for _, k := range sortedKeys(disks) {
+	for _, k := range slices.Sorted(maps.Keys(disks)) {
 		if !diskKeyRe.MatchString(k) {
 			return fmt.Errorf("disks: key %q is not a disk name (letters, digits, _ and -, as in the layout)", k)
 		}
@@ -162,7 +162,7 @@ func DiskArgs(mc *Machine) []string {
 	if mc.Disk != "" {
 		args = append(args, "nixlos.disk="+mc.Disk)
 	}
-	for _, k := range sortedKeys(mc.Disks) {
+	for _, k := range slices.Sorted(maps.Keys(mc.Disks)) {
 		args = append(args, "nixlos.disk."+k+"="+mc.Disks[k])
 	}
 	return args
@@ -180,7 +180,7 @@ func (m *Map) CheckHosts(file string, hosts map[string][]string) error {
 			return &MapError{File: file, Entry: i + 1, Line: mc.Line,
 				Err: fmt.Errorf("host %q is not a host of this bundle (hosts: %s)", mc.Host, strings.Join(names, ", "))}
 		}
-		for _, k := range sortedKeys(mc.Disks) {
+		for _, k := range slices.Sorted(maps.Keys(mc.Disks)) {
 			if !slices.Contains(disks, k) {
 				return &MapError{File: file, Entry: i + 1, Line: mc.Line,
 					Err: fmt.Errorf("disks: %q is not a disk of host %s (its disks: %s)", k, mc.Host, strings.Join(disks, ", "))}
@@ -188,15 +188,6 @@ func (m *Map) CheckHosts(file string, hosts map[string][]string) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // ValidAfter lists the accepted values of nixlos.after.
@@ -310,7 +301,7 @@ func machineHeaderLines(data []byte) []int {
 // badDiskLine is the line in [from, to) of the first bad disks entry (by
 // CheckDisks' order), or of the disks key; 0 when not found.
 func badDiskLine(data []byte, from, to int, disks map[string]string) int {
-	for _, k := range sortedKeys(disks) {
+	for _, k := range slices.Sorted(maps.Keys(disks)) {
 		if !diskKeyRe.MatchString(k) || CheckDiskDev(disks[k]) != nil {
 			if l := lineOf(data, from, to, regexp.MustCompile(`(^|[\s{,"'])`+regexp.QuoteMeta(k)+`["']?\s*=`)); l > 0 {
 				return l

@@ -427,7 +427,7 @@ func firstCandidate(disks []hw.Disk) string {
 
 // confirm asks for each target device's name (or its base name).
 func (b *boot) confirm(p *install.Plan) error {
-	for _, k := range sortedKeys(p.Disks) {
+	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		dev := p.Disks[k]
 		fmt.Fprintf(b.out, "All data on %s (disk %s) will be erased. Type %s to install %s: ", dev, k, filepath.Base(dev), p.Host)
 		ans, err := b.readLine()
@@ -439,15 +439,6 @@ func (b *boot) confirm(p *install.Plan) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // manifestHosts lists the manifest's hosts with a layout for Choose.
