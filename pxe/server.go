@@ -206,7 +206,18 @@ func (s *Server) Start() (err error) {
 		}
 		ts.ReadHandler(h)
 		go ts.Serve(conn)
-		s.closers = append(s.closers, ts.Close)
+		// ts.Serve records conn in a goroutine, and ts.Close dereferences it:
+		// closing before that panics. Wait for it (briefly); if it has
+		// still not happened, close the socket itself, which ends Serve.
+		for i := 0; i < 2000 && !ts.Connected(); i++ {
+			time.Sleep(time.Millisecond)
+		}
+		s.closers = append(s.closers, func() error {
+			if ts.Connected() {
+				return ts.Close()
+			}
+			return conn.Close()
+		})
 	}
 	if s.cfg.DHCPPort >= 0 {
 		srv, addr, err := s.dhcpListener(s.cfg.DHCPPort, false)
