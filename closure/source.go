@@ -1,0 +1,282 @@
+package closure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixlos/nixlos/hw"
+)
+
+// MediaMount is where the installer mounts the boot medium's cache
+// filesystem, read-only.
+const MediaMount = "/run/nixlos/media"
+
+// ErrNotFound is returned (wrapped) by Locate when no medium or server
+// holds the closure: the install then builds the system instead.
+var ErrNotFound = errors.New("no cache holds the closure")
+
+// Source is a binary cache that holds a system closure, signed with the
+// manifest's key.
+type Source struct {
+	URL    string    // file:///run/nixlos/media/nix-cache or http://ADDR:PORT/nix-cache
+	Where  string    // for people: "/dev/sr0 (iso9660 NIXLOS)", "server http://…"
+	Key    PublicKey // the only key trusted
+	Nix    string    // nix binary; "" = nix from PATH
+	umount string    // mount point to release on Close
+}
+
+// LocateOptions say what to look for and where.
+type LocateOptions struct {
+	Toplevel  string // the system's store path (manifest hosts.H.toplevel)
+	PublicKey string // the cache's key (manifest cache.publicKey)
+	// Disks are the machine's disks (hw.Disks): the boot medium among them
+	// is searched. Nil: hw.Disks is called.
+	Disks []hw.Disk
+	// Devices, when set, are the only block devices tried (tests).
+	Devices []string
+	// Server is the nixlos.server URL; its /nix-cache is tried when no
+	// medium holds the closure.
+	Server string
+	// MountPoint is where a medium is mounted (default MediaMount).
+	MountPoint string
+	Nix        string
+	Client     *http.Client // nil = a client with a 10 s timeout
+	Log        io.Writer
+}
+
+// Locate finds a cache holding opt.Toplevel: on the boot medium (the ISO's
+// filesystem, or the USB image's NIXLOS-CACHE partition, mounted read-only
+// at MediaMount), else on the PXE server. It only reads; errors other than
+// "not found" are reported on opt.Log and the next place is tried. The
+// result wraps ErrNotFound when nothing holds the closure. Close the
+// Source when done (it unmounts the medium).
+func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
+	log := opt.Log
+	if log == nil {
+		log = io.Discard
+	}
+	hash, err := HashPart(opt.Toplevel)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ParsePublicKey(opt.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("manifest cache key: %w", err)
+	}
+	mnt := opt.MountPoint
+	if mnt == "" {
+		mnt = MediaMount
+	}
+	devs := opt.Devices
+	if devs == nil {
+		disks := opt.Disks
+		if disks == nil {
+			if disks, err = hw.Disks(hw.Options{}); err != nil {
+				fmt.Fprintf(log, "closure: cannot list disks: %v\n", err)
+			}
+		}
+		devs = MediaCandidates(disks)
+	}
+	for _, dev := range devs {
+		vol, ok := ISOVolumeID(dev)
+		if !ok {
+			continue
+		}
+		if err := mountISO(dev, mnt); err != nil {
+			fmt.Fprintf(log, "closure: mount %s: %v\n", dev, err)
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(mnt, CacheDir, hash+".narinfo")); err == nil && fi.Mode().IsRegular() {
+			return &Source{URL: "file://" + filepath.Join(mnt, CacheDir), Where: fmt.Sprintf("%s (iso9660 %s)", dev, vol), Key: key, Nix: opt.Nix, umount: mnt}, nil
+		}
+		fmt.Fprintf(log, "closure: %s (iso9660 %s) has no %s\n", dev, vol, opt.Toplevel)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	}
+	if opt.Server != "" {
+		base := strings.TrimRight(opt.Server, "/") + "/" + CacheDir
+		client := opt.Client
+		if client == nil {
+			client = &http.Client{Timeout: 10 * time.Second}
+		}
+		if err := httpHas(ctx, client, base+"/"+hash+".narinfo"); err == nil {
+			return &Source{URL: base, Where: "server " + opt.Server, Key: key, Nix: opt.Nix}, nil
+		} else {
+			fmt.Fprintf(log, "closure: %v\n", err)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, opt.Toplevel)
+}
+
+// MediaCandidates lists the block devices that may carry the media's cache:
+// the USB image's NIXLOS-CACHE partitions first, then boot-medium disks
+// (the ISO on a CD or a USB stick) and their partitions, then every other
+// CD drive.
+func MediaCandidates(disks []hw.Disk) []string {
+	var first, boot, rest []string
+	for _, d := range disks {
+		for _, p := range d.Partitions {
+			if p.PartName == CachePartName {
+				first = append(first, p.Path)
+			}
+		}
+		switch {
+		case d.BootMedium:
+			boot = append(boot, d.Path)
+			for _, p := range d.Partitions {
+				if p.PartName != CachePartName {
+					boot = append(boot, p.Path)
+				}
+			}
+		case d.Kind == hw.KindCDROM:
+			rest = append(rest, d.Path)
+		}
+	}
+	var out []string
+	for _, p := range slices.Concat(first, boot, rest) {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ISOVolumeID reads the ISO 9660 primary volume descriptor of dev (opened
+// read-only) and returns its volume ID.
+func ISOVolumeID(dev string) (string, bool) {
+	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	buf := make([]byte, 72)
+	if _, err := f.ReadAt(buf, 32768); err != nil || buf[0] != 1 || string(buf[1:6]) != "CD001" {
+		return "", false
+	}
+	return strings.TrimSpace(string(buf[40:72])), true
+}
+
+func mountISO(dev, mnt string) error {
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return err
+	}
+	unix.Unmount(mnt, unix.MNT_DETACH) // a previous attempt's
+	src := dev
+	if fi, err := os.Stat(dev); err == nil && fi.Mode().IsRegular() {
+		// An image file (tests): attach it to a loop device first.
+		loop, err := attachLoop(dev)
+		if err != nil {
+			return err
+		}
+		src = loop
+	}
+	return unix.Mount(src, mnt, "iso9660", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, "")
+}
+
+// attachLoop attaches file read-only to a free loop device, auto-cleared
+// when unmounted.
+func attachLoop(file string) (string, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return "", err
+	}
+	defer ctl.Close()
+	n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+	if err != nil {
+		return "", fmt.Errorf("loop: %w", err)
+	}
+	loop := fmt.Sprintf("/dev/loop%d", n)
+	lf, err := os.OpenFile(loop, os.O_RDWR, 0)
+	if err != nil {
+		return "", err
+	}
+	defer lf.Close()
+	bf, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer bf.Close()
+	cfg := unix.LoopConfig{Fd: uint32(bf.Fd())}
+	cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR
+	if err := unix.IoctlLoopConfigure(int(lf.Fd()), &cfg); err != nil {
+		return "", fmt.Errorf("loop configure %s: %w", loop, err)
+	}
+	return loop, nil
+}
+
+func httpHas(ctx context.Context, client *http.Client, u string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cache at %s: %w", u, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cache at %s: %s", u, resp.Status)
+	}
+	return nil
+}
+
+// CopyArgs are the nix arguments (without the binary) that copy storePath's
+// closure from the cache into the store at root, trusting only s.Key.
+func (s *Source) CopyArgs(root, storePath string) []string {
+	args := append([]string{}, NixFlags...)
+	args = append(args, "copy", "--from", s.URL)
+	if root != "" && root != "/" {
+		args = append(args, "--store", root)
+	}
+	return append(args,
+		"--option", "trusted-public-keys", s.Key.String(),
+		"--option", "require-sigs", "true",
+		"--option", "sandbox", "false",
+		storePath)
+}
+
+// Copy copies storePath's closure from the cache into ROOT's store
+// (root/nix/store) with every signature checked against the manifest's
+// key; a path signed by any other key (or none) fails the copy. It has the
+// shape of install.Options.CopySystem.
+func (s *Source) Copy(ctx context.Context, root, storePath string, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	nix := s.Nix
+	if nix == "" {
+		nix = "nix"
+	}
+	args := s.CopyArgs(root, storePath)
+	fmt.Fprintf(log, "$ %s %s\n", nix, strings.Join(args, " "))
+	start := time.Now()
+	cmd := nixCommand(ctx, nix, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("copy %s from %s: %w (see the log)", storePath, s.Where, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, storePath)); err != nil {
+		return fmt.Errorf("copy %s from %s: not in %s afterwards: %w", storePath, s.Where, root, err)
+	}
+	fmt.Fprintf(log, "copied %s from %s in %s\n", storePath, s.Where, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Close unmounts the medium (if Locate mounted one).
+func (s *Source) Close() error {
+	if s == nil || s.umount == "" {
+		return nil
+	}
+	err := unix.Unmount(s.umount, unix.MNT_DETACH)
+	s.umount = ""
+	return err
+}
