@@ -2,12 +2,19 @@
   description = "nix-los: a portable NixOS configuration (nixlos example; evaluates offline with Nix 2.8)";
 
   # A real nix-los flake takes nixpkgs, home-manager, sops-nix and disko as
-  # inputs. This example has none, so it evaluates offline with Debian's
-  # nix-bin: ./lib is a plain-Nix stand-in for the parts it needs
-  # (module system, nixosSystem, disko and sops-nix options).
-  inputs = { };
+  # inputs. This example evaluates offline with Debian's nix-bin: ./lib is a
+  # plain-Nix stand-in for the parts it needs (module system, nixosSystem,
+  # disko and sops-nix options), and `nixpkgs` is a plain source tree made
+  # from this machine's Debian packages (kernel, busybox, cryptsetup, lvm,
+  # mdadm, systemd-boot, GRUB): `go run ./internal/cmd/standin` writes it at
+  # this path; demoprep writes one next to its flake copy and re-locks.
+  # Evaluating hosts and layouts never reads it; building a system does.
+  inputs.nixpkgs = {
+    url = "path:/var/lib/nixlos/nixpkgs-standin";
+    flake = false;
+  };
 
-  outputs = { self }:
+  outputs = { self, nixpkgs }:
     let
       lib = import ./lib;
       system = "x86_64-linux";
@@ -17,6 +24,7 @@
         inherit system;
         modules = [ ./nixos ./hosts/${name} ];
         specialArgs = { inherit self; };
+        standin = nixpkgs;
       };
     in
     {

@@ -46,7 +46,7 @@ const DefaultDir = "/var/lib/nixlos/nixpkgs-standin"
 var Modules = []string{
 	"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_rng", "ahci", "sd_mod", "nvme",
 	"usb_storage", "xhci_pci", "dm_mod", "dm_crypt", "raid1", "md_mod",
-	"ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "btrfs", "xfs",
+	"ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "btrfs", "xfs",
 	// what cryptsetup needs from the kernel for LUKS2 (aes-xts, AF_ALG)
 	"xts", "ecb", "cbc", "aesni_intel", "algif_skcipher", "algif_hash", "crc32c_generic",
 }

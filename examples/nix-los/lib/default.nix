@@ -21,12 +21,14 @@ let
 
     # Like nixpkgs.lib.nixosSystem: evaluates the modules into
     # { config, options, pkgs }; config.system.build.toplevel is a derivation.
-    nixosSystem = { system, modules, specialArgs ? { } }:
+    # standin is the flake's nixpkgs input (kernel, busybox, boot loaders);
+    # it is read only when a system is built.
+    nixosSystem = { system, modules, specialArgs ? { }, standin ? null }:
       let
         pkgs = import ./pkgs.nix { inherit system; };
         evaluated = lib.evalModules {
           modules = [ ./nixos-core.nix ./disko.nix ./sops.nix ] ++ modules;
-          specialArgs = { inherit pkgs lib; } // specialArgs;
+          specialArgs = { inherit pkgs lib standin; } // specialArgs;
         };
       in { inherit (evaluated) config options; inherit pkgs; };
   };

@@ -14,4 +14,8 @@
 
   boot.loader.systemd-boot.enable = true;
   boot.loader.efi.canTouchEfiVariables = true;
+
+  # The serial console too, so the installed system is seen (and tested) there.
+  boot.kernelParams = [ "console=tty0" "console=ttyS0,115200" ];
+  boot.loader.timeout = 1;
 }

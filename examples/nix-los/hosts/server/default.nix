@@ -16,4 +16,8 @@
     efiInstallAsRemovable = true;
   };
   services.openssh.settings.PermitRootLogin = "prohibit-password";
+
+  # The serial console too, so the installed system is seen (and tested) there.
+  boot.kernelParams = [ "console=tty0" "console=ttyS0,115200" ];
+  boot.loader.timeout = 1;
 }
