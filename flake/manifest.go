@@ -24,6 +24,19 @@ type Manifest struct {
 	Version int             `json:"version"`
 	Flake   Info            `json:"flake"`
 	Hosts   map[string]Host `json:"hosts"`
+	// Cache is the signed binary cache the media carry (mkiso build
+	// --closure); nil when they carry none.
+	Cache *Cache `json:"cache,omitempty"`
+}
+
+// Cache says where the media's binary cache is and which key signed it.
+type Cache struct {
+	// PublicKey (name:base64, Nix's format) is the only key the installer
+	// trusts when copying a closure from the cache.
+	PublicKey string `json:"publicKey"`
+	// Dir is the cache's directory on the medium's filesystem and its path
+	// under the nixlos.server URL ("nix-cache").
+	Dir string `json:"dir"`
 }
 
 // Info describes the flake a manifest was made from.
@@ -42,6 +55,9 @@ type Host struct {
 	Disko      json.RawMessage `json:"disko"`
 	AgeKeyFile string          `json:"ageKeyFile"`
 	SopsFile   string          `json:"sopsFile,omitempty"` // relative to the flake
+	// Toplevel is the host's built system (/nix/store/…) whose closure the
+	// media's cache holds; "" when the media carry none for this host.
+	Toplevel string `json:"toplevel,omitempty"`
 }
 
 // Disk is one entry of a layout's disko.devices.disk.
