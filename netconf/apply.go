@@ -364,12 +364,13 @@ func dhcpLink(ctx context.Context, name string, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("%s: %w", name, err)
 	}
 	defer c.Close()
+	xids := newXIDSource(c.InterfaceAddr(), time.Now(), os.Getpid())
 	var lastErr error
 	for attempt := 1; attempt <= opts.DHCPAttempts; attempt++ {
 		fmt.Fprintf(opts.Log, "network: %s DHCP attempt %d/%d\n", name, attempt, opts.DHCPAttempts)
-		lease, err := c.Request(ctx, dhcpv4.WithRequestedOptions(dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionDomainName))
+		ack, err := exchange(ctx, c, xids)
 		if err == nil {
-			r, err := fromLease(name, lease.ACK)
+			r, err := fromLease(name, ack)
 			if err == nil {
 				fmt.Fprintf(opts.Log, "network: %s lease %s gateway %s from %s\n", name, r.Address, showAddr(r.Gateway), r.Server)
 			}
