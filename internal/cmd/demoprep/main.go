@@ -1,11 +1,15 @@
-// Command demoprep prepares the nixlos demo: it copies the example flake
-// (examples/nix-los) to DIR/flake as a fresh git repository, generates an
-// age key at DIR/age.key (mode 0600, outside the flake), encrypts the
-// flake's secrets/secrets.yaml (and .sops.yaml recipients) for that key with
-// the sops library, and commits. The secrets hold a fresh random LUKS
-// passphrase at luks.crypted for the laptop's container (see package
-// install). Running it again changes nothing when the flake and key are
-// already in place.
+// Command demoprep prepares the nixlos demo: it writes the example's
+// stand-in for nixpkgs (package internal/standin: kernel, busybox, boot
+// loaders from this machine's Debian packages) at DIR/nixpkgs-standin,
+// copies the example flake (examples/nix-los) to DIR/flake as a fresh git
+// repository with its nixpkgs input pointed at that stand-in and re-locked,
+// generates an age key at DIR/age.key (mode 0600, outside the flake),
+// encrypts the flake's secrets/secrets.yaml (and .sops.yaml recipients) for
+// that key with the sops library, and commits. The secrets hold a fresh
+// random LUKS passphrase at luks.crypted for the laptop's container (see
+// package install); DIR/luks-passphrase (0600) holds the same passphrase,
+// for the demo and tests to type at the installed system's prompt. Running
+// it again changes nothing when the flake and key are already in place.
 //
 //	go run ./internal/cmd/demoprep --out DIR [--src examples/nix-los] [--summary]
 package main
@@ -27,6 +31,7 @@ import (
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/standin"
 )
 
 func main() {
@@ -35,8 +40,10 @@ func main() {
 
 const usage = `Usage: demoprep --out DIR [--src FLAKE] [--summary]
 
-Copies the example flake to DIR/flake as a git repository, makes an age key
-DIR/age.key (0600), encrypts DIR/flake/secrets/secrets.yaml for it and
+Writes the nixpkgs stand-in to DIR/nixpkgs-standin, copies the example flake
+to DIR/flake as a git repository (its nixpkgs input locked to the stand-in),
+makes an age key DIR/age.key (0600), encrypts DIR/flake/secrets/secrets.yaml
+for it, writes its LUKS passphrase to DIR/luks-passphrase (0600) and
 commits. Idempotent. With --summary, also prints the hosts and layouts.`
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -98,6 +105,18 @@ type prep struct {
 
 func (p *prep) flakeDir() string { return filepath.Join(p.out, "flake") }
 func (p *prep) keyPath() string  { return filepath.Join(p.out, "age.key") }
+func (p *prep) passPath() string { return filepath.Join(p.out, "luks-passphrase") }
+func (p *prep) standinDir() string {
+	abs, err := filepath.Abs(filepath.Join(p.out, "nixpkgs-standin"))
+	if err != nil {
+		return filepath.Join(p.out, "nixpkgs-standin")
+	}
+	return abs
+}
+
+// standinURL is the nixpkgs input the example's flake.nix names; demoprep
+// points it at DIR/nixpkgs-standin.
+const standinURL = "path:" + standin.DefaultDir
 
 const secretsRel = "secrets/secrets.yaml"
 const sopsConfigRel = "secrets/.sops.yaml"
@@ -132,14 +151,21 @@ func (p *prep) run(ctx context.Context) error {
 		return err // exists but is not an identity: input error naming the file
 	}
 
-	// 2. Keep the current secrets if they already open with the key.
+	// 2. The stand-in for nixpkgs the example's systems are built from.
+	if _, err := standin.Build(standin.Options{Out: p.standinDir(), Log: p.log}); err != nil {
+		return err
+	}
+
+	// Keep the current secrets if they already open with the key.
 	oldSecrets, _ := os.ReadFile(filepath.Join(dst, secretsRel))
 	oldConfig, _ := os.ReadFile(filepath.Join(dst, sopsConfigRel))
 	keep := false
+	var pass string
 	if oldSecrets != nil && bytes.Contains(oldConfig, []byte(key.Recipient())) {
 		_, verr := agekey.Verify(key, oldSecrets, secretsRel)
-		_, lerr := agekey.Value(key, oldSecrets, secretsRel, "luks.crypted")
+		v, lerr := agekey.Value(key, oldSecrets, secretsRel, "luks.crypted")
 		keep = verr == nil && lerr == nil
+		pass = string(v)
 	}
 
 	// 3. Replace the work tree with the example's tracked files.
@@ -151,14 +177,17 @@ func (p *prep) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(p.log, "flake: copied %d files of %s to %s\n", len(files), src.Dir, dst)
+	relock, err := p.pointAtStandin(dst)
+	if err != nil {
+		return err
+	}
 
 	// 4. Secrets for this key.
 	secrets, config := oldSecrets, oldConfig
 	if keep {
 		fmt.Fprintf(p.log, "secrets: %s already encrypted for %s, kept\n", secretsRel, key.Recipient())
 	} else {
-		pass, err := randomPassphrase()
-		if err != nil {
+		if pass, err = randomPassphrase(); err != nil {
 			return err
 		}
 		if secrets, err = sopsfile.Encrypt([]byte(sopsfile.DemoSecretsWithLUKS(pass)), key.Recipient()); err != nil {
@@ -177,8 +206,78 @@ func (p *prep) run(ctx context.Context) error {
 		return fmt.Errorf("demoprep: check encrypted secrets: %w", err)
 	}
 
-	// 5. Commit.
+	// The passphrase, for the demo and tests to type at the LUKS prompt.
+	if err := writeSecretFile(p.passPath(), []byte(pass+"\n")); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.log, "luks: wrote the passphrase of luks.crypted to %s (mode 0600)\n", p.passPath())
+
+	// 5. Lock the nixpkgs input to the stand-in, then commit.
+	if relock {
+		if err := p.lock(ctx, dst); err != nil {
+			return err
+		}
+	}
 	return p.commit(ctx, dst)
+}
+
+// pointAtStandin makes dst/flake.nix's nixpkgs input the stand-in under
+// DIR; it reports whether the flake names the stand-in at all.
+func (p *prep) pointAtStandin(dst string) (bool, error) {
+	path := filepath.Join(dst, "flake.nix")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("demoprep: %w", err)
+	}
+	if !bytes.Contains(b, []byte(`"`+standinURL+`"`)) {
+		fmt.Fprintf(p.log, "flake: %s does not name %s; its inputs are left as they are\n", path, standinURL)
+		return false, nil
+	}
+	b = bytes.ReplaceAll(b, []byte(`"`+standinURL+`"`), []byte(`"path:`+p.standinDir()+`"`))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return false, fmt.Errorf("demoprep: %w", err)
+	}
+	return true, nil
+}
+
+// lock re-locks the flake's inputs (the stand-in's narHash) with nix.
+func (p *prep) lock(ctx context.Context, dst string) error {
+	if _, err := (flake.Nix{}).Look(); err != nil {
+		fmt.Fprintf(p.log, "flake: nix is not installed, flake.lock not updated (%s)\n", flake.InstallHint)
+		return nil
+	}
+	if !fileExists(filepath.Join(dst, ".git")) {
+		if _, err := git(ctx, dst, "init", "-q"); err != nil {
+			return err
+		}
+	}
+	// A flake in a git repository sees only files git knows.
+	if _, err := git(ctx, dst, "add", "-A", "."); err != nil {
+		return err
+	}
+	if _, err := (flake.Nix{}).Run(ctx, "flake", "lock", dst); err != nil {
+		return fmt.Errorf("demoprep: lock the nixpkgs input to %s: %w", p.standinDir(), err)
+	}
+	fmt.Fprintf(p.log, "flake: nixpkgs input locked to %s\n", p.standinDir())
+	return nil
+}
+
+// writeSecretFile writes data to path with mode 0600 (also when it existed).
+func writeSecretFile(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return os.Chmod(path, 0o600)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("demoprep: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fmt.Errorf("demoprep: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("demoprep: %w", err)
+	}
+	return nil
 }
 
 func (p *prep) commit(ctx context.Context, dst string) error {

@@ -39,6 +39,25 @@ func TestDemoprepIdempotent(t *testing.T) {
 	if res, err := agekey.Verify(key, secrets, "secrets.yaml"); err != nil || res.Values < 2 {
 		t.Fatalf("secrets do not open with the demo key: %v %+v", err, res)
 	}
+	pass, err := agekey.Value(key, secrets, "secrets.yaml", "luks.crypted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(out, "luks-passphrase")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("luks-passphrase mode: %v %v", st, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "luks-passphrase")); strings.TrimSpace(string(b)) != string(pass) || len(pass) < 16 {
+		t.Error("luks-passphrase is not the passphrase at luks.crypted")
+	}
+	if strings.Contains(log1.String(), string(pass)) {
+		t.Fatal("output contains the LUKS passphrase")
+	}
+	if _, err := os.Stat(filepath.Join(out, "nixpkgs-standin/kernel/bzImage")); err != nil {
+		t.Errorf("no stand-in: %v", err)
+	}
+	if fl, _ := os.ReadFile(filepath.Join(out, "flake/flake.nix")); !strings.Contains(string(fl), "path:"+filepath.Join(out, "nixpkgs-standin")) {
+		t.Errorf("flake.nix's nixpkgs input does not name the stand-in")
+	}
 	cfg, _ := os.ReadFile(filepath.Join(out, "flake/secrets/.sops.yaml"))
 	if !strings.Contains(string(cfg), key.Recipient()) {
 		t.Errorf(".sops.yaml lacks the recipient:\n%s", cfg)
@@ -63,6 +82,9 @@ func TestDemoprepIdempotent(t *testing.T) {
 	if gitOut("rev-parse", "HEAD") != head || !strings.Contains(log2.String(), "nothing changed") || !strings.Contains(log2.String(), "kept") {
 		t.Errorf("second run changed things:\n%s", log2.String())
 	}
+	if b, _ := os.ReadFile(filepath.Join(out, "luks-passphrase")); strings.TrimSpace(string(b)) != string(pass) {
+		t.Error("second run changed the passphrase")
+	}
 	again, _ := agekey.Load(keyPath)
 	if again.Recipient() != key.Recipient() {
 		t.Error("second run replaced the key")
@@ -77,6 +99,9 @@ func TestDemoprepIdempotent(t *testing.T) {
 	}
 	if m.Flake.Rev != head || m.Flake.Dirty || len(m.Hosts) != 2 {
 		t.Errorf("manifest of the demo flake: %+v (head %s)", m.Flake, head)
+	}
+	if lock, _ := os.ReadFile(filepath.Join(out, "flake/flake.lock")); !strings.Contains(string(lock), `"path": "`+filepath.Join(out, "nixpkgs-standin")+`"`) {
+		t.Errorf("flake.lock does not lock nixpkgs to the stand-in:\n%s", lock)
 	}
 }
 
