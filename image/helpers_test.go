@@ -8,16 +8,29 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
-// testKernel is the Debian kernel the boot tests use (serial built in).
-const testKernel = "/boot/vmlinuz-6.1.0-56-amd64"
+// testKernel is this machine's newest Debian kernel (found at run time: a
+// fresh machine gets whatever Debian ships that day).
+var testKernel, testKernelVersion = newestKernel()
+
+func newestKernel() (string, string) {
+	list, _ := filepath.Glob("/boot/vmlinuz-*")
+	sort.Strings(list)
+	if len(list) == 0 {
+		return "/boot/vmlinuz-6.1.0-57-amd64", "6.1.0-57-amd64"
+	}
+	k := list[len(list)-1]
+	return k, strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
+}
 
 // readyLine is what the test initrd's /init prints on the console.
 const readyLine = "nixlos-installer test ready"
@@ -110,9 +123,7 @@ func testSpec(t testing.TB, withKey bool) Spec {
 // serial console argument, i.e. a menu entry of ours was booted.
 func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) float64 {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps installs qemu-system-x86)")
-	}
+	testenv.Tools(t, "qemu-system-x86_64")
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	base := []string{"-accel", "tcg", "-cpu", "max", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-vga", "std"}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +15,8 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/fat16"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/nixlos/nixlos/closure"
 )
 
 // Boot modes Inspect reports.
@@ -44,6 +47,11 @@ type Info struct {
 	Hosts         []string        `json:"hosts"`
 	Manifest      json.RawMessage `json:"manifest"`
 	AgeKey        bool            `json:"ageKeyEmbedded"`
+	// Cache and Closures describe the binary cache the medium carries
+	// (mkiso build --closure): its key and place, and per host the
+	// closure's paths and sizes read from the cache's narinfo files.
+	Cache    *CacheInfo                 `json:"cache,omitempty"`
+	Closures map[string]closure.Summary `json:"closures,omitempty"`
 }
 
 // Inspect reads an ISO, USB image or PXE directory written by Build.
@@ -67,7 +75,43 @@ func Inspect(path string) (Info, error) {
 	if err != nil {
 		return info, err
 	}
-	return info, fillFromBoot(&info, kernel, initrd)
+	if err := fillFromBoot(&info, kernel, initrd); err != nil {
+		return info, err
+	}
+	fsys, where, done := cacheFS(path, info.Kind)
+	defer done()
+	return info, fillClosures(&info, fsys, where)
+}
+
+// cacheFS opens the binary cache of the medium at path (nil when absent)
+// and says where it is.
+func cacheFS(path string, kind Format) (fs.FS, string, func()) {
+	if kind == FormatPXE {
+		dir := filepath.Join(path, closure.CacheDir)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, closure.CacheDir + "/ (missing)", func() {}
+		}
+		return os.DirFS(dir), closure.CacheDir + "/", func() {}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", func() {}
+	}
+	done := func() { f.Close() }
+	if kind == FormatUSB {
+		table, err := gpt.Read(f, 512, 512)
+		if err != nil {
+			return nil, "", done
+		}
+		fsys, where := usbCacheFS(f, table)
+		return fsys, where, done
+	}
+	where := "/" + closure.CacheDir
+	fsys, err := newISOFS(f, closure.CacheDir)
+	if err != nil {
+		return nil, where + " (missing)", done
+	}
+	return fsys, where, done
 }
 
 // fillFromBoot sets the kernel and initrd facts.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"github.com/nixlos/nixlos/closure"
 )
 
 // Paths inside the ISO.
@@ -65,6 +67,11 @@ func stageISO(spec Spec, seed [32]byte, dir string) error {
 	}
 	for dst, text := range texts {
 		if err := writeFile(filepath.Join(dir, dst), []byte(text)); err != nil {
+			return err
+		}
+	}
+	if spec.NixCache != "" {
+		if err := stageCache(spec.NixCache, filepath.Join(dir, closure.CacheDir)); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/nixlos/nixlos/closure"
 )
 
 // Files of the PXE bundle, relative to its directory (the TFTP/HTTP root).
@@ -50,6 +52,15 @@ func BuildPXE(spec Spec, dir string) (int64, error) {
 	for dst, text := range texts {
 		if err := writeFile(filepath.Join(dir, dst), []byte(text)); err != nil {
 			return 0, fmt.Errorf("pxe %s: %w", dst, err)
+		}
+	}
+	if spec.NixCache != "" {
+		dst := filepath.Join(dir, closure.CacheDir)
+		if err := os.RemoveAll(dst); err != nil {
+			return 0, err
+		}
+		if err := copyCache(spec.NixCache, dst); err != nil {
+			return 0, fmt.Errorf("pxe %s: %w", closure.CacheDir, err)
 		}
 	}
 	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {

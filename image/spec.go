@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -48,6 +49,9 @@ type Spec struct {
 	Label   string        // ISO volume / FAT label; empty means "NIXLOS"
 	Epoch   int64         // SOURCE_DATE_EPOCH: every timestamp in the outputs
 	Tools   Tools         // boot loader files from the host; zero value = Debian paths
+	// NixCache is a binary cache directory (package closure) to carry on
+	// every medium, outside the initramfs; "" = none.
+	NixCache string
 }
 
 // DefaultTimeout is the boot menu timeout when Spec.Timeout is 0.
@@ -91,6 +95,11 @@ func (s Spec) check() error {
 		}
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s %s: not a regular file", p.what, p.path)
+		}
+	}
+	if s.NixCache != "" {
+		if fi, err := os.Stat(filepath.Join(s.NixCache, "nix-cache-info")); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("nix cache %s: no nix-cache-info (not a binary cache directory)", s.NixCache)
 		}
 	}
 	for _, h := range s.Hosts {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/nixlos/nixlos/closure"
 )
 
 // Paths inside the USB image's ESP.
@@ -37,12 +39,32 @@ func BuildUSB(spec Spec, out string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	total := int64(usbESPStart)*512 + espSize + mib
-	if err := writeUSB(spec, seed, out, total, espSize, files); err != nil {
+	var cache usbCache
+	if spec.NixCache != "" {
+		tmp, err := os.CreateTemp(filepath.Dir(out), ".nixlos-cache-*.iso")
+		if err != nil {
+			return 0, err
+		}
+		tmp.Close()
+		defer os.Remove(tmp.Name())
+		cache.img = tmp.Name()
+		if cache.size, err = buildCacheISO(spec.NixCache, cache.img, spec.Epoch); err != nil {
+			return 0, fmt.Errorf("usb cache partition: %w", err)
+		}
+	}
+	total := int64(usbESPStart)*512 + espSize + cache.size + mib
+	if err := writeUSB(spec, seed, out, total, espSize, files, cache); err != nil {
 		os.Remove(out)
 		return 0, err
 	}
 	return total, nil
+}
+
+// usbCache is the USB image's cache partition: an ISO 9660 image file of
+// size bytes (whole MiB), or none when img is "".
+type usbCache struct {
+	img  string
+	size int64
 }
 
 // usbESPFiles lists the ESP's contents.
@@ -64,7 +86,7 @@ func usbESPFiles(spec Spec) []fatFile {
 	return files
 }
 
-func writeUSB(spec Spec, seed [32]byte, out string, total, espSize int64, files []fatFile) error {
+func writeUSB(spec Spec, seed [32]byte, out string, total, espSize int64, files []fatFile, cache usbCache) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
@@ -82,11 +104,23 @@ func writeUSB(spec Spec, seed [32]byte, out string, total, espSize int64, files 
 			Attributes: legacyBootable,
 		}},
 	}
+	cacheStart := uint64(usbESPStart) + uint64(espSize/512)
+	if cache.img != "" {
+		table.Partitions = append(table.Partitions, &gpt.Partition{
+			Index: 2, Start: cacheStart, End: cacheStart + uint64(cache.size/512) - 1,
+			Type: linuxDataGUID, Name: closure.CachePartName, GUID: deriveGUID(seed, "usb-cache"),
+		})
+	}
 	if err := table.Write(f, total); err != nil {
 		return fmt.Errorf("usb GPT: %w", err)
 	}
 	if err := writeFAT(f, usbESPStart*512, espSize, "NIXLOS", derive32(seed, "usb-esp-serial"), spec.Epoch, files); err != nil {
 		return fmt.Errorf("usb ESP: %w", err)
+	}
+	if cache.img != "" {
+		if err := writeCachePartition(f, int64(cacheStart)*512, cache.img); err != nil {
+			return fmt.Errorf("usb cache partition: %w", err)
+		}
 	}
 	if err := writeGPTMBRCode(f, spec.Tools.withDefaults().GPTMBRBin); err != nil {
 		return err
