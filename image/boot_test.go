@@ -4,8 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const ovmf = "/usr/share/ovmf/OVMF.fd"
@@ -35,7 +33,9 @@ func usbArgs(img string) []string {
 }
 
 func skipShort(t *testing.T) {
-	testenv.Short(t, "VM boot test (QEMU TCG); skipped with -short")
+	if testing.Short() {
+		t.Skip("VM boot test (QEMU TCG); skipped with -short")
+	}
 }
 
 func TestBootISO(t *testing.T) {
