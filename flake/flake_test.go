@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // example is the repository's example flake.
@@ -20,9 +21,7 @@ const example = "../examples/nix-los"
 
 func needNix(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin, or make deps): real nix eval tests skipped")
-	}
+	testenv.Tools(t, "nix")
 }
 
 // writeFlake makes a plain (non-git) flake directory holding flake.nix.
@@ -71,8 +70,8 @@ func TestBadInput(t *testing.T) {
 		}, Nix{}, true,
 			[]string{"nixosConfigurations has no hosts", "fix: add at least one host"}},
 		{"evaluation error", func(t *testing.T) string {
-			return writeFlake(t, `{ outputs = { self }: { nixosConfigurations.a = throw "broken host"; }; }`)
-		}, Nix{}, true, []string{"broken host", "fix:"}},
+			return writeFlake(t, `{ outputs = { self }: { nixosConfigurations = throw "broken outputs"; }; }`)
+		}, Nix{}, true, []string{"broken outputs", "fix:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.needsNix {
@@ -195,9 +194,7 @@ func TestExampleMatchesNixEval(t *testing.T) {
 // real nix into a chroot store (as the installer does on /mnt).
 func TestExampleToplevelBuilds(t *testing.T) {
 	needNix(t)
-	if testing.Short() {
-		t.Skip("short: skips the nix build")
-	}
+	testenv.Short(t, "short: skips the nix build")
 	f, err := Find(example)
 	if err != nil {
 		t.Fatal(err)
@@ -318,9 +315,7 @@ func TestCopy(t *testing.T) {
 		}
 	})
 	t.Run("git repo keeps .git and only tracked files", func(t *testing.T) {
-		if _, err := exec.LookPath("git"); err != nil {
-			t.Skip("git not installed")
-		}
+		testenv.Tools(t, "git")
 		dir := writeFlake(t, "{}")
 		os.WriteFile(filepath.Join(dir, "tracked.nix"), []byte("{}"), 0o644)
 		gitRun(t, dir, "init", "-q")

@@ -95,6 +95,11 @@ func evalError(f *Flake, err error) error {
 	if msg == "" {
 		msg = ne.Err.Error()
 	}
+	msg, files := userPaths(f, parseNixError(msg).Message)
+	where := "flake.nix"
+	if len(files) > 0 {
+		where = files[0]
+	}
 	fix := "fix the flake so that 'nix eval' succeeds (Nix's message is above)"
 	switch {
 	case strings.Contains(msg, "syntax error"):
@@ -102,6 +107,10 @@ func evalError(f *Flake, err error) error {
 	case f.IsGit() && (strings.Contains(msg, "does not contain a '/flake.nix' file") ||
 		strings.Contains(msg, "does not exist") || strings.Contains(msg, "No such file")):
 		fix = "the flake is in a git repo, so Nix sees only tracked files: 'git add' them (git -C " + f.GitRoot + " add ...)"
+	default:
+		if known, ok := fixFor(msg, false, map[string]string{"option": "the flake's outputs", "file": where, "files": where, "host": "", "flake": "flake.nix"}); ok {
+			fix = known
+		}
 	}
 	return cli.BadInput(f.Dir, fix, "nix could not evaluate the flake:\n%s\n", indent(msg))
 }

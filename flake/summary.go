@@ -19,7 +19,7 @@ func WriteSummary(w io.Writer, m *Manifest) error {
 		h := m.Hosts[name]
 		fmt.Fprintf(w, "\n%s (%s)\n", name, orDash(h.System))
 		if !h.HasLayout() {
-			fmt.Fprintf(w, "  no disk layout: cannot be installed (%s)\n", NoLayoutFix)
+			fmt.Fprintf(w, "  no disk layout: cannot be installed (%s)\n", noLayoutFix(name))
 			continue
 		}
 		var dev map[string]any

@@ -1,0 +1,37 @@
+# Two disks, each a BIOS boot partition and an md RAID 1 member.
+{ lib, ... }:
+let
+  member = device: {
+    type = "disk";
+    inherit device;
+    content = {
+      type = "gpt";
+      partitions = {
+        boot = { size = "1M"; type = "EF02"; };
+        mdadm = {
+          size = "100%";
+          content = { type = "mdraid"; name = "raid1"; };
+        };
+      };
+    };
+  };
+in
+{
+  boot.loader.systemd-boot.enable = false;
+  boot.loader.grub.enable = true;
+  disko.devices = {
+    disk.disk1 = member "/dev/vda";
+    disk.disk2 = member "/dev/vdb";
+    mdadm.raid1 = {
+      type = "mdadm";
+      level = 1;
+      content = {
+        type = "gpt";
+        partitions.primary = {
+          size = "100%";
+          content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; };
+        };
+      };
+    };
+  };
+}
