@@ -3,6 +3,7 @@ package flake
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/partition"
 )
 
 // The realflakes fixtures (testdata/realflakes) are flakes in the usual
@@ -181,6 +184,288 @@ func TestRealFlakesManifest(t *testing.T) {
 					}
 					if h.System != "x86_64-linux" || h.AgeKeyFile != key || h.SopsFile != "secrets/secrets.yaml" {
 						t.Errorf("%s: system %q key %q sops %q", host, h.System, h.AgeKeyFile, h.SopsFile)
+					}
+				}
+			})
+		}
+	}
+}
+
+// createTools are the commands of disko's _create script that change a
+// disk; the others (blkid, partprobe, udevadm, modprobe, echo, …) probe or
+// wait. Probing subcommands of these tools are left out in createCommand.
+var createTools = map[string]bool{
+	"sgdisk": true, "parted": true, "mkswap": true, "cryptsetup": true, "pvcreate": true,
+	"vgcreate": true, "lvcreate": true, "mdadm": true, "btrfs": true, "mount": true,
+}
+
+// createCommands extracts the commands that change a disk from disko's
+// _create script: logical lines (backslash continuations joined) are split
+// into shell words and at ; | || &&, keywords (if, !, then, …) and
+// redirections are dropped, and so are runtime values: words holding $ or
+// a process substitution. Idempotence guards stay in the sense that a
+// guarded command is still listed (disko runs it on an empty disk).
+func createCommands(script string) [][]string {
+	var out [][]string
+	script = strings.ReplaceAll(script, "\\\n", " ")
+	for _, line := range strings.Split(script, "\n") {
+		for _, cmd := range shellCommands(line) {
+			if c := createCommand(cmd); c != nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// createCommand keeps cmd if it changes a disk, without runtime values.
+func createCommand(cmd []string) []string {
+	for len(cmd) > 0 {
+		switch cmd[0] {
+		case "if", "!", "then", "elif", "else", "while", "until", "do", "(", "{":
+			cmd = cmd[1:]
+			continue
+		}
+		break
+	}
+	if len(cmd) == 0 {
+		return nil
+	}
+	tool := cmd[0]
+	if !createTools[tool] && !strings.HasPrefix(tool, "mkfs.") {
+		return nil
+	}
+	var words []string
+	for _, w := range cmd {
+		if strings.ContainsAny(w, "$") || strings.HasPrefix(w, "<(") || strings.HasPrefix(w, ">") || strings.HasPrefix(w, "2>") {
+			continue
+		}
+		words = append(words, w)
+	}
+	sub := ""
+	if len(words) > 1 {
+		sub = words[1]
+	}
+	switch {
+	case tool == "cryptsetup" && (sub == "isLuks" || sub == "status"),
+		tool == "btrfs" && len(words) > 2 && words[1] == "subvolume" && words[2] == "show",
+		tool == "mdadm" && (sub == "--detail" || sub == "--examine"):
+		return nil
+	}
+	return words
+}
+
+// shellCommands splits one line into the words of its commands, at ; | ||
+// && and the end of the line. Quotes are removed; $(…) and <(…) stay one
+// word; a # outside quotes starts a comment.
+func shellCommands(line string) [][]string {
+	var cmds [][]string
+	var cur []string
+	var w strings.Builder
+	inWord := false
+	flush := func() {
+		if inWord {
+			cur = append(cur, w.String())
+			w.Reset()
+			inWord = false
+		}
+	}
+	end := func() {
+		flush()
+		if len(cur) > 0 {
+			cmds = append(cmds, cur)
+			cur = nil
+		}
+	}
+	rs := []rune(line)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case c == '\'':
+			inWord = true
+			j := i + 1
+			for j < len(rs) && rs[j] != '\'' {
+				w.WriteRune(rs[j])
+				j++
+			}
+			i = j
+		case c == '"':
+			inWord = true
+			j := i + 1
+			for j < len(rs) && rs[j] != '"' {
+				if rs[j] == '$' && j+1 < len(rs) && rs[j+1] == '(' {
+					k := subst(rs, j)
+					w.WriteString(string(rs[j:k]))
+					j = k
+					continue
+				}
+				if rs[j] == '\\' && j+1 < len(rs) {
+					j++
+				}
+				w.WriteRune(rs[j])
+				j++
+			}
+			i = j
+		case (c == '$' || c == '<') && i+1 < len(rs) && rs[i+1] == '(':
+			inWord = true
+			k := subst(rs, i)
+			w.WriteString(string(rs[i:k]))
+			i = k - 1
+		case c == '\\' && i+1 < len(rs):
+			inWord = true
+			i++
+			w.WriteRune(rs[i])
+		case c == ' ' || c == '\t':
+			flush()
+		case c == '&' && i > 0 && rs[i-1] == '>':
+			w.WriteRune(c)
+		case c == ';' || c == '|' || c == '&':
+			end()
+			if i+1 < len(rs) && (rs[i+1] == '|' || rs[i+1] == '&') {
+				i++
+			}
+		case c == '#' && !inWord:
+			end()
+			return cmds
+		default:
+			inWord = true
+			w.WriteRune(c)
+		}
+	}
+	end()
+	return cmds
+}
+
+// subst returns the index just after the $(…) or <(…) starting at i,
+// counting nested parentheses outside quotes; len(rs) if it never closes.
+func subst(rs []rune, i int) int {
+	depth := 0
+	var quote rune
+	for j := i + 1; j < len(rs); j++ {
+		switch c := rs[j]; {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth--; depth == 0 {
+				return j + 1
+			}
+		}
+	}
+	return len(rs)
+}
+
+// coveredBy reports whether disko's command d is covered by the plan step
+// argv p: same tool, and d's words (runtime values dropped from both) a
+// subsequence of p's (a plan step may carry more, e.g. --attributes that
+// disko v1.12.0 does not pass).
+func coveredBy(d, p []string) bool {
+	var pw []string
+	for _, w := range p {
+		if !strings.Contains(w, "$") {
+			pw = append(pw, w)
+		}
+	}
+	if len(d) == 0 || len(pw) == 0 || d[0] != pw[0] {
+		return false
+	}
+	j := 0
+	for _, w := range pw {
+		if j < len(d) && w == d[j] {
+			j++
+		}
+	}
+	return j == len(d)
+}
+
+// mustCreate are commands each host's _create must hold (so that the
+// extraction cannot pass by finding nothing), as quoted words.
+var mustCreate = map[string][]string{
+	"btrfs":  {`"mkfs.btrfs" "/dev/disk/by-partlabel/disk-main-root" "-f" "-L" "nixos"`, `"btrfs" "subvolume" "create"`, `"btrfs" "filesystem" "mkswapfile" "--size" "2G"`, `"mount" "/dev/disk/by-partlabel/disk-main-root" "-o" "subvol=/"`, `"mkfs.vfat"`},
+	"legacy": {`"parted" "-s" "/dev/sda" "--" "mklabel" "msdos"`, `"parted" "-s" "/dev/sda" "--" "set" "1" "boot" "on"`, `"mkpart" "primary" "512M" "100%"`, `"mkfs.ext4" "/dev/sda2"`},
+	"hybrid": {`"--typecode=1:EF02"`, `"--typecode=2:EF00"`, `"mkfs.vfat" "/dev/disk/by-partlabel/disk-main-ESP"`},
+	"crypt":  {`"cryptsetup" "-q" "luksFormat" "/dev/disk/by-partlabel/disk-main-luks" "--key-file"`, `"cryptsetup" "open"`, `"--allow-discards"`, `"pvcreate" "/dev/mapper/crypted"`, `"vgcreate" "pool"`, `"lvcreate" "--yes" "-l" "100%FREE" "-n" "root"`, `"mkswap" "/dev/pool/swap"`},
+	"laptop": {`"mkswap" "/dev/disk/by-partlabel/disk-main-swap"`, `"mkfs.ext4"`},
+	"server": {`"mdadm" "--create" "/dev/md/raid1" "--level=1"`, `"sgdisk" "--zap-all" "/dev/md/raid1"`, `"mkfs.ext4" "/dev/disk/by-id/md-name-any:raid1-part1"`},
+}
+
+// planFor plans a manifest host's layout as `installer plan --host H
+// --disk KEY=16G…` does: partition.Load, virtual 16 GiB disks, NewPlan.
+func planFor(t testing.TB, h Host) *partition.Plan {
+	t.Helper()
+	d, err := partition.Load(h.Disko)
+	if err != nil {
+		t.Fatalf("partition.Load: %v", err)
+	}
+	var args []string
+	for _, disk := range h.Disks() {
+		args = append(args, disk.Key+"=16G")
+	}
+	targets, err := partition.ParseDiskArgs(d, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := partition.NewPlan(d, targets, partition.Options{})
+	if err != nil {
+		t.Fatalf("partition.NewPlan: %v", err)
+	}
+	return p
+}
+
+// TestRealFlakesCreateInPlan checks, for both disko versions, that every
+// command of disko's own _create script for each fixture host (runtime
+// values and probes aside) is covered, in order, by a step of the plan
+// nixlos makes from the manifest.
+func TestRealFlakesCreateInPlan(t *testing.T) {
+	inputs := realInputs(t)
+	ctx := context.Background()
+	for _, dv := range diskoVersions {
+		for _, name := range []string{"workstation", "fleet"} {
+			t.Run(dv+"/"+name, func(t *testing.T) {
+				dir := realFlake(t, inputs, fixture{name: name, disko: dv})
+				_, m, err := Hosts(ctx, dir, Options{Hosts: realHosts[name]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, host := range realHosts[name] {
+					script, err := Nix{}.Run(ctx, "eval", "--raw", "path:"+dir+"#nixosConfigurations."+host+".config.disko.devices._create")
+					if err != nil {
+						t.Fatal(err)
+					}
+					cmds := createCommands(string(script))
+					if len(cmds) < 3 {
+						t.Fatalf("%s: only %d commands found in disko's _create:\n%s", host, len(cmds), script)
+					}
+					joined := fmt.Sprintf("%q", cmds)
+					for _, want := range mustCreate[host] {
+						if !strings.Contains(joined, want) {
+							t.Errorf("%s: disko's _create has no %s (extracted: %s)", host, want, joined)
+						}
+					}
+					p := planFor(t, m.Hosts[host])
+					at := 0
+					for _, c := range cmds {
+						found := -1
+						for i := at; i < len(p.Steps); i++ {
+							if coveredBy(c, p.Steps[i].Argv) {
+								found = i
+								break
+							}
+						}
+						if found < 0 {
+							var steps []string
+							for i, s := range p.Steps {
+								steps = append(steps, fmt.Sprintf("%d %q", i, s.Argv))
+							}
+							t.Errorf("%s: disko's %q is not in the plan's steps from %d on:\n%s", host, c, at, strings.Join(steps, "\n"))
+							break
+						}
+						at = found
 					}
 				}
 			})
