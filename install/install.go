@@ -2,20 +2,60 @@
 // Plan of named steps computed without touching anything (printable with
 // --dry-run, testable), then Run, which executes it:
 //
-//	verify-key   prove the age key decrypts the host's sopsFile (in memory)
-//	luks-keys    provide the LUKS key files the layout names (policy below)
-//	partition    partition.Session.Apply: tables, LUKS, md, LVM, filesystems
-//	mount        mount the layout under Root (default /mnt)
-//	copy-flake   copy the flake (tracked files and .git) to Root/etc/nixos
-//	install-key  agekey.Install at the host's ageKeyFile (0600, parent 0700)
-//	build        nix build --store Root of nixosConfigurations.HOST.config.system.build.toplevel
-//	profile      Root/nix/var/nix/profiles/system → system-1-link → the built store path
-//	bootloader   the system's bin/switch-to-configuration boot in a chroot of Root,
-//	             when Root/bin/sh exists; otherwise skipped with the reason logged
-//	write-log    the install log to Root/var/log/nixlos-install.log
-//	unmount      unmount Root and close the layout's LVM, LUKS and md devices
+//	verify-key    prove the age key decrypts the host's sopsFile (in memory)
+//	luks-keys     provide the LUKS key files the layout names (policy below)
+//	partition     partition.Session.Apply: tables, LUKS, md, LVM, filesystems
+//	mount         mount the layout under Root (default /mnt)
+//	copy-flake    copy the flake (tracked files and .git) to Root/etc/nixos
+//	install-key   agekey.Install at the host's ageKeyFile (0600, parent 0700)
+//	build         nix build --store Root of nixosConfigurations.HOST.config.system.build.toplevel
+//	 or copy-closure  Options.CopySystem copies a prebuilt Options.System into Root's store
+//	profile       Root/nix/var/nix/profiles/system → system-1-link → the system, as nix-env --set
+//	activate      Root/etc/NIXOS and etc/mtab → /proc/mounts; then, as nixos-enter: bind
+//	              /dev /proc /sys into Root (efivarfs when this machine booted by UEFI),
+//	              a fresh tmpfs at Root/run, $system/activate chrooted into Root
+//	bootloader    NIXOS_INSTALL_BOOTLOADER=1 $system/bin/switch-to-configuration boot
+//	              chrooted into Root; then the binds are undone in reverse
+//	boot-check    CheckBoot: the firmware's way in, the default entry, fstab, the age key
+//	write-log     the install log to Root/var/log/nixlos-install.log
+//	unmount       unmount Root and close the layout's LVM, LUKS and md devices
 //
 // Nothing is written to a disk before verify-key and luks-keys succeed.
+//
+// # Installing the system
+//
+// activate and bootloader do what nixpkgs' nixos-install does after its
+// build (with --no-root-passwd and --no-channel-copy), entering the target
+// the way nixos-enter does. Both run in a private mount namespace held by
+// one OS thread, so no mount made there (by nixlos or by the system's
+// activation) is ever seen outside it or outlives it; each command runs
+// chrooted into Root in its own PID and UTS namespace, with the
+// environment nixos-enter gives it: PATH with $system/sw/bin and
+// /run/current-system/sw/bin, LOCALE_ARCHIVE=$system/sw/lib/locale/
+// locale-archive, IN_NIXOS_ENTER=1, HOME=/root, no TMPDIR, LANG or LC_ALL.
+// nixos-enter binds this machine's /dev and /sys and lets the activation
+// mount the rest; here /proc is bound too and /run is a fresh tmpfs (never
+// this machine's /run, whose current-system the activation would replace).
+//
+//   - activate: a failing $system/activate is logged and the install goes
+//     on, as nixos-enter's "|| true" does ($system/sw/bin/systemd-tmpfiles
+//     --create --remove -E then runs, failures ignored, as there); but Root
+//     must then have /bin/sh, which the activation creates, or the step
+//     fails saying so.
+//   - bootloader: a system with a kernel ($system/kernel) must have a
+//     bin/switch-to-configuration that runs and exits 0, or the install
+//     fails (the boot flow prints "nixlos: install failed: …"). Only a
+//     system without a kernel (a container-like test system) skips it; the
+//     boot check then refuses it, since nothing could boot it. Root is also
+//     bound at its own path inside the target while switch-to-configuration
+//     runs, as nixos-install does.
+//   - boot-check: see CheckBoot. Any miss fails the install with "boot
+//     check: <what is missing>"; "install complete" means the disk boots.
+//
+// No root password is set (nixos-install --no-root-passwd): the manifest
+// has no field naming a password hash, so none is taken from the sops
+// file; a flake sets one itself (users.users.root.hashedPasswordFile with
+// sops-nix, or initialHashedPassword).
 //
 // # LUKS key policy
 //
@@ -39,6 +79,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -62,8 +103,11 @@ const (
 	StepCopyFlake  = "copy-flake"
 	StepInstallKey = "install-key"
 	StepBuild      = "build"
+	StepCopy       = "copy-closure" // instead of build, with Options.System
 	StepProfile    = "profile"
+	StepActivate   = "activate"
 	StepBootloader = "bootloader"
+	StepBootCheck  = "boot-check"
 	StepWriteLog   = "write-log"
 	StepUnmount    = "unmount"
 )
@@ -100,6 +144,15 @@ type Options struct {
 	// KeyFileOnDisk allows writing LUKS key files from the sops file to a
 	// path that is not on tmpfs/ramfs (tests on a normal host only).
 	KeyFileOnDisk bool
+	// System, when set, is the store path of a toplevel built elsewhere
+	// (/nix/store/…-nixos-system-…): the plan's build step becomes
+	// copy-closure, which calls CopySystem, and the steps after it install
+	// this system.
+	System string
+	// CopySystem copies the closure of storePath into root's Nix store
+	// (root/nix/store), writing its progress to log. Nil with System set:
+	// the closure must already be in root's store.
+	CopySystem func(ctx context.Context, root, storePath string, log io.Writer) error
 }
 
 // Step is one named step of a Plan.
@@ -141,6 +194,8 @@ type Plan struct {
 	LUKSKeys  []LUKSKey         `json:"luksKeys,omitempty"`
 	Steps     []Step            `json:"steps"`
 	Attribute string            `json:"attribute"` // the flake output built
+	// System is Options.System: a prebuilt system, copied instead of built.
+	System string `json:"system,omitempty"`
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
@@ -197,6 +252,12 @@ func NewPlan(opt Options) (*Plan, error) {
 	}
 	if host.SopsFile != "" {
 		p.SopsFile = filepath.Join(flakeDir, host.SopsFile)
+	}
+	if opt.System != "" && !isStorePath(opt.System) {
+		return nil, cli.BadInput("system "+opt.System, "give the store path of a built toplevel (/nix/store/<hash>-nixos-system-…)", "not a Nix store path")
+	}
+	if opt.System == "" && opt.CopySystem != nil {
+		return nil, cli.BadInput("closure", "give the store path of the system to copy", "a closure copier but no system store path")
 	}
 
 	// verify-key
@@ -258,12 +319,65 @@ func NewPlan(opt Options) (*Plan, error) {
 	} else {
 		p.add(StepInstallKey, "", "no age key")
 	}
-	p.add(StepBuild, fmt.Sprintf("nix build of path:%s#%s into %s/nix/store", filepath.Join(root, TargetFlake), p.Attribute, root), "")
-	p.add(StepProfile, fmt.Sprintf("%s → the built system", filepath.Join(root, "nix/var/nix/profiles/system")), "")
-	p.add(StepBootloader, "switch-to-configuration boot in a chroot of "+root+" (skipped when the target has no /bin/sh)", "")
+	sys := "$system"
+	switch {
+	case opt.System != "" && opt.CopySystem != nil:
+		p.System, sys = opt.System, opt.System
+		p.add(StepCopy, fmt.Sprintf("copy the closure of %s into %s/nix/store", opt.System, root), "")
+	case opt.System != "":
+		p.System, sys = opt.System, opt.System
+		p.add(StepCopy, fmt.Sprintf("%s, already in %s/nix/store", opt.System, root), "")
+	default:
+		p.add(StepBuild, fmt.Sprintf("nix build of path:%s#%s into %s/nix/store", filepath.Join(root, TargetFlake), p.Attribute, root), "")
+	}
+	p.add(StepProfile, fmt.Sprintf("%s → system-1-link → %s", filepath.Join(root, "nix/var/nix/profiles/system"), sys), "")
+	p.add(StepActivate, fmt.Sprintf("%s/etc/NIXOS; bind /dev /proc /sys (efivarfs under UEFI), tmpfs /run; chroot %s %s/activate", root, root, sys), "")
+	p.add(StepBootloader, fmt.Sprintf("NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot in a chroot of %s (required when the system has a kernel); unbind", sys, root), "")
+	p.add(StepBootCheck, p.bootCheckDetail(opt.Key != nil), "")
 	p.add(StepWriteLog, filepath.Join(root, TargetLog), "")
 	p.add(StepUnmount, "unmount "+root+" and close LVM, LUKS and md", "")
 	return p, nil
+}
+
+// isStorePath reports whether s is /nix/store/<32-char hash>-<name>.
+func isStorePath(s string) bool {
+	base, ok := strings.CutPrefix(s, "/nix/store/")
+	if !ok || strings.Contains(base, "/") || len(base) < 34 || base[32] != '-' {
+		return false
+	}
+	for _, r := range base[:32] {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// bootCheckDetail says what the boot check will look at.
+func (p *Plan) bootCheckDetail(withKey bool) string {
+	c := p.bootCheck("$system", withKey)
+	var ways []string
+	for _, esp := range c.ESPs {
+		ways = append(ways, "UEFI "+filepath.Join(p.Root, esp, "EFI/BOOT", fallbackLoader(c.Arch)))
+	}
+	var names []string
+	for _, d := range c.BIOSDisks {
+		names = append(names, d.Device)
+	}
+	if len(names) > 0 {
+		ways = append(ways, "BIOS boot code and GRUB core in EF02 of "+strings.Join(names, ", "))
+	}
+	for _, d := range c.MBRDisks {
+		ways = append(ways, "BIOS boot code and GRUB core after the MBR of "+d.Device)
+	}
+	if len(ways) == 0 {
+		ways = append(ways, "none in the layout (no ESP, no EF02)")
+	}
+	s := "way in: " + strings.Join(ways, " or ") + "; default boot entry's kernel and initrd = the system's, init=$system/init; $system/etc/fstab devices resolve"
+	if c.AgeKeyFile != "" {
+		s += "; age key " + c.AgeKeyFile + " 0600"
+	}
+	return s
 }
 
 func (p *Plan) add(name, detail, skip string) {
@@ -279,10 +393,10 @@ func (p *Plan) Write(w io.Writer) error {
 	fmt.Fprintln(w)
 	for i, s := range p.Steps {
 		if s.Skip != "" {
-			fmt.Fprintf(w, "%2d. %-11s skipped: %s\n", i+1, s.Name, s.Skip)
+			fmt.Fprintf(w, "%2d. %-13s skipped: %s\n", i+1, s.Name, s.Skip)
 			continue
 		}
-		fmt.Fprintf(w, "%2d. %-11s %s\n", i+1, s.Name, s.Detail)
+		fmt.Fprintf(w, "%2d. %-13s %s\n", i+1, s.Name, s.Detail)
 	}
 	fmt.Fprintln(w, "\nlayout:")
 	return p.Layout.WriteTree(w)
@@ -334,6 +448,14 @@ func (r *redactor) add(s []byte) {
 	if len(s) >= 4 {
 		r.secrets = append(r.secrets, append([]byte(nil), s...))
 	}
+}
+
+// redact returns s with every secret replaced by [redacted].
+func (r *redactor) redact(s string) string {
+	for _, x := range r.secrets {
+		s = strings.ReplaceAll(s, string(x), "[redacted]")
+	}
+	return s
 }
 
 func (r *redactor) Write(p []byte) (int, error) {

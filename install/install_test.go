@@ -91,7 +91,7 @@ func stepNames(p *Plan) []string {
 
 func TestPlanSteps(t *testing.T) {
 	onFS(t, tmpfsMagic)
-	all := []string{StepVerifyKey, StepLUKSKeys, StepPartition, StepMount, StepCopyFlake, StepInstallKey, StepBuild, StepProfile, StepBootloader, StepWriteLog, StepUnmount}
+	all := []string{StepVerifyKey, StepLUKSKeys, StepPartition, StepMount, StepCopyFlake, StepInstallKey, StepBuild, StepProfile, StepActivate, StepBootloader, StepBootCheck, StepWriteLog, StepUnmount}
 	f := newFixture(t, true)
 	p, err := NewPlan(f.opt())
 	if err != nil {
@@ -107,7 +107,10 @@ func TestPlanSteps(t *testing.T) {
 	if err := p.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"verify-key", "sops luks.crypted", "disk-main-ESP", f.disk} {
+	for _, want := range []string{"verify-key", "sops luks.crypted", "disk-main-ESP", f.disk,
+		"activate      " + f.opt().Root + "/etc/NIXOS; bind /dev /proc /sys",
+		"bootloader    NIXOS_INSTALL_BOOTLOADER=1 $system/bin/switch-to-configuration boot",
+		"boot-check    way in: UEFI " + f.opt().Root + "/boot/EFI/BOOT/BOOTX64.EFI"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("plan text lacks %q:\n%s", want, buf.String())
 		}

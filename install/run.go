@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -28,10 +27,13 @@ type Result struct {
 	System     string // the built system's store path (/nix/store/…)
 	LogFile    string // the live-system log
 	Bootloader string // what the bootloader step did, or why it was skipped
+	BootCheck  string // what the boot check found
 }
 
 // runner carries one Run.
 type runner struct {
+	ctx     context.Context
+	target  *target // the entered target, between activate and bootloader
 	p       *Plan
 	opt     Options
 	log     *redactor
@@ -52,7 +54,7 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 	if console == nil {
 		console = io.Discard
 	}
-	r := &runner{p: p, opt: opt}
+	r := &runner{ctx: ctx, p: p, opt: opt}
 	r.res.LogFile = opt.LogFile
 	if r.res.LogFile == "" {
 		r.res.LogFile = DefaultLogFile
@@ -104,9 +106,14 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 		if err := steps.Run(s.Name, fn); err != nil {
 			fmt.Fprintf(r.log, "error: %v\n", err)
 			r.cleanup()
+			var bc *BootCheckError
+			if errors.As(err, &bc) {
+				return r.res, bc // "boot check: …" needs no step name
+			}
 			return r.res, err
 		}
 	}
+	r.leave()
 	fmt.Fprintf(r.log, "nixlos install: complete in %s\n", steps.Total().Round(1e8))
 	return r.res, nil
 }
@@ -127,10 +134,16 @@ func (r *runner) stepFunc(name string) func() error {
 		return r.installKey
 	case StepBuild:
 		return r.build
+	case StepCopy:
+		return r.copyClosure
 	case StepProfile:
 		return r.profile
+	case StepActivate:
+		return r.activate
 	case StepBootloader:
 		return r.bootloader
+	case StepBootCheck:
+		return r.bootCheck
 	case StepWriteLog:
 		return r.writeLog
 	case StepUnmount:
@@ -359,48 +372,198 @@ func (r *runner) profile() error {
 	return nil
 }
 
-// bootloader runs the system's switch-to-configuration boot in a chroot,
-// as nixos-install does, when the target has a /bin/sh to run it with.
-func (r *runner) bootloader() error {
-	stc := filepath.Join(r.res.System, "bin/switch-to-configuration")
-	if _, err := resolveIn(r.p.Root, stc); err != nil {
-		r.res.Bootloader = "skipped: the system has no bin/switch-to-configuration"
-		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
-		return nil
-	}
-	if _, err := resolveIn(r.p.Root, "/bin/sh"); err != nil {
-		r.res.Bootloader = "skipped: the target has no /bin/sh yet (NixOS activation creates it), so switch-to-configuration cannot run in a chroot; no bootloader was installed"
-		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
-		return nil
-	}
-	var binds []string
-	defer func() {
-		for i := len(binds) - 1; i >= 0; i-- {
-			unix.Unmount(binds[i], unix.MNT_DETACH)
+// copyClosure puts the prebuilt Options.System into Root's store.
+func (r *runner) copyClosure() error {
+	sys := r.p.System
+	if r.opt.CopySystem != nil {
+		if err := r.opt.CopySystem(r.ctx, r.p.Root, sys, r.log); err != nil {
+			return fmt.Errorf("copy %s: %w", sys, err)
 		}
-	}()
-	for _, d := range []string{"dev", "proc", "sys"} {
-		t := filepath.Join(r.p.Root, d)
-		if err := os.MkdirAll(t, 0o755); err != nil {
+	}
+	if _, err := os.Lstat(filepath.Join(r.p.Root, sys)); err != nil {
+		return fmt.Errorf("%s is not in %s/nix/store: %w", sys, r.p.Root, err)
+	}
+	r.res.System = sys
+	fmt.Fprintf(r.log, "system: %s\n", sys)
+	return nil
+}
+
+// enterEnv is the environment of the commands run in the target, as
+// nixos-enter gives them (plus extra).
+func (r *runner) enterEnv(extra ...string) []string {
+	sys := r.res.System
+	env := []string{
+		"PATH=" + sys + "/sw/bin:/run/current-system/sw/bin:/run/wrappers/bin:/nix/var/nix/profiles/system/sw/bin:/bin:/usr/bin:/sbin:/usr/sbin",
+		"HOME=/root", "USER=root", "LOGNAME=root",
+		"LOCALE_ARCHIVE=" + sys + "/sw/lib/locale/locale-archive",
+		"IN_NIXOS_ENTER=1",
+	}
+	if t := os.Getenv("TERM"); t != "" {
+		env = append(env, "TERM="+t)
+	}
+	return append(env, extra...)
+}
+
+// activate marks Root as NixOS, enters it and runs the system's
+// activation, as nixos-install and nixos-enter do.
+func (r *runner) activate() error {
+	root, sys := r.p.Root, r.res.System
+	if sys == "" {
+		return errors.New("no system was built or copied")
+	}
+	// nixos-install: mark the target as a NixOS installation, otherwise
+	// switch-to-configuration will chicken out; GRUB needs an mtab.
+	if err := ensureDir(filepath.Join(root, "etc"), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(root, "etc/NIXOS"), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	mtab := filepath.Join(root, "etc/mtab")
+	os.Remove(mtab)
+	if err := os.Symlink("/proc/mounts", mtab); err != nil {
+		return err
+	}
+	if err := ensureDir(filepath.Join(root, "tmp"), os.ModeSticky|0o777); err != nil {
+		return err
+	}
+	if err := ensureDir(filepath.Join(root, "root"), 0o700); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.log, "activate: created %s/etc/NIXOS, %s -> /proc/mounts\n", root, mtab)
+
+	if r.target, err = enterTarget(root, r.log); err != nil {
+		return err
+	}
+	if err := r.target.setup(); err != nil {
+		return err
+	}
+	act := sys + "/activate"
+	var why string
+	if _, err := resolveIn(root, act); err != nil {
+		why = "the system has no activate"
+		fmt.Fprintf(r.log, "activate: %s: %v\n", why, err)
+	} else {
+		tail := &tailWriter{w: r.log}
+		if err := r.target.run(r.enterEnv(), tail, act); err != nil {
+			why = fmt.Sprintf("%s: %v", act, err)
+			if l := tail.Last(); l != "" {
+				why += fmt.Sprintf("; last output: %q", r.log.redact(l))
+			}
+			// nixos-enter: "$system/activate 1>&2 || true"
+			fmt.Fprintf(r.log, "activate: %s (going on, as nixos-enter does)\n", why)
+		}
+	}
+	// nixos-enter creates /tmp and the like this way, errors hidden.
+	if tmpfiles := sys + "/sw/bin/systemd-tmpfiles"; fileExistsIn(root, tmpfiles) {
+		if err := r.target.run(r.enterEnv(), io.Discard, tmpfiles, "--create", "--remove", "-E"); err != nil {
+			fmt.Fprintf(r.log, "activate: systemd-tmpfiles: %v (ignored)\n", err)
+		}
+	}
+	if !fileExistsIn(root, "/bin/sh") {
+		if why == "" {
+			why = act + " ran but did not create it"
+		}
+		return fmt.Errorf("%s has no /bin/sh after the activation (%s)", root, why)
+	}
+	return nil
+}
+
+// bootloader runs the system's switch-to-configuration boot in the
+// target, as nixos-install does, then leaves the target.
+func (r *runner) bootloader() error {
+	defer r.leave()
+	root, sys := r.p.Root, r.res.System
+	if !fileExistsIn(root, sys+"/kernel") {
+		r.res.Bootloader = "skipped: the system has no kernel (" + sys + "/kernel), so there is nothing to boot; the boot check will refuse it"
+		fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
+		return nil
+	}
+	stc := sys + "/bin/switch-to-configuration"
+	host, err := resolveIn(root, stc)
+	if err != nil {
+		return fmt.Errorf("the system has a kernel but no bin/switch-to-configuration (%s): no boot loader can be installed", stc)
+	}
+	if fi, err := os.Stat(host); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file: no boot loader can be installed", stc)
+	}
+	if r.target == nil {
+		if r.target, err = enterTarget(root, r.log); err != nil {
 			return err
 		}
-		if err := unix.Mount("/"+d, t, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind /%s: %w", d, err)
+		if err := r.target.setup(); err != nil {
+			return err
 		}
-		binds = append(binds, t)
 	}
-	cmd := exec.Command(stc, "boot")
-	cmd.Path = stc
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.p.Root}
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/run/current-system/sw/bin:/bin:/usr/bin", "NIXOS_INSTALL_BOOTLOADER=1", "LOCALE_ARCHIVE=", "HOME=/root"}
-	cmd.Stdout, cmd.Stderr = r.log, r.log
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("switch-to-configuration boot: %w (see the log)", err)
+	undo, err := r.target.bindRoot()
+	if err != nil {
+		return err
 	}
-	r.res.Bootloader = "switch-to-configuration boot ran"
-	fmt.Fprintln(r.log, "bootloader: "+r.res.Bootloader)
+	defer undo()
+	tail := &tailWriter{w: r.log}
+	if err := r.target.run(r.enterEnv("NIXOS_INSTALL_BOOTLOADER=1"), tail, stc, "boot"); err != nil {
+		msg := fmt.Sprintf("%s boot: %v", stc, err)
+		if l := tail.Last(); l != "" {
+			msg += fmt.Sprintf("; last output: %q", r.log.redact(l))
+		}
+		return errors.New(msg + " (see the log)")
+	}
+	r.res.Bootloader = "installed by " + stc + " boot"
+	fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
 	return nil
+}
+
+// leave unmounts what was mounted into the target, in reverse, and ends
+// its namespace.
+func (r *runner) leave() {
+	if r.target == nil {
+		return
+	}
+	if err := r.target.close(); err != nil {
+		fmt.Fprintf(r.log, "leave the target: %v\n", err)
+	}
+	r.target = nil
+}
+
+// bootCheck runs CheckBoot on the installed tree.
+func (r *runner) bootCheck() error {
+	unix.Sync()
+	c := r.p.bootCheck(r.res.System, r.opt.Key != nil)
+	if bootCheckLookup != nil {
+		c.Lookup = bootCheckLookup
+	}
+	sum, err := CheckBoot(c)
+	if err != nil {
+		return err
+	}
+	r.res.BootCheck = sum
+	fmt.Fprintln(r.log, "boot check: "+sum)
+	return nil
+}
+
+// bootCheckLookup, when set (tests), replaces the boot check's device
+// lookup.
+var bootCheckLookup func(tag, value string) bool
+
+// ensureDir creates dir with mode when it is missing (a mode with the
+// sticky bit needs the chmod: Mkdir honours the umask).
+func ensureDir(dir string, mode os.FileMode) error {
+	if fileExists(dir) {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(dir, mode)
+}
+
+// fileExistsIn reports whether path exists inside root, symlinks followed
+// as in a chroot.
+func fileExistsIn(root, path string) bool {
+	_, err := resolveIn(root, path)
+	return err == nil
 }
 
 // resolveIn resolves path as a process chrooted to root would, following
@@ -466,6 +629,7 @@ func (r *runner) unmount() error {
 
 // cleanup undoes what it can after a failure.
 func (r *runner) cleanup() {
+	r.leave()
 	r.removeKeyFiles()
 	if r.mounted {
 		r.mounted = false

@@ -1,0 +1,294 @@
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// hostEFI is where this machine shows that it was booted by UEFI
+// (tests replace it).
+var hostEFI = "/sys/firmware/efi"
+
+// efivarfsMagic is efivarfs' statfs type.
+const efivarfsMagic = 0xde5e81e4
+
+// target is the installed system's root entered the way nixos-enter enters
+// it: a private mount namespace, held by one locked OS thread, in which
+// this machine's /dev, /proc and /sys are bound into Root, efivarfs is
+// mounted when the machine booted by UEFI, and Root/run is a fresh tmpfs.
+// Commands run chrooted into Root, each in its own PID and UTS namespace
+// (as nixos-enter's unshare --pid --uts): whatever they leave running dies
+// with them, and the system's hostname never becomes the installer's.
+//
+// Nothing mounted in the namespace is visible outside it, and the
+// namespace ends with its thread, so close (and a crash) leaves no mount
+// behind: close still unmounts in reverse order and says what failed.
+type target struct {
+	root   string
+	log    io.Writer
+	calls  chan func()
+	done   chan struct{}
+	mounts []string // in mount order
+	made   []string // directories created for mounts, removed on close
+	closed bool
+}
+
+// enterTarget makes the namespace; no mounts yet.
+func enterTarget(root string, log io.Writer) (*target, error) {
+	t := &target{root: root, log: log, calls: make(chan func()), done: make(chan struct{})}
+	errc := make(chan error, 1)
+	go func() {
+		defer close(t.done)
+		// The thread stays locked: when this goroutine returns, the Go
+		// runtime ends the thread and with it the mount namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("private mount namespace: %w", err)
+			return
+		}
+		// As nixos-enter: mount --make-rprivate /, so that no bind below
+		// propagates back to this machine's mounts.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			errc <- fmt.Errorf("private mount namespace: make / rprivate: %w", err)
+			return
+		}
+		errc <- nil
+		for f := range t.calls {
+			f()
+		}
+	}()
+	if err := <-errc; err != nil {
+		<-t.done
+		return nil, err
+	}
+	return t, nil
+}
+
+// do runs f on the namespace's thread.
+func (t *target) do(f func() error) error {
+	if t.closed {
+		return errors.New("the target's namespace is closed")
+	}
+	errc := make(chan error, 1)
+	t.calls <- func() { errc <- f() }
+	return <-errc
+}
+
+// path is p (absolute, as seen inside the target) on this machine.
+func (t *target) path(p string) string { return filepath.Join(t.root, p) }
+
+// mkdir creates dir (a host path) with mode and its missing parents,
+// remembering what it created so close can remove it again.
+func (t *target) mkdir(dir string, mode os.FileMode, keep bool) error {
+	var missing []string
+	for d := dir; !fileExists(d); d = filepath.Dir(d) {
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], mode); err != nil && !os.IsExist(err) {
+			return err
+		}
+		if err := os.Chmod(missing[i], mode); err != nil {
+			return err
+		}
+		if !keep {
+			t.made = append(t.made, missing[i])
+		}
+	}
+	return nil
+}
+
+// bind recursively binds the host's src to dst inside the target.
+func (t *target) bind(src, dst string) error {
+	return t.do(func() error {
+		host := t.path(dst)
+		if err := t.mkdir(host, 0o755, true); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+		if err := unix.Mount(src, host, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s to %s: %w", src, host, err)
+		}
+		t.mounts = append(t.mounts, host)
+		fmt.Fprintf(t.log, "enter: bind %s %s\n", src, host)
+		return nil
+	})
+}
+
+// mountFS mounts a filesystem of fstype at dst inside the target.
+func (t *target) mountFS(fstype, dst, data string) error {
+	return t.do(func() error {
+		host := t.path(dst)
+		if err := t.mkdir(host, 0o755, true); err != nil {
+			return fmt.Errorf("mount %s: %w", fstype, err)
+		}
+		if err := unix.Mount(fstype, host, fstype, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", fstype, host, err)
+		}
+		t.mounts = append(t.mounts, host)
+		fmt.Fprintf(t.log, "enter: mount %s %s\n", fstype, host)
+		return nil
+	})
+}
+
+// setup makes the mounts nixos-install and nixos-enter make before the
+// system's activate runs.
+func (t *target) setup() error {
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := t.bind(d, d); err != nil {
+			return err
+		}
+	}
+	if fileExists(hostEFI) {
+		// nixos-enter binds /sys recursively, which brings efivarfs along
+		// when this machine has it mounted; the installer often has not.
+		vars := "/sys/firmware/efi/efivars"
+		var st unix.Statfs_t
+		if err := unix.Statfs(t.path(vars), &st); err == nil && st.Type == efivarfsMagic {
+			fmt.Fprintf(t.log, "enter: efivarfs already at %s\n", t.path(vars))
+		} else if err := t.mountFS("efivarfs", vars, ""); err != nil {
+			// Not fatal: switch-to-configuration fails by itself when
+			// the system asks for NVRAM entries, and the boot check
+			// looks for the fallback loader either way.
+			fmt.Fprintf(t.log, "enter: %v (no NVRAM boot entries can be written)\n", err)
+		}
+	}
+	// A fresh /run, as the system's own activation would mount: binding
+	// this machine's /run would let the target's activation replace this
+	// machine's /run/current-system (a NixOS live system) and remount its
+	// tmpfs.
+	return t.mountFS("tmpfs", "/run", "mode=0755")
+}
+
+// bindRoot makes Root visible at its own path inside the target, as
+// nixos-install does around switch-to-configuration ("mount --rbind
+// --mkdir / $mountPoint"): options evaluated with paths under Root stay
+// valid. It returns the undo.
+func (t *target) bindRoot() (func(), error) {
+	if filepath.Clean(t.root) == "/" {
+		return func() {}, nil
+	}
+	n, made := len(t.mounts), len(t.made)
+	err := t.do(func() error {
+		host := t.path(t.root)
+		if err := t.mkdir(host, 0o755, false); err != nil {
+			return fmt.Errorf("bind %s: %w", t.root, err)
+		}
+		if err := unix.Mount(t.root, host, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s to %s: %w", t.root, host, err)
+		}
+		t.mounts = append(t.mounts, host)
+		fmt.Fprintf(t.log, "enter: bind %s %s\n", t.root, host)
+		return nil
+	})
+	undo := func() {
+		t.do(func() error {
+			t.unmountFrom(n)
+			t.rmdirFrom(made)
+			return nil
+		})
+	}
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
+}
+
+// run runs argv chrooted into Root with env, output to out.
+func (t *target) run(env []string, out io.Writer, argv ...string) error {
+	return t.do(func() error {
+		fmt.Fprintf(t.log, "enter: run %s\n", strings.Join(argv, " "))
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Path = argv[0] // a path inside the target: no lookup on this machine
+		cmd.Env = env
+		cmd.Dir = "/"
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Chroot:     t.root,
+			Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWUTS,
+			Setsid:     true,
+			Pdeathsig:  syscall.SIGKILL,
+		}
+		return cmd.Run()
+	})
+}
+
+// unmountFrom unmounts mounts[i:] in reverse order (on the thread).
+func (t *target) unmountFrom(i int) error {
+	var errs []error
+	for j := len(t.mounts) - 1; j >= i; j-- {
+		// MNT_DETACH takes the submounts the system's activation made
+		// (devpts, /run/wrappers, …) along.
+		if err := unix.Unmount(t.mounts[j], unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", t.mounts[j], err))
+		} else {
+			fmt.Fprintf(t.log, "enter: unmount %s\n", t.mounts[j])
+		}
+	}
+	t.mounts = t.mounts[:i]
+	return errors.Join(errs...)
+}
+
+func (t *target) rmdirFrom(i int) {
+	for j := len(t.made) - 1; j >= i; j-- {
+		os.Remove(t.made[j])
+	}
+	t.made = t.made[:i]
+}
+
+// close unmounts everything in reverse order and ends the namespace.
+func (t *target) close() error {
+	if t == nil || t.closed {
+		return nil
+	}
+	err := t.do(func() error {
+		err := t.unmountFrom(0)
+		t.rmdirFrom(0)
+		return err
+	})
+	t.closed = true
+	close(t.calls)
+	<-t.done
+	return err
+}
+
+// tailWriter keeps the last non-empty line written through it.
+type tailWriter struct {
+	w    io.Writer
+	last []byte
+	cur  []byte
+}
+
+func (tw *tailWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '\n' {
+			if len(bytes.TrimSpace(tw.cur)) > 0 {
+				tw.last = append(tw.last[:0], tw.cur...)
+			}
+			tw.cur = tw.cur[:0]
+			continue
+		}
+		if len(tw.cur) < 400 {
+			tw.cur = append(tw.cur, b)
+		}
+	}
+	return tw.w.Write(p)
+}
+
+// Last is the last non-empty line.
+func (tw *tailWriter) Last() string {
+	if len(bytes.TrimSpace(tw.cur)) > 0 {
+		return string(bytes.TrimSpace(tw.cur))
+	}
+	return string(bytes.TrimSpace(tw.last))
+}
