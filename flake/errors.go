@@ -201,7 +201,7 @@ func newHostError(f *Flake, host string, d nixDiag) *HostError {
 		e.File = files[0]
 	default:
 		if m := regexp.MustCompile(`attribute '([^']+)' missing`).FindStringSubmatch(d.Message); m != nil && strings.Contains(d.Message, "types.${") {
-			files = grepFlake(f, `"`+m[1]+`"`)
+			files = grepFlake(f, regexp.MustCompile(`\btype\s*=\s*"`+regexp.QuoteMeta(m[1])+`"`))
 		}
 		if len(files) > 0 {
 			e.File = files[0]
@@ -278,6 +278,11 @@ func userPaths(f *Flake, msg string) (string, []string) {
 		if err != nil || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
 			continue
 		}
+		if st, err := os.Stat(m[1]); err == nil && st.IsDir() {
+			if _, err := os.Stat(filepath.Join(m[1], "default.nix")); err == nil {
+				rel = filepath.Join(rel, "default.nix") // a module imported as ./dir
+			}
+		}
 		rel = filepath.ToSlash(rel)
 		if m[2] != "" {
 			rel += ":" + m[2]
@@ -294,9 +299,9 @@ func sameFile(path string, want []byte) bool {
 	return err == nil && bytes.Equal(got, want)
 }
 
-// grepFlake returns the .nix files of the flake (relative, with :LINE)
-// whose lines contain needle, at most three.
-func grepFlake(f *Flake, needle string) []string {
+// grepFlake returns the .nix files of the flake (relative, with the :LINE
+// of their first match) that have a line matching re, at most three.
+func grepFlake(f *Flake, re *regexp.Regexp) []string {
 	var out []string
 	filepath.WalkDir(f.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || len(out) >= 3 {
@@ -316,7 +321,7 @@ func grepFlake(f *Flake, needle string) []string {
 			return nil
 		}
 		for i, line := range strings.Split(string(data), "\n") {
-			if strings.Contains(line, needle) {
+			if re.MatchString(line) {
 				rel, _ := filepath.Rel(f.Dir, p)
 				out = append(out, fmt.Sprintf("%s:%d", filepath.ToSlash(rel), i+1))
 				break

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -470,5 +471,164 @@ func TestRealFlakesCreateInPlan(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// countingNix is a Nix whose binary is a wrapper that counts its runs in
+// the returned file (one line per run).
+func countingNix(t testing.TB) (Nix, func() int) {
+	t.Helper()
+	real, err := exec.LookPath("nix")
+	if err != nil {
+		t.Skip("nix not installed")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "runs")
+	script := "#!/bin/sh\necho run >>" + log + "\nexec " + real + " \"$@\"\n"
+	bin := filepath.Join(dir, "nix")
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Nix{Path: bin}, func() int {
+		data, _ := os.ReadFile(log)
+		return strings.Count(string(data), "run\n")
+	}
+}
+
+// TestRealFlakesBrokenHost: one host whose disko layout has a content
+// type "mdadm" (it is "mdraid") among good ones. Every host is listed, the
+// broken one with its option path, its file and the fix; the good ones
+// evaluate, selecting them works, and selecting only good hosts (mkiso
+// build --host laptop) evaluates them alone, in one nix process.
+func TestRealFlakesBrokenHost(t *testing.T) {
+	inputs := realInputs(t)
+	ctx := context.Background()
+	for _, dv := range diskoVersions {
+		t.Run(dv, func(t *testing.T) {
+			dir := realFlake(t, inputs, fixture{name: "fleet", disko: dv})
+			nix, runs := countingNix(t)
+			_, m, err := Hosts(ctx, dir, Options{Nix: nix})
+			if err != nil {
+				t.Fatalf("one broken host failed the flake: %v", err)
+			}
+			if n := runs(); n != 2 {
+				t.Errorf("%d nix runs for one broken host, want 2 (all, then all but it)", n)
+			}
+			if got := m.HostNames(); !reflect.DeepEqual(got, []string{"laptop", "server"}) {
+				t.Errorf("good hosts %v", got)
+			}
+			if got := m.AllHostNames(); !reflect.DeepEqual(got, []string{"broken", "laptop", "server"}) {
+				t.Errorf("all hosts %v", got)
+			}
+			e := m.Errors["broken"]
+			if e == nil {
+				t.Fatalf("no error for host broken: %+v", m.Errors)
+			}
+			if e.Option != "disko.devices.disk.disk1.content.partitions.mdadm.content" {
+				t.Errorf("option %q", e.Option)
+			}
+			if e.File != "hosts/broken/disko.nix:13" {
+				t.Errorf("file %q, want hosts/broken/disko.nix:13", e.File)
+			}
+			for _, want := range []string{`"mdadm" is not a disko type`, `type = "mdraid"`, "hosts/broken/disko.nix:13", e.Option} {
+				if !strings.Contains(e.Fix, want) {
+					t.Errorf("fix lacks %q: %s", want, e.Fix)
+				}
+			}
+			if !strings.Contains(e.Message, "attribute 'mdadm' missing") || strings.Contains(e.Fix+e.Message, "examples/") {
+				t.Errorf("message: %s", e.Message)
+			}
+			_, err = m.Select("broken")
+			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "mdraid") {
+				t.Errorf("Select(broken) = %v", err)
+			}
+			for _, good := range []string{"laptop", "server"} {
+				if h, err := m.Select(good); err != nil || !h.HasLayout() {
+					t.Errorf("Select(%s) = %v", good, err)
+				}
+			}
+
+			nix, runs = countingNix(t)
+			_, m, err = Hosts(ctx, dir, Options{Nix: nix, Hosts: []string{"laptop", "server"}})
+			if err != nil || len(m.Errors) != 0 || !reflect.DeepEqual(m.HostNames(), []string{"laptop", "server"}) {
+				t.Fatalf("selected good hosts: %v %+v", err, m)
+			}
+			if n := runs(); n != 1 {
+				t.Errorf("%d nix runs for good hosts, want 1", n)
+			}
+			_, _, err = Hosts(ctx, dir, Options{Hosts: []string{"nope"}})
+			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "broken, laptop, server") {
+				t.Errorf("unknown selected host: %v", err)
+			}
+		})
+	}
+}
+
+// TestRealFlakesOptionErrors: an option that errors is that host's error,
+// never replaced by a default (the key path, the platform).
+func TestRealFlakesOptionErrors(t *testing.T) {
+	inputs := realInputs(t)
+	dir := realFlake(t, inputs, fixture{name: "mistakes"})
+	nix, runs := countingNix(t)
+	_, m, err := Hosts(context.Background(), dir, Options{Nix: nix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := runs(); n != 4 {
+		t.Errorf("%d nix runs for three broken hosts, want 4", n)
+	}
+	if got := m.HostNames(); !reflect.DeepEqual(got, []string{"ok"}) {
+		t.Errorf("good hosts %v (errors %v)", got, m.Errors)
+	}
+	for _, tc := range []struct {
+		host, option, file string
+		fix                []string
+	}{
+		{"keytype", "sops.age.keyFile", "hosts/keytype/", []string{"sops.age.keyFile", "an integer", "hosts/keytype/"}},
+		{"conflict", "sops.age.keyFile", "hosts/conflict/keys.nix", []string{"sops.age.keyFile", "hosts/conflict/keys.nix and hosts/conflict/default.nix", "lib.mkForce"}},
+		{"platform", "nixpkgs.hostPlatform", "hosts/platform/default.nix", []string{"nixpkgs.hostPlatform", "hosts/platform/default.nix"}},
+	} {
+		e := m.Errors[tc.host]
+		if e == nil {
+			t.Errorf("%s: no error (host %+v)", tc.host, m.Hosts[tc.host])
+			continue
+		}
+		if e.Option != tc.option || e.File != tc.file && !(tc.file == "hosts/keytype/" && e.File == "") {
+			t.Errorf("%s: option %q file %q, want %q %q", tc.host, e.Option, e.File, tc.option, tc.file)
+		}
+		for _, want := range tc.fix {
+			if !strings.Contains(e.Fix, want) {
+				t.Errorf("%s: fix lacks %q: %s", tc.host, want, e.Fix)
+			}
+		}
+	}
+}
+
+// TestRealFlakesOldNixpkgs evaluates the workstation with a nixpkgs whose
+// lib predates 2024-06 (no lib.match, no lib.toShellVars): disko fails for
+// real, and each host's fix names the nixpkgs disko needs.
+func TestRealFlakesOldNixpkgs(t *testing.T) {
+	inputs := realInputs(t)
+	for _, dv := range diskoVersions {
+		t.Run(dv, func(t *testing.T) {
+			dir := realFlake(t, inputs, fixture{name: "workstation", disko: dv, nixpkgs: "nixpkgs-2024-05"})
+			_, m, err := Hosts(context.Background(), dir, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Hosts) != 0 || len(m.Errors) != 4 {
+				t.Fatalf("hosts %v errors %v", m.HostNames(), m.Broken())
+			}
+			for name, e := range m.Errors {
+				if !strings.Contains(e.Message, "attribute 'match' missing") && !strings.Contains(e.Message, "attribute 'toShellVars' missing") {
+					t.Errorf("%s: message %s", name, e.Message)
+				}
+				for _, want := range []string{"older than 2024-06", "nixpkgs lib 24.11 or newer", "nixos-24.11", "flake.nix"} {
+					if !strings.Contains(e.Fix, want) {
+						t.Errorf("%s: fix lacks %q: %s", name, want, e.Fix)
+					}
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,5 @@
+{ ... }:
+{
+  imports = [ ./disko.nix ];
+  networking.hostName = "ok";
+}
