@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -204,11 +206,13 @@ func (t *target) bindRoot() (func(), error) {
 	return undo, nil
 }
 
-// run runs argv chrooted into Root with env, output to out.
-func (t *target) run(env []string, out io.Writer, argv ...string) error {
+// run runs argv chrooted into Root with env, output to out. Cancelling
+// ctx kills it, and with it (PID 1 of its namespace) all it started.
+func (t *target) run(ctx context.Context, env []string, out io.Writer, argv ...string) error {
 	return t.do(func() error {
 		fmt.Fprintf(t.log, "enter: run %s\n", strings.Join(argv, " "))
-		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.WaitDelay = 5 * time.Second
 		cmd.Path = argv[0] // a path inside the target: no lookup on this machine
 		cmd.Env = env
 		cmd.Dir = "/"

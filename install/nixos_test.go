@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The nixos-install steps (copy-closure, profile, activate, bootloader,
@@ -30,7 +31,7 @@ const (
 type fakeSystem struct {
 	noKernel   bool
 	activate   string // "ok" (default), "fail" (exit 1 after /bin/sh), "fail-nosh", "nosh", "none"
-	stc        string // "systemd-boot" (default), "grub", "fail", "none", "noexec", "badshebang"
+	stc        string // "systemd-boot" (default), "grub", "fail", "hang", "none", "noexec", "badshebang"
 	fstab      string // default: the fixture layout's ESP and root
 	initArg    string // init= the stc writes; default $system/init
 	wrongKern  bool   // the stc installs other bytes as the kernel
@@ -127,6 +128,8 @@ printf 'set default=0\nmenuentry "NixOS - Default" {\n  search --set=drive1 --fs
 `)
 	case "fail":
 		script("bin/switch-to-configuration", stcRecord+"echo 'installing systemd-boot...'\necho 'bootctl: Failed to open ESP /boot' >&2\nexit 1\n")
+	case "hang":
+		script("bin/switch-to-configuration", stcRecord+"$bb sleep 600 &\n$bb sleep 600\n")
 	case "noexec":
 		must(t, os.WriteFile(filepath.Join(sys, "bin/switch-to-configuration"), []byte("#!/bin/sh\n"), 0o444))
 	case "badshebang":
@@ -308,8 +311,11 @@ func TestInstallSystemFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		sys     fakeSystem
+		efi     bool     // this machine booted by UEFI (efivarfs is tried)
+		timeout bool     // Run's context ends after 3s
 		errLike []string // all in the error; empty: success
 		boot    string   // Result.Bootloader prefix
+		logLike string   // in the log
 	}{
 		{name: "switch-to-configuration exits 1", sys: fakeSystem{stc: "fail"},
 			errLike: []string{"bootloader: " + fakeSysPath + "/bin/switch-to-configuration boot: exit status 1", `last output: "bootctl: Failed to open ESP /boot"`}},
@@ -321,7 +327,11 @@ func TestInstallSystemFailures(t *testing.T) {
 			errLike: []string{"bootloader: " + fakeSysPath + "/bin/switch-to-configuration boot: fork/exec"}},
 		{name: "no kernel: bootloader skipped, boot check refuses", sys: fakeSystem{noKernel: true, stc: "none"},
 			errLike: []string{"boot check: the system has no kernel (" + fakeSysPath + "/kernel)"}, boot: "skipped: the system has no kernel"},
-		{name: "activate fails but made /bin/sh: going on", sys: fakeSystem{activate: "fail"}, boot: "installed by"},
+		{name: "activate fails but made /bin/sh: going on", sys: fakeSystem{activate: "fail"}, boot: "installed by",
+			logLike: "activate: " + fakeSysPath + "/activate: exit status 1; last output: \"activation script snippet users failed\" (going on, as nixos-enter does)"},
+		{name: "UEFI machine: efivarfs mounted or its failure logged", sys: fakeSystem{}, efi: true, boot: "installed by", logLike: "efivarfs"},
+		{name: "hanging switch-to-configuration killed with its children", sys: fakeSystem{stc: "hang"}, timeout: true,
+			errLike: []string{"bootloader: " + fakeSysPath + "/bin/switch-to-configuration boot: "}},
 		{name: "activate fails without /bin/sh", sys: fakeSystem{activate: "fail-nosh"},
 			errLike: []string{"activate: ", "has no /bin/sh after the activation (" + fakeSysPath + "/activate: exit status 1", "binsh failed"}},
 		{name: "activate makes no /bin/sh", sys: fakeSystem{activate: "nosh"},
@@ -335,11 +345,30 @@ func TestInstallSystemFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			onFS(t, tmpfsMagic)
+			old := hostEFI
+			hostEFI = filepath.Join(t.TempDir(), "efi")
+			if tc.efi {
+				must(t, os.Mkdir(hostEFI, 0o755))
+			}
+			t.Cleanup(func() { hostEFI = old })
 			f := newFixture(t, true)
 			p, o := nixosPlan(t, f, nil)
 			writeFakeSystem(t, p.Root, bb, tc.sys)
-			res, err := Run(context.Background(), p, o, io.Discard)
+			ctx := context.Background()
+			if tc.timeout {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+			}
+			start := time.Now()
+			res, err := Run(ctx, p, o, io.Discard)
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("Run took %s", d)
+			}
 			log, _ := os.ReadFile(o.LogFile)
+			if !strings.Contains(string(log), tc.logLike) {
+				t.Errorf("log lacks %q:\n%s", tc.logLike, log)
+			}
 			if len(tc.errLike) == 0 {
 				if err != nil {
 					t.Fatalf("Run: %v\n%s", err, log)

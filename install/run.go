@@ -447,7 +447,9 @@ func (r *runner) activate() error {
 		fmt.Fprintf(r.log, "activate: %s: %v\n", why, err)
 	} else {
 		tail := &tailWriter{w: r.log}
-		if err := r.target.run(r.enterEnv(), tail, act); err != nil {
+		if err := r.target.run(r.ctx, r.enterEnv(), tail, act); r.ctx.Err() != nil {
+			return r.ctx.Err()
+		} else if err != nil {
 			why = fmt.Sprintf("%s: %v", act, err)
 			if l := tail.Last(); l != "" {
 				why += fmt.Sprintf("; last output: %q", r.log.redact(l))
@@ -458,7 +460,7 @@ func (r *runner) activate() error {
 	}
 	// nixos-enter creates /tmp and the like this way, errors hidden.
 	if tmpfiles := sys + "/sw/bin/systemd-tmpfiles"; fileExistsIn(root, tmpfiles) {
-		if err := r.target.run(r.enterEnv(), io.Discard, tmpfiles, "--create", "--remove", "-E"); err != nil {
+		if err := r.target.run(r.ctx, r.enterEnv(), io.Discard, tmpfiles, "--create", "--remove", "-E"); err != nil {
 			fmt.Fprintf(r.log, "activate: systemd-tmpfiles: %v (ignored)\n", err)
 		}
 	}
@@ -503,7 +505,7 @@ func (r *runner) bootloader() error {
 	}
 	defer undo()
 	tail := &tailWriter{w: r.log}
-	if err := r.target.run(r.enterEnv("NIXOS_INSTALL_BOOTLOADER=1"), tail, stc, "boot"); err != nil {
+	if err := r.target.run(r.ctx, r.enterEnv("NIXOS_INSTALL_BOOTLOADER=1"), tail, stc, "boot"); err != nil {
 		msg := fmt.Sprintf("%s boot: %v", stc, err)
 		if l := tail.Last(); l != "" {
 			msg += fmt.Sprintf("; last output: %q", r.log.redact(l))
