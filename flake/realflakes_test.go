@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,115 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/flake/realflaketest"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/partition"
 )
 
-// The realflakes fixtures (testdata/realflakes) are flakes in the usual
-// layout (hosts/NAME/, nixos/modules, secrets/) whose hosts import the real
-// disko and sops-nix NixOS modules. Their inputs are written as a user
-// writes them (github:…); realFlake copies a fixture into a temporary
-// directory and points the inputs at the source trees of
-// ../shared/realmodules/inputs.tar.zst (unpacked there, never copied into
-// the repository) as path: inputs. nixpkgs is testdata/realflakes/nixpkgs:
-// the real nixpkgs lib with a nixosSystem that stands in for NixOS's own
-// options (NixOS itself is too large to carry offline).
-
-// realModulesArchive is where the real modules are: $NIXLOS_REALMODULES or
-// the shared directory beside the repository.
-func realModulesArchive() string {
-	if p := os.Getenv("NIXLOS_REALMODULES"); p != "" {
-		return p
-	}
-	return "../../shared/realmodules/inputs.tar.zst"
-}
-
-// realInputs unpacks the real modules into a temporary directory and
-// returns it (nixpkgs-lib/, disko/, disko-latest/, sops-nix/).
-func realInputs(t testing.TB) string {
-	t.Helper()
-	needNix(t)
-	archive, err := filepath.Abs(realModulesArchive())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(archive); err != nil {
-		t.Skipf("real disko/sops-nix modules not found (%v): set NIXLOS_REALMODULES to inputs.tar.zst", err)
-	}
-	if _, err := exec.LookPath("zstd"); err != nil {
-		t.Skip("zstd not installed (apt-get install zstd): real-module tests skipped")
-	}
-	dir := t.TempDir()
-	cmd := exec.Command("sh", "-c", `zstd -dc "$1" | tar -xf - -C "$2"`, "sh", archive, dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("unpack %s: %v\n%s", archive, err, out)
-	}
-	return dir
-}
-
-// fixture says how realFlake assembles a fixture flake.
-type fixture struct {
-	name    string // directory under testdata/realflakes
-	disko   string // disko tree: "disko" (v1.12.0) or "disko-latest"
-	nixpkgs string // nixpkgs stand-in: "nixpkgs" or "nixpkgs-2024-05"
-}
-
-// realFlake copies the fixture into a temporary directory with its inputs
-// pointed at the unpacked real modules, and returns the flake's directory.
-func realFlake(t testing.TB, inputs string, fx fixture) string {
-	t.Helper()
-	if fx.disko == "" {
-		fx.disko = "disko"
-	}
-	if fx.nixpkgs == "" {
-		fx.nixpkgs = "nixpkgs"
-	}
-	dir := t.TempDir()
-	urls := strings.NewReplacer(
-		"github:nix-community/nixpkgs.lib", "path:"+filepath.Join(inputs, "nixpkgs-lib"),
-		"github:NixOS/nixpkgs/nixos-25.05", "path:"+filepath.Join(dir, fx.nixpkgs),
-		"github:nix-community/disko", "path:"+filepath.Join(inputs, fx.disko),
-		"github:Mic92/sops-nix", "path:"+filepath.Join(inputs, "sops-nix"),
-	)
-	copyTree := func(name string, rewrite *strings.Replacer) {
-		src := filepath.Join("testdata", "realflakes", name)
-		err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(src, p)
-			dst := filepath.Join(dir, name, rel)
-			if d.IsDir() {
-				return os.MkdirAll(dst, 0o755)
-			}
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if d.Name() == "flake.nix" {
-				data = []byte(rewrite.Replace(string(data)))
-			}
-			return os.WriteFile(dst, data, 0o644)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyTree("nixpkgs", urls)
-	if fx.nixpkgs != "nixpkgs" {
-		copyTree(fx.nixpkgs, strings.NewReplacer("github:NixOS/nixpkgs/nixos-25.05", "path:"+filepath.Join(dir, "nixpkgs")))
-	}
-	copyTree(fx.name, urls)
-	flakeDir := filepath.Join(dir, fx.name)
-	// A user's flake has its flake.lock; getFlake does not lock.
-	if _, err := (Nix{}).Run(context.Background(), "flake", "lock", "path:"+flakeDir); err != nil {
-		t.Fatal(err)
-	}
-	return flakeDir
-}
-
-// diskoVersions are the disko trees of ../shared/realmodules.
-var diskoVersions = []string{"disko", "disko-latest"}
+// The fixtures and how they are assembled: see package realflaketest.
 
 // realHosts are the hosts of the fixtures that evaluate.
 var realHosts = map[string][]string{
@@ -156,11 +52,11 @@ func diskoEvalJSON(t testing.TB, dir, host string) any {
 // each host's disko with disko's own evaluation, for both disko versions;
 // it checks system, key path (a host's own and the default) and sops file.
 func TestRealFlakesManifest(t *testing.T) {
-	inputs := realInputs(t)
-	for _, dv := range diskoVersions {
+	inputs := realflaketest.Inputs(t)
+	for _, dv := range realflaketest.DiskoVersions {
 		for _, name := range []string{"workstation", "fleet"} {
 			t.Run(dv+"/"+name, func(t *testing.T) {
-				dir := realFlake(t, inputs, fixture{name: name, disko: dv})
+				dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: name, Disko: dv})
 				_, m, err := Hosts(context.Background(), dir, Options{})
 				if err != nil {
 					t.Fatal(err)
@@ -423,12 +319,12 @@ func planFor(t testing.TB, h Host) *partition.Plan {
 // values and probes aside) is covered, in order, by a step of the plan
 // nixlos makes from the manifest.
 func TestRealFlakesCreateInPlan(t *testing.T) {
-	inputs := realInputs(t)
+	inputs := realflaketest.Inputs(t)
 	ctx := context.Background()
-	for _, dv := range diskoVersions {
+	for _, dv := range realflaketest.DiskoVersions {
 		for _, name := range []string{"workstation", "fleet"} {
 			t.Run(dv+"/"+name, func(t *testing.T) {
-				dir := realFlake(t, inputs, fixture{name: name, disko: dv})
+				dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: name, Disko: dv})
 				_, m, err := Hosts(ctx, dir, Options{Hosts: realHosts[name]})
 				if err != nil {
 					t.Fatal(err)
@@ -501,11 +397,11 @@ func countingNix(t testing.TB) (Nix, func() int) {
 // evaluate, selecting them works, and selecting only good hosts (mkiso
 // build --host laptop) evaluates them alone, in one nix process.
 func TestRealFlakesBrokenHost(t *testing.T) {
-	inputs := realInputs(t)
+	inputs := realflaketest.Inputs(t)
 	ctx := context.Background()
-	for _, dv := range diskoVersions {
+	for _, dv := range realflaketest.DiskoVersions {
 		t.Run(dv, func(t *testing.T) {
-			dir := realFlake(t, inputs, fixture{name: "fleet", disko: dv})
+			dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: "fleet", Disko: dv})
 			nix, runs := countingNix(t)
 			_, m, err := Hosts(ctx, dir, Options{Nix: nix})
 			if err != nil {
@@ -567,8 +463,8 @@ func TestRealFlakesBrokenHost(t *testing.T) {
 // TestRealFlakesOptionErrors: an option that errors is that host's error,
 // never replaced by a default (the key path, the platform).
 func TestRealFlakesOptionErrors(t *testing.T) {
-	inputs := realInputs(t)
-	dir := realFlake(t, inputs, fixture{name: "mistakes"})
+	inputs := realflaketest.Inputs(t)
+	dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: "mistakes"})
 	nix, runs := countingNix(t)
 	_, m, err := Hosts(context.Background(), dir, Options{Nix: nix})
 	if err != nil {
@@ -608,10 +504,10 @@ func TestRealFlakesOptionErrors(t *testing.T) {
 // lib predates 2024-06 (no lib.match, no lib.toShellVars): disko fails for
 // real, and each host's fix names the nixpkgs disko needs.
 func TestRealFlakesOldNixpkgs(t *testing.T) {
-	inputs := realInputs(t)
-	for _, dv := range diskoVersions {
+	inputs := realflaketest.Inputs(t)
+	for _, dv := range realflaketest.DiskoVersions {
 		t.Run(dv, func(t *testing.T) {
-			dir := realFlake(t, inputs, fixture{name: "workstation", disko: dv, nixpkgs: "nixpkgs-2024-05"})
+			dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: "workstation", Disko: dv, Nixpkgs: "nixpkgs-2024-05"})
 			_, m, err := Hosts(context.Background(), dir, Options{})
 			if err != nil {
 				t.Fatal(err)
