@@ -144,7 +144,7 @@ func (t *target) mountFS(fstype, dst, data string) error {
 
 // setup makes the mounts nixos-install and nixos-enter make before the
 // system's activate runs.
-func (t *target) setup() error {
+func (t *target) setup(aliases [][2]string) error {
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
 		if err := t.bind(d, d); err != nil {
 			return err
@@ -164,11 +164,106 @@ func (t *target) setup() error {
 			fmt.Fprintf(t.log, "enter: %v (no NVRAM boot entries can be written)\n", err)
 		}
 	}
+	if err := t.alias(aliases); err != nil {
+		return err
+	}
 	// A fresh /run, as the system's own activation would mount: binding
 	// this machine's /run would let the target's activation replace this
 	// machine's /run/current-system (a NixOS live system) and remount its
 	// tmpfs.
 	return t.mountFS("tmpfs", "/run", "mode=0755")
+}
+
+// alias makes each layout device path (the names the installed system's
+// configuration uses, e.g. boot.loader.grub.devices) name the device this
+// install actually wrote, inside the target only: an existing node is
+// covered by a bind of the real one; a missing /dev/disk/by-* link (no
+// udev in the installer) is made in a private tmpfs /dev/disk that also
+// holds this machine's own links. Nothing of this machine's /dev changes,
+// except an empty /dev/disk made (and removed again) when it has none.
+func (t *target) alias(aliases [][2]string) error {
+	return t.do(func() error {
+		var links [][2]string
+		for _, a := range aliases {
+			path, node := a[0], a[1]
+			if !strings.HasPrefix(path, "/dev/") || path == node {
+				continue
+			}
+			host := t.path(path)
+			fi, err := os.Stat(host)
+			if err != nil {
+				if strings.HasPrefix(path, "/dev/disk/") {
+					links = append(links, a)
+				} else {
+					fmt.Fprintf(t.log, "enter: %s does not exist here, so it cannot name %s in the target\n", path, node)
+				}
+				continue
+			}
+			if ni, err := os.Stat(node); err == nil && os.SameFile(fi, ni) {
+				continue
+			}
+			if fi.IsDir() {
+				continue
+			}
+			if err := unix.Mount(node, host, "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("alias %s to %s: %w", path, node, err)
+			}
+			t.mounts = append(t.mounts, host)
+			fmt.Fprintf(t.log, "enter: alias %s %s\n", path, node)
+		}
+		if len(links) == 0 {
+			return nil
+		}
+		disk := t.path("/dev/disk")
+		if !fileExists("/dev/disk") {
+			if err := os.Mkdir("/dev/disk", 0o755); err != nil {
+				return fmt.Errorf("alias: %w", err)
+			}
+			t.made = append(t.made, "/dev/disk") // removed after the unmounts
+		}
+		// this machine's links, to copy into the private /dev/disk
+		type link struct {
+			rel, target string
+			dir         bool
+		}
+		var have []link
+		filepath.WalkDir(disk, func(p string, d os.DirEntry, err error) error {
+			if err != nil || p == disk {
+				return nil
+			}
+			rel, _ := filepath.Rel(disk, p)
+			if d.IsDir() {
+				have = append(have, link{rel: rel, dir: true})
+			} else if l, err := os.Readlink(p); err == nil {
+				have = append(have, link{rel: rel, target: l})
+			}
+			return nil
+		})
+		if err := unix.Mount("tmpfs", disk, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+			return fmt.Errorf("alias: mount tmpfs on %s: %w", disk, err)
+		}
+		t.mounts = append(t.mounts, disk)
+		fmt.Fprintf(t.log, "enter: mount tmpfs %s\n", disk)
+		for _, l := range have {
+			if l.dir {
+				os.MkdirAll(filepath.Join(disk, l.rel), 0o755)
+			} else {
+				os.Symlink(l.target, filepath.Join(disk, l.rel))
+			}
+		}
+		for _, a := range links {
+			host := t.path(a[0])
+			if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
+				return fmt.Errorf("alias %s: %w", a[0], err)
+			}
+			os.Remove(host)
+			if err := os.Symlink(a[1], host); err != nil {
+				return fmt.Errorf("alias %s: %w", a[0], err)
+			}
+			fmt.Fprintf(t.log, "enter: link %s %s\n", a[0], a[1])
+		}
+		return nil
+	})
 }
 
 // bindRoot makes Root visible at its own path inside the target, as

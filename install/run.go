@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -437,7 +439,7 @@ func (r *runner) activate() error {
 	if r.target, err = enterTarget(root, r.log); err != nil {
 		return err
 	}
-	if err := r.target.setup(); err != nil {
+	if err := r.target.setup(r.deviceAliases()); err != nil {
 		return err
 	}
 	act := sys + "/activate"
@@ -495,7 +497,7 @@ func (r *runner) bootloader() error {
 		if r.target, err = enterTarget(root, r.log); err != nil {
 			return err
 		}
-		if err := r.target.setup(); err != nil {
+		if err := r.target.setup(r.deviceAliases()); err != nil {
 			return err
 		}
 	}
@@ -515,6 +517,31 @@ func (r *runner) bootloader() error {
 	r.res.Bootloader = "installed by " + stc + " boot"
 	fmt.Fprintln(r.log, "bootloader "+r.res.Bootloader)
 	return nil
+}
+
+// deviceAliases pairs the layout's disk and partition paths (as the
+// system's configuration names them) with the nodes this install wrote.
+func (r *runner) deviceAliases() [][2]string {
+	var out [][2]string
+	add := func(path, node string) {
+		if node != "" && node != path && fileExists(node) {
+			out = append(out, [2]string{path, node})
+		}
+	}
+	lp := r.p.Layout
+	for _, k := range slices.Sorted(maps.Keys(lp.Disks)) {
+		d := lp.Disks[k]
+		add(d.LayoutDevice, d.Device)
+		for _, pp := range d.Partitions {
+			add(pp.Device, r.sess.Resolve(pp.Device))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(lp.Mdadm)) {
+		for _, pp := range lp.Mdadm[k].Partitions {
+			add(pp.Device, r.sess.Resolve(pp.Device))
+		}
+	}
+	return out
 }
 
 // leave unmounts what was mounted into the target, in reverse, and ends
