@@ -9,7 +9,8 @@
 //	copy-flake    copy the flake (tracked files and .git) to Root/etc/nixos
 //	install-key   agekey.Install at the host's ageKeyFile (0600, parent 0700)
 //	build         nix build --store Root of nixosConfigurations.HOST.config.system.build.toplevel
-//	 or copy-closure  Options.CopySystem copies a prebuilt Options.System into Root's store
+//	copy-closure  instead of build when Options.System is set: Options.CopySystem
+//	              copies that prebuilt system's closure into Root's store
 //	profile       Root/nix/var/nix/profiles/system → system-1-link → the system, as nix-env --set
 //	activate      Root/etc/NIXOS and etc/mtab → /proc/mounts; then, as nixos-enter: bind
 //	              /dev /proc /sys into Root (efivarfs when this machine booted by UEFI),
@@ -36,6 +37,13 @@
 // nixos-enter binds this machine's /dev and /sys and lets the activation
 // mount the rest; here /proc is bound too and /run is a fresh tmpfs (never
 // this machine's /run, whose current-system the activation would replace).
+// Inside the target, the layout's device paths (what the system's
+// configuration names, e.g. disko's boot.loader.grub.devices) name the
+// devices this install wrote: an existing node is covered by a bind of the
+// real one (--disk main=/dev/vdb for a layout's /dev/vda), and missing
+// /dev/disk/by-* links (the installer has no udev) are made in a private
+// tmpfs /dev/disk that also holds this machine's links. So GRUB goes to
+// the chosen disks and no other.
 //
 //   - activate: a failing $system/activate is logged and the install goes
 //     on, as nixos-enter's "|| true" does ($system/sw/bin/systemd-tmpfiles
