@@ -20,8 +20,10 @@ Lists the hosts (nixosConfigurations) of the flake in directory FLAKE with
 their system, disks (disko.devices.disk), age key path and sops file, then
 each host's disk layout: disks with partitions in disko's order, md arrays,
 LVM volume groups. A host without disko.devices is listed as "no disk layout"
-and cannot be installed. Needs nix (apt-get install nix-bin); evaluates
-offline with one 'nix eval'.`
+and cannot be installed. A host that does not evaluate is listed with the
+failing option, Nix's message and the fix, and the command exits 2; the
+other hosts are listed as usual. Needs nix (apt-get install nix-bin);
+evaluates offline with one 'nix eval' (one more per host that fails).`
 
 // hostJSON is one host in `mkiso hosts --json`.
 type hostJSON struct {
@@ -31,11 +33,13 @@ type hostJSON struct {
 	DiskLayout bool         `json:"diskLayout"`
 	AgeKeyFile string       `json:"ageKeyFile"`
 	SopsFile   string       `json:"sopsFile,omitempty"`
+	// Error is why the host does not evaluate; the other fields are then empty.
+	Error *flake.HostError `json:"error,omitempty"`
 }
 
 func runHosts(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("hosts", hostsUsage, stdout)
-	asJSON := fs.Bool("json", false, "print JSON: {\"flake\": {...}, \"hosts\": [{name, system, disks, diskLayout, ageKeyFile, sopsFile}]}")
+	asJSON := fs.Bool("json", false, "print JSON: {\"flake\": {...}, \"hosts\": [{name, system, disks, diskLayout, ageKeyFile, sopsFile, error}]}")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -53,7 +57,11 @@ func runHosts(args []string, stdout, stderr io.Writer) error {
 			Hosts []hostJSON `json:"hosts"`
 		}{Flake: m.Flake, Hosts: []hostJSON{}}
 		out.Flake.Dir = f.Dir
-		for _, name := range m.HostNames() {
+		for _, name := range m.AllHostNames() {
+			if e := m.Errors[name]; e != nil {
+				out.Hosts = append(out.Hosts, hostJSON{Name: name, Disks: []flake.Disk{}, Error: e})
+				continue
+			}
 			h := m.Hosts[name]
 			disks := h.Disks()
 			if disks == nil {
@@ -63,7 +71,10 @@ func runHosts(args []string, stdout, stderr io.Writer) error {
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+		return m.BrokenError(f.Dir)
 	}
 	rev := m.Flake.Rev
 	switch {
@@ -76,5 +87,9 @@ func runHosts(args []string, stdout, stderr io.Writer) error {
 	if err := flake.WriteTable(stdout, m); err != nil {
 		return err
 	}
-	return flake.WriteSummary(stdout, m)
+	if err := flake.WriteSummary(stdout, m); err != nil {
+		return err
+	}
+	flake.WriteErrors(stdout, m)
+	return m.BrokenError(f.Dir)
 }

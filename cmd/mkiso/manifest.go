@@ -18,7 +18,9 @@ const manifestUsage = `Usage: mkiso manifest FLAKE [--host NAME] [--dir PATH]
 Prints the install manifest of the flake in directory FLAKE as JSON: version,
 flake {dir, rev, dirty, narHash}, and per host {system, disko, ageKeyFile,
 sopsFile}. disko is the host's config.disko.devices (null for a host without
-a disk layout). All hosts come from one offline 'nix eval'.`
+a disk layout). All hosts come from one offline 'nix eval'; with --host only
+that host is evaluated. Hosts that do not evaluate are left out of the
+manifest and named with their fix on stderr (exit 2).`
 
 func runManifest(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("manifest", manifestUsage, stdout)
@@ -31,7 +33,11 @@ func runManifest(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return cli.Usagef("manifest takes one FLAKE directory, got %d arguments (fix: mkiso manifest FLAKE)", len(pos))
 	}
-	_, m, err := flake.Hosts(context.Background(), pos[0], flake.Options{Dir: *dir})
+	opt := flake.Options{Dir: *dir}
+	if *host != "" {
+		opt.Hosts = []string{*host}
+	}
+	f, m, err := flake.Hosts(context.Background(), pos[0], opt)
 	if err != nil {
 		return err
 	}
@@ -42,5 +48,8 @@ func runManifest(args []string, stdout, stderr io.Writer) error {
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(m)
+	if err := enc.Encode(m); err != nil {
+		return err
+	}
+	return m.BrokenError(f.Dir)
 }
