@@ -572,6 +572,14 @@ func TestCheckBoot(t *testing.T) {
 			b.write(t, "/boot/kernels/x-initrd", "initrd bytes")
 			b.write(t, "/boot/grub/grub.cfg", "menuentry 'NixOS' --class nixos {\n linux ($drive2)/kernels/x-bzImage init="+fakeSysPath+"/init\n initrd ($drive2)/kernels/x-initrd\n}\n")
 		}, found: `GRUB entry "NixOS"`},
+		{name: "GRUB default by title, newest entry first", change: func(t *testing.T, b *bootTree) {
+			b.rm(t, "/boot/loader")
+			b.write(t, "/boot/kernels/x-bzImage", "kernel bytes")
+			b.write(t, "/boot/kernels/x-initrd", "initrd bytes")
+			b.write(t, "/boot/grub/grub.cfg", "serial --unit=0 --speed=115200\nset timeout=1\nset default=\"NixOS - Generation 1\"\n"+
+				"menuentry \"NixOS - Generation 2\" {\n\tlinux /kernels/other init=/nix/store/x-other/init\n\tinitrd /kernels/other-initrd\n}\n"+
+				"menuentry \"NixOS - Generation 1\" {\n\tlinux /kernels/x-bzImage init="+fakeSysPath+"/init console=ttyS0\n\tinitrd /kernels/x-initrd\n}\n")
+		}, found: `GRUB entry "NixOS - Generation 1": kernel, initrd and init are the system's`},
 		{name: "GRUB default entry with another initrd", change: func(t *testing.T, b *bootTree) {
 			b.write(t, "/boot/grub/grub.cfg", strings.Replace(grubCfg, fakeSysPath+"/initrd", fakeSysPath+"/init", 1))
 		}, miss: []string{`GRUB entry "NixOS - Default": its initrd ($drive1)/` + fakeSysPath + "/init is not the system's"}},
