@@ -753,7 +753,11 @@ func (p *Plan) bootCheck(system string, withKey bool) BootCheck {
 		for _, pp := range parts {
 			c.Devices[pp.Device] = true
 			if strings.EqualFold(pp.TypeGUID, espTypeGUID) || pp.MBRType == 0xef {
-				if mp := mountOf[pp.Device]; mp != "" && !slices.Contains(c.ESPs, mp) {
+				mp := mountOf[pp.Device]
+				if md, ok := strings.CutPrefix(pp.Content, "member of md "); ok && lp.Mdadm[md] != nil {
+					mp = mountOf[lp.Mdadm[md].Device] // a mirrored ESP (md metadata 1.0)
+				}
+				if mp != "" && !slices.Contains(c.ESPs, mp) {
 					c.ESPs = append(c.ESPs, mp)
 				}
 			}

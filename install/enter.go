@@ -191,15 +191,17 @@ func (t *target) alias(aliases [][2]string) error {
 			}
 			host := t.path(path)
 			fi, err := os.Stat(host)
-			if err != nil {
-				if strings.HasPrefix(path, "/dev/disk/") {
-					links = append(links, a)
-				} else {
-					fmt.Fprintf(t.log, "enter: %s does not exist here, so it cannot name %s in the target\n", path, node)
+			if err == nil {
+				if ni, err := os.Stat(node); err == nil && os.SameFile(fi, ni) {
+					continue
 				}
+			}
+			if strings.HasPrefix(path, "/dev/disk/") {
+				links = append(links, a) // missing, or a udev link to another device
 				continue
 			}
-			if ni, err := os.Stat(node); err == nil && os.SameFile(fi, ni) {
+			if err != nil {
+				fmt.Fprintf(t.log, "enter: %s does not exist here, so it cannot name %s in the target\n", path, node)
 				continue
 			}
 			if fi.IsDir() {

@@ -650,9 +650,11 @@ func TestBootCheckOfPlan(t *testing.T) {
 		}
 	}
 
-	// A BIOS layout on two disks (GRUB on both, RAID1 root).
+	// A BIOS and UEFI layout on two disks (GRUB on both, a mirrored ESP,
+	// RAID1 root).
 	bios := `{"disk":{` + biosDisk("one") + `,` + biosDisk("two") + `},
-	 "mdadm":{"raid1":{"type":"mdadm","level":1,"content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}`
+	 "mdadm":{"raid1":{"type":"mdadm","level":1,"content":{"type":"filesystem","format":"ext4","mountpoint":"/"}},
+	  "boot":{"type":"mdadm","level":1,"metadata":"1.0","content":{"type":"filesystem","format":"vfat","mountpoint":"/boot"}}}}`
 	diskOne, diskTwo := filepath.Join(f.dir, "one.img"), filepath.Join(f.dir, "two.img")
 	for _, d := range []string{diskOne, diskTwo} {
 		must(t, os.WriteFile(d, nil, 0o644))
@@ -667,7 +669,7 @@ func TestBootCheckOfPlan(t *testing.T) {
 	p, err = NewPlan(o)
 	must(t, err)
 	c = p.bootCheck(fakeSysPath, false)
-	if len(c.ESPs) != 0 || len(c.BIOSDisks) != 2 || c.BIOSDisks[0].Name != "/dev/sda" || c.BIOSDisks[0].Device != diskOne ||
+	if !reflect.DeepEqual(c.ESPs, []string{"/boot"}) || len(c.BIOSDisks) != 2 || c.BIOSDisks[0].Name != "/dev/sda" || c.BIOSDisks[0].Device != diskOne ||
 		c.BIOSDisks[0].CoreSector != 2048 || c.BIOSDisks[1].Device != diskTwo || c.AgeKeyFile != "" || !c.Devices["/dev/md/raid1"] {
 		t.Errorf("BIOS check %+v", c)
 	}
@@ -682,6 +684,7 @@ func biosDisk(name string) string {
 	dev := map[string]string{"one": "/dev/sda", "two": "/dev/sdb"}[name]
 	return fmt.Sprintf(`%q:{"type":"disk","device":%q,"content":{"type":"gpt","partitions":{
 	 "boot":{"size":"1M","type":"EF02"},
+	 "ESP":{"size":"256M","type":"EF00","content":{"type":"mdraid","name":"boot"}},
 	 "mdadm":{"size":"100%%","content":{"type":"mdraid","name":"raid1"}}}}}`, name, dev)
 }
 
