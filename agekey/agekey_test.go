@@ -10,6 +10,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func newKey(t *testing.T) *agekey.Key {
@@ -193,9 +194,7 @@ func TestWriteAndLoad(t *testing.T) {
 }
 
 func TestInstallModes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: Install makes the key owned by root")
-	}
+	testenv.Root(t)
 	k := newKey(t)
 	root := t.TempDir()
 	// A pre-existing, too-open parent must be tightened.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // TestDetectThisMachine reads this machine (read-only) and checks the
@@ -40,9 +42,7 @@ func TestDetectThisMachine(t *testing.T) {
 		t.Errorf("memory %+v", r.Memory)
 	}
 
-	if _, err := exec.LookPath("lsblk"); err != nil {
-		t.Skip("lsblk missing: disks not cross-checked")
-	}
+	testenv.Tools(t, "lsblk")
 	out, err := exec.Command("lsblk", "-J", "-b", "-d", "-o", "NAME,SIZE,RM,ROTA,TYPE").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -150,14 +150,8 @@ func boolInt(b bool) int {
 
 func needRootTool(t *testing.T, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make deps installs it)", tool)
-		}
-	}
+	testenv.Root(t)
+	testenv.Tools(t, tools...)
 }
 
 func sh(t *testing.T, name string, args ...string) string {
@@ -257,13 +251,11 @@ func TestLoopDisk(t *testing.T) {
 	}
 
 	// Mount the second partition: the disk is in use at that mountpoint.
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 missing: mount check skipped")
-	}
+	testenv.Tools(t, "mkfs.ext4")
 	sh(t, "mkfs.ext4", "-q", dev+"p2")
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-o", "ro", dev+"p2", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount ext4 here: %v %s", err, out)
+		t.Fatalf("mount ext4 %s: %v %s", dev+"p2", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	disks, err = Disks(Options{})

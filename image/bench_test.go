@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // BenchmarkISOAssembly times the ISO assembly step — staged tree and boot
@@ -15,9 +17,7 @@ import (
 // reports go/xorriso as "ratio" (goal ≤ 1.0). Staging is not timed.
 // NIXLOS_BENCH_INITRD picks the initrd; by default a 32 MiB stand-in.
 func BenchmarkISOAssembly(b *testing.B) {
-	if _, err := exec.LookPath("xorriso"); err != nil {
-		b.Skip("xorriso not installed (make deps)")
-	}
+	testenv.Tools(b, "xorriso")
 	requireFile(b, testKernel)
 	initrd := os.Getenv("NIXLOS_BENCH_INITRD")
 	if initrd == "" {

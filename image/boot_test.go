@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const ovmf = "/usr/share/ovmf/OVMF.fd"
@@ -33,9 +35,7 @@ func usbArgs(img string) []string {
 }
 
 func skipShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("VM boot test (QEMU TCG); skipped with -short")
-	}
+	testenv.Short(t, "VM boot test (QEMU TCG); skipped with -short")
 }
 
 func TestBootISO(t *testing.T) {

@@ -8,27 +8,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/kernel"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // testKernel is this machine's newest Debian kernel (found at run time: a
 // fresh machine gets whatever Debian ships that day).
+// "" when there is none: requireFile(t, testKernel) then fails under CI.
 var testKernel, testKernelVersion = newestKernel()
 
 func newestKernel() (string, string) {
-	list, _ := filepath.Glob("/boot/vmlinuz-*")
-	sort.Strings(list)
-	if len(list) == 0 {
-		return "/boot/vmlinuz-6.1.0-57-amd64", "6.1.0-57-amd64"
-	}
-	k := list[len(list)-1]
-	return k, strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
+	k, _ := kernel.Default()
+	return k.Image, k.Version
 }
 
 // readyLine is what the test initrd's /init prints on the console.
@@ -42,10 +39,11 @@ const testAgeKey = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ
 func requireFile(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("%s not present (install it with make deps): %v", p, err)
+		if p == "" { // testKernel on a machine without a kernel
+			testenv.Kernel(t)
 		}
 	}
+	testenv.Files(t, paths...)
 }
 
 // writeTestInitrd writes a small initrd: a plain newc archive with a static
@@ -122,9 +120,7 @@ func testSpec(t testing.TB, withKey bool) Spec {
 // serial console argument, i.e. a menu entry of ours was booted.
 func bootQEMU(t *testing.T, args []string, want string, limit time.Duration) float64 {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps installs qemu-system-x86)")
-	}
+	testenv.Tools(t, "qemu-system-x86_64")
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	base := []string{"-accel", "tcg", "-cpu", "max", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-vga", "std"}

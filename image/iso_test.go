@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func TestHybridMBR(t *testing.T) {
@@ -76,11 +78,7 @@ type sfdiskLayout struct {
 // files under the same Rock Ridge names, El Torito BIOS + UEFI entries
 // pointing at the same files, and MBR partitions with the same meaning.
 func TestISOMatchesXorriso(t *testing.T) {
-	for _, tool := range []string{"xorriso", "sfdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs xorriso and fdisk)", tool)
-		}
-	}
+	testenv.Tools(t, []string{"xorriso", "sfdisk"}...)
 	spec := testSpec(t, false)
 	seed, _ := spec.seed()
 	dir := t.TempDir()

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // TestUSBLayout checks the USB image with the standard tools: sgdisk finds
@@ -16,11 +18,7 @@ import (
 // mtools sees syslinux installed and the boot files in place with the epoch
 // as their date (here 1980-01-01: epoch 0 clamped to FAT's range).
 func TestUSBLayout(t *testing.T) {
-	for _, tool := range []string{"sgdisk", "sfdisk", "fsck.fat", "mdir"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps: gdisk, fdisk, dosfstools, mtools)", tool)
-		}
-	}
+	testenv.Tools(t, []string{"sgdisk", "sfdisk", "fsck.fat", "mdir"}...)
 	spec := testSpec(t, false)
 	spec.Epoch = 0
 	dir := t.TempDir()
@@ -77,11 +75,7 @@ func TestUSBLayout(t *testing.T) {
 
 // TestISOESP checks the ISO's El Torito EFI image is a clean FAT holding GRUB.
 func TestISOESP(t *testing.T) {
-	for _, tool := range []string{"fsck.fat", "mdir"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps)", tool)
-		}
-	}
+	testenv.Tools(t, []string{"fsck.fat", "mdir"}...)
 	spec := testSpec(t, false)
 	seed, _ := spec.seed()
 	dir := t.TempDir()

@@ -44,6 +44,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/nixlos/nixlos/kernel"
 	"io"
 	"io/fs"
 	"os"
@@ -469,22 +470,11 @@ func (s Spec) withDefaults() (Spec, error) {
 	return s, nil
 }
 
-// DefaultKernelVersion returns the newest kernel version that has both
-// /boot/vmlinuz-<v> and /lib/modules/<v>/modules.dep.
+// DefaultKernelVersion returns the version of this machine's newest kernel
+// that has modules (package kernel's Default).
 func DefaultKernelVersion() (string, error) {
-	ks, _ := filepath.Glob("/boot/vmlinuz-*")
-	var vs []string
-	for _, k := range ks {
-		v := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
-		if isFile(filepath.Join("/lib/modules", v, "modules.dep")) {
-			vs = append(vs, v)
-		}
-	}
-	if len(vs) == 0 {
-		return "", fmt.Errorf("no kernel found: want /boot/vmlinuz-<v> with /lib/modules/<v>/modules.dep (install linux-image-amd64)")
-	}
-	sort.Strings(vs)
-	return vs[len(vs)-1], nil
+	k, err := kernel.Default()
+	return k.Version, err
 }
 
 // keyTree is the segment that holds the age key alone. It is never lz4:

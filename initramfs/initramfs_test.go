@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // testCacheDir is shared by the build tests of one run so that only the
@@ -36,15 +38,9 @@ func TestMain(m *testing.M) {
 
 func skipSlowBuild(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("full initramfs build (u-root compile, ~1 min cold): skipped with -short")
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go toolchain not in PATH")
-	}
-	if _, err := DefaultKernelVersion(); err != nil {
-		t.Skip(err.Error())
-	}
+	testenv.Short(t, "full initramfs build (u-root compile, ~1 min cold): skipped with -short")
+	testenv.Tools(t, "go")
+	testenv.Kernel(t)
 }
 
 // archive is an initramfs read back: the effective entry per name (later
@@ -383,9 +379,7 @@ func lddLibs(t testing.TB, bin string) []string {
 // TestELFWalkMatchesLdd compares the DT_NEEDED walk with ldd for every
 // default tool on this host (by real path).
 func TestELFWalkMatchesLdd(t *testing.T) {
-	if _, err := exec.LookPath("ldd"); err != nil {
-		t.Skip("ldd not installed")
-	}
+	testenv.Tools(t, "ldd")
 	n := 0
 	for _, tool := range DefaultTools {
 		p := LookTool(tool)
@@ -419,7 +413,7 @@ func TestELFWalkMatchesLdd(t *testing.T) {
 		}
 	}
 	if n == 0 {
-		t.Skip("none of the default tools is installed")
+		testenv.Missing(t, "the default tools (util-linux, cryptsetup, lvm2, mdadm, …)", "`make deps`")
 	}
 	t.Logf("%d tools compared with ldd", n)
 }

@@ -7,13 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // icuData is Debian 12's ICU data library (libicuuc → libicudata).
 func icuData(t *testing.T) string {
 	m, _ := filepath.Glob("/usr/lib/x86_64-linux-gnu/libicudata.so.*.*")
 	if len(m) == 0 {
-		t.Skip("no libicudata on this host (libicu72 is a dependency of nix-bin, which make deps installs)")
+		testenv.Missing(t, "libicudata", "`make deps` (libicu72 comes with Debian package nix-bin)")
 	}
 	return m[0]
 }
@@ -75,9 +77,10 @@ func TestStubLibraryParses(t *testing.T) {
 // stub found first by the dynamic loader: they must start and run.
 func TestStubLibraryLoads(t *testing.T) {
 	src := icuData(t)
+	testenv.Tools(t, "nix")
 	nix, err := exec.LookPath("nix")
 	if err != nil {
-		t.Skip("nix not installed (make deps installs nix-bin)")
+		t.Fatal(err)
 	}
 	data, err := StubLibrary(src)
 	if err != nil {
@@ -118,7 +121,7 @@ func TestStubLibraryLoads(t *testing.T) {
 func TestStubLibraryRefusesCode(t *testing.T) {
 	m, _ := filepath.Glob("/usr/lib/x86_64-linux-gnu/libz.so.1*")
 	if len(m) == 0 {
-		t.Skip("no libz")
+		testenv.Missing(t, "libz.so.1", "`make deps` (Debian package zlib1g)")
 	}
 	if _, err := StubLibrary(m[0]); err == nil || !strings.Contains(err.Error(), "function") {
 		t.Fatalf("stub of libz: err %v, want a refusal (it exports functions)", err)

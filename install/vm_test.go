@@ -27,6 +27,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/partition"
 	"github.com/nixlos/nixlos/vmtest"
 )
@@ -69,9 +70,7 @@ func repoRoot() string {
 func setup(t testing.TB) *demoEnv {
 	t.Helper()
 	vmtest.SkipUnlessVM(t)
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Tools(t, "nix")
 	envOnce.Do(func() { env, envErr = buildEnv() })
 	if envErr != nil {
 		t.Fatal(envErr)

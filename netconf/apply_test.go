@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -25,12 +26,8 @@ import (
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip command")
-	}
+	testenv.Root(t)
+	testenv.Tools(t, "ip")
 }
 
 func run(t *testing.T, args ...string) {
@@ -124,12 +121,8 @@ func defaultGW(t *testing.T, h *netlink.Handle) string {
 
 func TestConfigureDHCPFirstLeaseWins(t *testing.T) {
 	needRoot(t)
-	if testing.Short() {
-		t.Skip("short: starts dnsmasq in a namespace")
-	}
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("needs dnsmasq (make deps installs it)")
-	}
+	testenv.Short(t, "short: starts dnsmasq in a namespace")
+	testenv.Tools(t, "dnsmasq")
 	before := hostLinks(t)
 	srv, cli, dead := newNS(t, "s"), newNS(t, "c"), newNS(t, "x")
 	// va0 sorts first and has a carrier but no DHCP server behind it: the

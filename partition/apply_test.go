@@ -7,23 +7,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // requireLoop skips unless the test can create loop devices and has the
 // tools apply runs.
 func requireLoop(t *testing.T, tools ...string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("loop-device test (skipped with -short)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to attach loop devices (run the tests as root)")
-	}
-	for _, tool := range append([]string{"losetup", "wipefs", "sfdisk", "blkid", "findmnt"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps)", tool)
-		}
-	}
+	testenv.Short(t, "loop-device test (skipped with -short)")
+	testenv.Root(t)
+	testenv.Tools(t, append([]string{"losetup", "wipefs", "sfdisk", "blkid", "findmnt"}, tools...)...)
 }
 
 // newLoop attaches a sparse image of size bytes with partition scanning and

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // BenchmarkPlan decodes, normalizes and plans the largest conformance
@@ -42,9 +44,7 @@ func BenchmarkPlan(b *testing.B) {
 // sgdisk call: it is what partprobe does for disko on a kernel that parses
 // partition tables, which this host's kernel does not.
 func BenchmarkApplySimpleEFI(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root to attach loop devices")
-	}
+	testenv.Root(b)
 	data, _ := os.ReadFile(filepath.Join(corpusDir, "simple-efi.json"))
 	raw, _ := os.ReadFile(filepath.Join(corpusDir, "simple-efi.expect.json"))
 	var exp struct {

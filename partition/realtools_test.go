@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // TestGeometryMatchesRealTools runs the table commands disko would run
@@ -16,14 +18,8 @@ import (
 // the conformance corpus, the edge-case layouts in testdata/layouts, and any
 // *.json in $NIXLOS_DISKO_EXAMPLES (e.g. all of disko's examples).
 func TestGeometryMatchesRealTools(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: sgdisk takes about a second per call on an image file")
-	}
-	for _, tool := range []string{"sgdisk", "parted", "sfdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install gdisk parted fdisk)", tool)
-		}
-	}
+	testenv.Short(t, "slow: sgdisk takes about a second per call on an image file")
+	testenv.Tools(t, []string{"sgdisk", "parted", "sfdisk"}...)
 	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.sparse.json"))
 	more, _ := filepath.Glob("testdata/layouts/*.json")
 	files = append(files, more...)

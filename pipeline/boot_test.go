@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/image"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -101,9 +102,7 @@ func TestBootExampleMedia(t *testing.T) {
 			opts := bc.opts(t, out)
 			opts.Name = bc.mode
 			if opts.UEFI {
-				if _, err := os.Stat(vmtest.DefaultOVMF); err != nil {
-					t.Skipf("OVMF missing (apt-get install ovmf): %v", err)
-				}
+				testenv.Files(t, vmtest.DefaultOVMF)
 			}
 			opts.Timeout = bootTimeout + time.Minute
 			vm := vmtest.StartT(t, opts)

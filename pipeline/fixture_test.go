@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // testVersion is the installer version of every test build: the ready line
@@ -45,12 +45,8 @@ func exampleFlake() string {
 // without nix.
 func needBuild(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the installer media (u-root, installer, images); skipped with -short")
-	}
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin or make deps)")
-	}
+	testenv.Short(t, "builds the installer media (u-root, installer, images); skipped with -short")
+	testenv.Tools(t, "nix")
 }
 
 var installerOnce struct {

@@ -21,6 +21,7 @@ import (
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func TestResolveEpoch(t *testing.T) {
@@ -343,9 +344,7 @@ const fullHost = `{ config = { nixpkgs.hostPlatform = "x86_64-linux";
 // exactly the named hosts; a host without a layout, an unknown host, or a
 // flake with no installable host is bad input.
 func TestManifestSelection(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Tools(t, "nix")
 	mk := func(hosts string) *flake.Flake {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("{ outputs = { self }: { nixosConfigurations = {"+hosts+"}; }; }"), 0o644)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const benchInitrdSize = 16 << 20 // about a real installer initrd
@@ -60,9 +62,10 @@ func freePort(b *testing.B) int {
 
 // startNginx serves dir on 127.0.0.1 with sendfile, like a tuned static server.
 func startNginx(b *testing.B, dir string) string {
+	testenv.Tools(b, "nginx")
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
-		b.Skip("nginx not installed (make deps installs it)")
+		b.Fatal(err)
 	}
 	tmp := b.TempDir()
 	port := freePort(b)

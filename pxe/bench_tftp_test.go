@@ -3,12 +3,12 @@ package pxe
 import (
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nixlos/nixlos/internal/testenv"
 	"pack.ag/tftp"
 )
 
@@ -36,16 +36,15 @@ func tftpPull(b *testing.B, addr string, opts ...tftp.ClientOpt) time.Duration {
 // dnsmasq's TFTP server (127.0.0.1:69) serving the same file. Reports both
 // MB/s and the ratio pxe/dnsmasq (goal ≥ 1.0).
 func BenchmarkTFTPWindowsize(b *testing.B) {
+	testenv.Tools(b, "dnsmasq")
 	dnsmasq, err := exec.LookPath("dnsmasq")
 	if err != nil {
-		b.Skip("dnsmasq not installed (make deps installs it)")
+		b.Fatal(err)
 	}
-	if os.Geteuid() != 0 {
-		b.Skip("dnsmasq's TFTP needs port 69: run as root")
-	}
+	testenv.Root(b)
 	s := startTestServer(b, keyMap, func(c *Config) { c.Bundle = testBundle(b, benchTFTPSize) })
 	if c, err := net.ListenPacket("udp4", "127.0.0.1:69"); err != nil {
-		b.Skipf("127.0.0.1:69 busy: %v", err)
+		b.Fatalf("127.0.0.1:69 busy (stop the TFTP server using it): %v", err)
 	} else {
 		c.Close()
 	}

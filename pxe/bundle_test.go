@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // imageScript has the shape image/ writes for DIR/pxe/boot.ipxe: a menu
@@ -27,9 +29,7 @@ boot
 `
 
 func TestOpenBundle(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(IPXEDir, BIOSBootFile)); err != nil {
-		t.Skip("Debian ipxe package not installed (make deps installs it)")
-	}
+	testenv.Files(t, filepath.Join(IPXEDir, BIOSBootFile))
 	build := t.TempDir()
 	pxeDir := filepath.Join(build, "pxe")
 	os.MkdirAll(pxeDir, 0o755)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const exportMap = "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisk = \"auto\"\nafter = \"poweroff\"\n" +
@@ -63,9 +65,10 @@ func readJSON(t *testing.T, path string, v any) {
 }
 
 func TestExportDnsmasq(t *testing.T) {
+	testenv.Tools(t, "dnsmasq")
 	dnsmasq, err := exec.LookPath("dnsmasq")
 	if err != nil {
-		t.Skip("dnsmasq not installed (make deps installs it)")
+		t.Fatal(err)
 	}
 	b := testBundle(t, 4096)
 	m, err := ParseMap([]byte(exportMap), "m")

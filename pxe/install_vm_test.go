@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // OVMF split into read-only code and a per-machine variable store (the
@@ -36,10 +38,15 @@ type installRun struct {
 	// boot options) and `mkiso serve` as proxyDHCP beside it; otherwise
 	// `mkiso serve` is the only, full DHCP server.
 	proxy bool
+	// defaultCPU runs QEMU's default CPU model (qemu64: no RDRAND, as on
+	// hypervisors whose default CPU lacks it) instead of -cpu max, so the
+	// guest's random pool is not ready early: the install must not need it
+	// before the network is up.
+	defaultCPU bool
 }
 
 var installRuns = []installRun{
-	{name: "bios-full-dhcp", mac: "52:54:00:12:34:60"},
+	{name: "bios-full-dhcp", mac: "52:54:00:12:34:60", defaultCPU: true},
 	{name: "uefi-proxydhcp", mac: "52:54:00:12:34:61", uefi: true, firmwarePXE: true, proxy: true},
 }
 
@@ -60,16 +67,8 @@ type installFixture struct {
 // dnsmasq as the LAN's DHCP server.
 func TestVMPXEInstallServer(t *testing.T) {
 	needVMTools(t)
-	for _, tool := range []string{"nix", "sfdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs it)", tool)
-		}
-	}
-	for _, f := range []string{ovmfCode, ovmfVars} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("%s missing (make deps installs ovmf): %v", f, err)
-		}
-	}
+	testenv.Tools(t, []string{"nix", "sfdisk"}...)
+	testenv.Files(t, ovmfCode, ovmfVars)
 	fx := prepareInstall(t)
 	for _, r := range installRuns {
 		t.Run(r.name, func(t *testing.T) { runInstall(t, fx, r) })
@@ -312,12 +311,16 @@ func checkServerDisks(t *testing.T, disks ...string) {
 // bootInstallVM boots the run's machine with two virtio disks and 2 GiB on
 // tap0 of ns, network first (see installRun for the NIC). With uefi, OVMF
 // runs from pflash with vars as its variable store. "-cpu max" gives the TCG guest RDRAND, so its random pool
-// is ready at once (the default qemu64 CPU leaves getrandom blocked long
-// enough for DHCP to give up).
+// is ready at once; with r.defaultCPU the guest has QEMU's default CPU
+// model and no RNG device, so getrandom() blocks for a long time early on.
 func bootInstallVM(t *testing.T, ns string, r installRun, d1, d2, vars, logName string) *proc {
 	t.Helper()
-	args := []string{"qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	args := []string{"qemu-system-x86_64", "-accel", "tcg"}
+	if !r.defaultCPU {
+		args = append(args, "-cpu", "max")
+	}
+	args = append(args, "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no")
 	nic := "e1000,netdev=n0,mac=" + r.mac
 	if r.firmwarePXE {
 		nic = "virtio-net-pci,netdev=n0,romfile=,mac=" + r.mac

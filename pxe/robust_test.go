@@ -13,6 +13,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // pxeRequest builds an iPXE-style DHCP request from testMAC with ciaddr set
@@ -156,9 +157,7 @@ func malformedHTTP(rng *rand.Rand) string {
 }
 
 func TestMalformedRequests(t *testing.T) {
-	if testing.Short() {
-		t.Skip("sends 3x1000 requests; skipped with -short")
-	}
+	testenv.Short(t, "sends 3x1000 requests; skipped with -short")
 	s := startTestServer(t, keyMap, func(c *Config) { c.ProxyPort = 0 })
 	rng := rand.New(rand.NewPCG(1, 2))
 	valid := pxeRequest(t, dhcpv4.MessageTypeDiscover).ToBytes()

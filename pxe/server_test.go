@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const testMAC = "52:54:00:12:34:56"
@@ -70,9 +72,7 @@ func testBundle(t testing.TB, initrdSize int) *Bundle {
 	if err := os.WriteFile(filepath.Join(dir, InitrdFile), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(IPXEDir, BIOSBootFile)); err != nil {
-		t.Skipf("Debian ipxe package not installed (%v); make deps installs it", err)
-	}
+	testenv.Files(t, filepath.Join(IPXEDir, BIOSBootFile))
 	b, err := OpenBundle(dir, "console=ttyS0")
 	if err != nil {
 		t.Fatal(err)

@@ -16,17 +16,26 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/kernel"
 )
 
 // The VM test: a real PXE segment in a network namespace (bridge + tap),
 // `mkiso serve` in it, and QEMU (TCG, e1000 whose option ROM is iPXE, no disk)
 // network-booting a tiny bundle whose /init speaks the installer protocol.
 
-const (
-	vmKernel = "/boot/vmlinuz-6.1.0-56-amd64"
-	vmModDir = "/lib/modules/6.1.0-56-amd64/kernel/"
-	vmOVMF   = "/usr/share/ovmf/OVMF.fd"
-)
+const vmOVMF = "/usr/share/ovmf/OVMF.fd"
+
+// vmKernel is this machine's newest kernel and vmModDir its modules'
+// kernel/ directory (package kernel; "" when there is none).
+var vmKernel, vmModDir = func() (string, string) {
+	k, err := kernel.Default()
+	if err != nil {
+		return "", ""
+	}
+	return k.Image, k.ModulesDir + "/kernel/"
+}()
 
 // vmModules are the NIC drivers the test initrd loads, in dependency order.
 var vmModules = []string{
@@ -90,22 +99,11 @@ esac
 
 func needVMTools(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("VM boot test; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces, taps and ports 67/69/80")
-	}
-	for _, tool := range []string{"qemu-system-x86_64", "ip", "cpio", "dnsmasq", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs it)", tool)
-		}
-	}
-	for _, f := range []string{vmKernel, vmModDir + vmModules[0], vmOVMF, "/bin/busybox", filepath.Join(IPXEDir, BIOSBootFile)} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("%s missing: %v", f, err)
-		}
-	}
+	testenv.Short(t, "VM boot test; skipped with -short")
+	testenv.Root(t)
+	testenv.Tools(t, []string{"qemu-system-x86_64", "ip", "cpio", "dnsmasq", "go"}...)
+	testenv.VM(t)
+	testenv.Files(t, vmModDir+vmModules[0], vmOVMF, "/bin/busybox", filepath.Join(IPXEDir, BIOSBootFile))
 }
 
 // buildTestBundle makes DIR/pxe with the Debian kernel and the tiny initrd.

@@ -15,16 +15,18 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/kernel"
 )
 
-// DefaultKernel returns /boot/vmlinuz-<v> of the newest kernel that has
-// modules (initramfs.DefaultKernelVersion), or "" when there is none.
+// DefaultKernel returns this machine's newest kernel image that has
+// modules (package kernel), or "" when there is none.
 func DefaultKernel() string {
-	v, err := initramfs.DefaultKernelVersion()
+	k, err := kernel.Default()
 	if err != nil {
 		return ""
 	}
-	return "/boot/vmlinuz-" + v
+	return k.Image
 }
 
 // Available says why VMs cannot run here ("" when they can): no QEMU
@@ -33,28 +35,23 @@ func Available() string {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86; `make deps`)"
 	}
-	k := DefaultKernel()
-	if k == "" {
-		return "no kernel with modules in /boot and /lib/modules (apt-get install linux-image-amd64; `make deps`)"
+	k, err := kernel.Default()
+	if err != nil {
+		return err.Error()
 	}
-	if f, err := os.Open(k); err != nil {
-		return fmt.Sprintf("kernel %s not readable: %v", k, err)
-	} else {
-		f.Close()
+	f, err := os.Open(k.Image)
+	if err != nil {
+		return fmt.Sprintf("kernel %s not readable: %v", k.Image, err)
 	}
+	f.Close()
 	return ""
 }
 
-// SkipUnlessVM skips a VM test under -short or when Available says VMs
-// cannot run, naming the reason.
+// SkipUnlessVM marks t as a VM test (testenv.VM): skipped under -short or
+// NIXLOS_SKIP_VM=1; without QEMU or a kernel it skips, or fails under CI.
 func SkipUnlessVM(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("VM test (QEMU TCG boot): skipped with -short")
-	}
-	if why := Available(); why != "" {
-		t.Skip("VM test: " + why)
-	}
+	testenv.VM(t)
 }
 
 // Check is a shell script run inside a guest.
@@ -80,6 +77,11 @@ type Check struct {
 	Initramfs initramfs.Spec
 	// Name labels the VM (default "check").
 	Name string
+	// Kernel boots another kernel than this machine's newest (package
+	// kernel's Find); its ModulesDir goes into the initramfs.
+	Kernel kernel.Kernel
+	// DefaultCPU: see Options.DefaultCPU.
+	DefaultCPU bool
 }
 
 // CheckResult is what the guest script reported.
@@ -111,13 +113,19 @@ echo "@@CHECK-END-%[1]s rc=$rc@@"
 // code is not an error; failing to boot or to see the markers is.
 func RunCheck(t testing.TB, c Check) CheckResult {
 	t.Helper()
-	SkipUnlessVM(t)
+	k := testenv.VM(t)
+	if c.Kernel.Image != "" {
+		k = c.Kernel
+	}
 	ctx := context.Background()
 	nb := make([]byte, 8)
 	rand.Read(nb)
 	nonce := hex.EncodeToString(nb)
 	spec := c.Initramfs
 	spec.Output = filepath.Join(t.TempDir(), "check-initrd")
+	if spec.ModulesDir == "" {
+		spec.ModulesDir = k.ModulesDir
+	}
 	spec.UinitScript = checkScript(nonce)
 	spec.Files = append(append([]initramfs.File(nil), spec.Files...), c.Files...)
 	spec.Files = append(spec.Files, initramfs.File{Path: "etc/nixlos/check.sh", Data: []byte(c.Script), Mode: 0o755})
@@ -136,13 +144,14 @@ func RunCheck(t testing.TB, c Check) CheckResult {
 		name = "check"
 	}
 	vm := StartT(t, Options{
-		Name:      name,
-		Kernel:    DefaultKernel(),
-		Initrd:    initrd,
-		Append:    strings.TrimSpace("console=ttyS0 loglevel=3 " + c.Append),
-		Disks:     c.Disks,
-		MemoryMiB: c.MemoryMiB,
-		Timeout:   timeout + time.Minute,
+		Name:       name,
+		Kernel:     k.Image,
+		DefaultCPU: c.DefaultCPU,
+		Initrd:     initrd,
+		Append:     strings.TrimSpace("console=ttyS0 loglevel=3 " + c.Append),
+		Disks:      c.Disks,
+		MemoryMiB:  c.MemoryMiB,
+		Timeout:    timeout + time.Minute,
 	})
 	if _, err := vm.Expect(ctx, "@@CHECK-BEGIN-"+nonce+"@@", timeout); err != nil {
 		t.Fatal(err)

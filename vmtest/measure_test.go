@@ -12,15 +12,14 @@ import (
 	"github.com/nixlos/nixlos/initramfs"
 )
 
-// TestMeasureCompression compares the compressions for the installer
+// BenchmarkMeasureCompression compares the compressions for the installer
 // initramfs: compressed size and compression time of the whole archive
 // (not for the per-segment zstd+lz4 profile), and power-on → ready of the
-// segmented initrd under TCG. Opt-in: NIXLOS_MEASURE=1 (README.md in
-// initramfs/ records the figures).
-func TestMeasureCompression(t *testing.T) {
-	if os.Getenv("NIXLOS_MEASURE") == "" {
-		t.Skip("measurement: set NIXLOS_MEASURE=1")
-	}
+// segmented initrd under TCG. A measurement, not a test:
+// `go test -run XXX -bench MeasureCompression -benchtime 1x ./vmtest`
+// (README.md in initramfs/ records the figures).
+func BenchmarkMeasureCompression(b *testing.B) {
+	t := b
 	SkipUnlessVM(t)
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -53,7 +52,7 @@ func TestMeasureCompression(t *testing.T) {
 
 // compressWhole compresses the file raw to out with c and returns the
 // compressed size and the time it took.
-func compressWhole(t *testing.T, raw, out string, c initramfs.Compression) (int64, time.Duration) {
+func compressWhole(t testing.TB, raw, out string, c initramfs.Compression) (int64, time.Duration) {
 	in, err := os.Open(raw)
 	if err != nil {
 		t.Fatal(err)

@@ -117,6 +117,10 @@ type Options struct {
 	MemoryMiB int
 	// CPUs (default 1).
 	CPUs int
+	// DefaultCPU runs QEMU's default CPU model (qemu64, no RDRAND) instead
+	// of -cpu max: early getrandom() then blocks for a long time, as on
+	// hypervisors whose default CPU lacks a hardware RNG.
+	DefaultCPU bool
 	// AllowReboot lets a guest reboot; by default QEMU runs with -no-reboot
 	// so a guest reboot or poweroff ends QEMU.
 	AllowReboot bool
@@ -171,9 +175,13 @@ func (o Options) Args() ([]string, error) {
 	// qemu64 CPU the pool stays uninitialised for minutes under TCG and a
 	// getrandom() call blocks: measured, 1 boot in 8 of a bare u-root
 	// image hung after init; 0 in 10 with -cpu max.
-	args := []string{"-accel", "tcg", "-cpu", "max", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+	args := []string{"-accel", "tcg"}
+	if !o.DefaultCPU {
+		args = append(args, "-cpu", "max")
+	}
+	args = append(args, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-display", "none", "-monitor", "none",
-		"-chardev", "stdio,id=ser0,signal=off", "-serial", "chardev:ser0"}
+		"-chardev", "stdio,id=ser0,signal=off", "-serial", "chardev:ser0")
 	if !o.AllowReboot {
 		args = append(args, "-no-reboot")
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func TestArgs(t *testing.T) {
@@ -147,9 +148,7 @@ func TestBootToReady(t *testing.T) {
 	for _, fw := range []string{"bios", "uefi"} {
 		t.Run(fw, func(t *testing.T) {
 			if fw == "uefi" {
-				if _, err := os.Stat(DefaultOVMF); err != nil {
-					t.Skip("OVMF not installed (apt-get install ovmf)")
-				}
+				testenv.Files(t, DefaultOVMF)
 			}
 			vm := StartT(t, Options{
 				Name:   "ready-" + fw,

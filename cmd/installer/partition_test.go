@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 const smallLayout = `{"disk":{"main":{"type":"disk","device":"/dev/vdb","content":{"type":"gpt","partitions":{
@@ -19,15 +20,9 @@ const smallLayout = `{"disk":{"main":{"type":"disk","device":"/dev/vdb","content
 
 func requireLoopRoot(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("loop-device test (skipped with -short)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to attach loop devices (run the tests as root)")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed (make deps)")
-	}
+	testenv.Short(t, "loop-device test (skipped with -short)")
+	testenv.Root(t)
+	testenv.Tools(t, "losetup")
 }
 
 // loopDevice attaches a fresh 128 MiB image and detaches it after the test.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // exampleFlake is examples/nix-los in this repository.
@@ -75,9 +74,7 @@ func TestBuildBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.nix {
-				if _, err := exec.LookPath("nix"); err != nil {
-					t.Skip("nix not installed (apt-get install nix-bin)")
-				}
+				testenv.Tools(t, "nix")
 			}
 			out := filepath.Join(t.TempDir(), "out")
 			args := append([]string{"build"}, tc.args...)
@@ -114,12 +111,8 @@ func TestBuildBadInput(t *testing.T) {
 // embedded — and the key's bytes are in no command output and no output
 // file.
 func TestBuildThenInspect(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the installer media (u-root, installer, images); skipped with -short")
-	}
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Short(t, "builds the installer media (u-root, installer, images); skipped with -short")
+	testenv.Tools(t, "nix")
 	k, err := agekey.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -134,10 +127,7 @@ func TestBuildThenInspect(t *testing.T) {
 			secret = l
 		}
 	}
-	kver, err := initramfs.DefaultKernelVersion()
-	if err != nil {
-		t.Skipf("no kernel: %v", err)
-	}
+	kver := testenv.Kernel(t).Version
 	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
 	modes := map[string]string{
 		image.ISOName: "bios-cd uefi-cd bios-usb uefi-usb",
@@ -219,12 +209,8 @@ func TestServeFlakeBuildsBundle(t *testing.T) {
 	if cli.ExitCode(err) != 2 || strings.Contains(out.String(), "[prepare]") {
 		t.Errorf("bad --iface with a FLAKE: exit %d, output %q (err %v)", cli.ExitCode(err), out.String(), err)
 	}
-	if testing.Short() {
-		t.Skip("the build half builds the installer media; skipped with -short")
-	}
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Short(t, "the build half builds the installer media; skipped with -short")
+	testenv.Tools(t, "nix")
 	dir, cleanup, err := buildForServe(exampleFlake(t), "", &out)
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out.String())

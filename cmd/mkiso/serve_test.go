@@ -8,15 +8,14 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // testBuildDir is a minimal build directory: pxe/vmlinuz and pxe/initrd.
 func testBuildDir(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
-		t.Skip("Debian ipxe package not installed (make deps installs it)")
-	}
+	testenv.Files(t, "/usr/lib/ipxe/undionly.kpxe")
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "pxe"), 0o755)
 	os.WriteFile(filepath.Join(dir, "pxe", "vmlinuz"), []byte("k"), 0o644)

@@ -11,12 +11,11 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func TestDemoprepIdempotent(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.Tools(t, "git")
 	out := t.TempDir()
 	var log1, log2 bytes.Buffer
 	if err := run([]string{"--out", out, "--src", "../../../examples/nix-los"}, &log1, &log1); err != nil {
@@ -90,9 +89,7 @@ func TestDemoprepIdempotent(t *testing.T) {
 		t.Error("second run replaced the key")
 	}
 
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin): flake evaluation not checked")
-	}
+	testenv.Tools(t, "nix")
 	_, m, err := flake.Hosts(context.Background(), filepath.Join(out, "flake"), flake.Options{})
 	if err != nil {
 		t.Fatal(err)
