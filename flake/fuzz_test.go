@@ -2,7 +2,10 @@ package flake
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -58,6 +61,57 @@ func FuzzDecode(f *testing.F) {
 			_, err := m.Select(name)
 			if (err == nil) != m.Hosts[name].HasLayout() {
 				t.Fatalf("Select(%q) = %v but HasLayout = %v", name, err, m.Hosts[name].HasLayout())
+			}
+		}
+	})
+}
+
+// FuzzParseNixError feeds arbitrary stderr to the Nix error parser and the
+// fix table: they never panic, the message never holds the trace, a host
+// is only found in a trace line, and a host error always has a fix.
+func FuzzParseNixError(f *testing.F) {
+	for _, name := range []string{"mdadm-content-type", "conflicting-definitions", "not-of-type", "cannot-coerce", "lib-match-missing"} {
+		if data, err := os.ReadFile(filepath.Join("testdata", "nixerrors", name+".txt")); err == nil {
+			f.Add(string(data))
+		}
+	}
+	f.Add("error: x\n       … nixlos: host \"a\"\n")
+	f.Add("error: attribute 'x' missing types.${x.type}\n… while evaluating the option `a':\n… nixlos: host \"\\u0000\"")
+	f.Add("error: The option `a' has conflicting definition values:\n - In `/nix/store/00000000000000000000000000000000-source/x': 1")
+	fl := &Flake{Dir: "/nonexistent/flake"}
+	f.Fuzz(func(t *testing.T, stderr string) {
+		d := parseNixError(stderr)
+		if strings.Contains(d.Message, "\n       … ") {
+			t.Fatalf("message holds a trace line: %q", d.Message)
+		}
+		if d.Host != "" && !strings.Contains(stderr, hostMarker) {
+			t.Fatalf("host %q without a marker", d.Host)
+		}
+		e := newHostError(fl, "h", d)
+		if e.Fix == "" || e.Host != "h" || e.Error() == "" || e.InputError() == nil {
+			t.Fatalf("host error %+v", e)
+		}
+	})
+}
+
+// FuzzCreateCommands feeds arbitrary shell text to the _create command
+// extraction of the realflakes tests: it never panics, and no extracted
+// word holds a runtime value.
+func FuzzCreateCommands(f *testing.F) {
+	f.Add("if ! sgdisk --align-end \\\n --new=1:0:+1M \"/dev/vda\"\nthen\n sgdisk --typecode=1:EF02 /dev/vda\nfi")
+	f.Add(`echo 'y' | mdadm --create "/dev/md/r" --raid-devices="$(wc -l "$d"/r | cut -f 1 -d " ")" /dev/x`)
+	f.Add(`cryptsetup -q luksFormat "/dev/x" --key-file <(set +x; echo -n "$(cat /k)"; set -x) >&2 # c`)
+	f.Add(`mount "/dev/x" "$MNTPOINT" -o subvol=/ ; trap 'umount "$MNTPOINT"' EXIT`)
+	f.Add("\"unterminated $( ' \\")
+	f.Fuzz(func(t *testing.T, script string) {
+		for _, c := range createCommands(script) {
+			if len(c) == 0 || !createTools[c[0]] && !strings.HasPrefix(c[0], "mkfs.") {
+				t.Fatalf("command %q", c)
+			}
+			for _, w := range c {
+				if strings.Contains(w, "$") {
+					t.Fatalf("runtime value kept: %q", c)
+				}
 			}
 		}
 	})
