@@ -356,3 +356,33 @@ func (i Info) ClosureHosts() []string {
 	sort.Strings(out)
 	return out
 }
+
+// OpenCache opens the binary cache a medium carries (an ISO, a USB image or
+// a PXE directory) for reading; fs.ErrNotExist when it has none. where says
+// where it is on the medium. Call done when finished.
+func OpenCache(path string) (fsys fs.FS, where string, done func(), err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, "", func() {}, err
+	}
+	kind := FormatPXE
+	if !fi.IsDir() {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, "", func() {}, err
+		}
+		var info Info
+		_, _, err = inspectFile(path, &info)
+		f.Close()
+		if err != nil {
+			return nil, "", func() {}, err
+		}
+		kind = info.Kind
+	}
+	fsys, where, done = cacheFS(path, kind)
+	if fsys == nil {
+		done()
+		return nil, where, func() {}, fmt.Errorf("%s: %s: %w", path, where, fs.ErrNotExist)
+	}
+	return fsys, where, done, nil
+}

@@ -27,6 +27,8 @@ type InitrdContents struct {
 	Manifest   []byte // ManifestPath, nil when absent
 	AgeKey     bool   // AgeKeyPath present (the last archive that names it wins)
 	AgeKeyMode uint32 // its permission bits
+	// Names lists every entry of every archive, in order.
+	Names []string
 }
 
 // ReadInitrd reads an initrd made of one or more concatenated cpio (newc)
@@ -98,6 +100,7 @@ func readNewc(b []byte, c *InitrdContents) (int, error) {
 			return 0, fmt.Errorf("cpio entry %s: truncated", rec.Name)
 		}
 		pos = (end + 3) &^ 3
+		c.Names = append(c.Names, rec.Name)
 		switch rec.Name {
 		case ManifestPath:
 			if rec.FileSize > maxInitrdEntry {

@@ -1,7 +1,11 @@
 // Package pipeline is `mkiso build` as a library: from a flake to installer
 // media in four named steps — prepare (export the manifest, copy the flake's
 // tracked files), initramfs (package initramfs), images (package image) and
-// checksums (SHA256SUMS) — each reported with its time.
+// checksums (SHA256SUMS) — each reported with its time. With
+// Options.Closure a fifth step, closure, runs after prepare: it builds the
+// hosts' toplevels into a signed binary cache (package closure) that every
+// medium carries outside the initramfs, and records each toplevel and the
+// cache's public key in the manifest.
 //
 // Options are the raw inputs (flags); NewProfile validates them without
 // writing anything and returns a Profile; Build runs the steps. Every bad
@@ -25,6 +29,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/closure"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
@@ -39,6 +44,7 @@ const MinEpoch = 315532800
 // Step names, in order.
 const (
 	StepPrepare   = "prepare"
+	StepClosure   = "closure"
 	StepInitramfs = "initramfs"
 	StepImages    = "images"
 	StepChecksums = "checksums"
@@ -71,6 +77,9 @@ type Options struct {
 	GoModuleDir string
 	// Nix runs nix for the manifest export.
 	Nix flake.Nix
+	// Closure builds each host's toplevel and carries its closure on the
+	// media, signed with a key made for this build (mkiso build --closure).
+	Closure bool
 }
 
 // Profile is a validated build: every path checked, the key parsed, the
@@ -99,6 +108,7 @@ type Profile struct {
 	InstallerBin   string
 	GoModuleDir    string
 	Nix            flake.Nix
+	Closure        bool
 
 	ageKey *agekey.Key // never printed
 }
@@ -109,6 +119,7 @@ func NewProfile(opt Options) (*Profile, error) {
 		Hosts: append([]string(nil), opt.Hosts...), Cmdline: strings.TrimSpace(opt.Cmdline),
 		NoCache: opt.NoCache, CacheDir: opt.CacheDir, Version: opt.Version,
 		InstallerBin: opt.InstallerBinary, GoModuleDir: opt.GoModuleDir, Nix: opt.Nix,
+		Closure: opt.Closure,
 	}
 	if p.Version == "" {
 		p.Version = initramfs.InstallerVersionDefault
@@ -281,6 +292,15 @@ type Result struct {
 	Steps     []StepTime        `json:"steps"`
 	Manifest  *flake.Manifest   `json:"-"`
 	Sums      string            `json:"sha256sums"`
+	// Cache is the media's signed binary cache (Options.Closure): its
+	// public key and per host the closure carried.
+	Cache *CacheResult `json:"cache,omitempty"`
+}
+
+// CacheResult is the closure step's outcome. The secret key is gone.
+type CacheResult struct {
+	PublicKey string                     `json:"publicKey"`
+	Closures  map[string]closure.Summary `json:"closures"`
 }
 
 // StepTime is one named step and its duration in seconds.
@@ -340,6 +360,33 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var nixCache string
+	if p.Closure {
+		nixCache = filepath.Join(stage, closure.CacheDir)
+		err = run(StepClosure, func() error {
+			c, err := closure.Build(ctx, closure.BuildOptions{
+				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w),
+			})
+			if err != nil {
+				return err
+			}
+			res.Cache = &CacheResult{PublicKey: c.PublicKey, Closures: c.Closures}
+			m.Cache = &flake.Cache{PublicKey: c.PublicKey, Dir: closure.CacheDir}
+			for _, h := range res.Hosts {
+				s := c.Closures[h]
+				host := m.Hosts[h]
+				host.Toplevel = s.Toplevel
+				m.Hosts[h] = host
+				fmt.Fprintf(w, "  %s: %d paths, %.1f MiB (%.1f MiB on the media)\n", h, s.Paths, float64(s.NarSize)/(1<<20), float64(s.FileSize)/(1<<20))
+			}
+			fmt.Fprintf(w, "  signed with %s (the secret key is not kept)\n", c.PublicKey)
+			manifestJSON, err = marshalManifest(m)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	initrd := filepath.Join(stage, "initrd")
 	err = run(StepInitramfs, func() error {
 		spec := initramfs.Spec{
@@ -363,7 +410,7 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 	}
 	imgDir := filepath.Join(stage, "out")
 	err = run(StepImages, func() error {
-		spec := image.Spec{Kernel: p.Kernel, Initrd: initrd, Cmdline: p.Cmdline, Hosts: res.Hosts, Epoch: p.Epoch}
+		spec := image.Spec{Kernel: p.Kernel, Initrd: initrd, Cmdline: p.Cmdline, Hosts: res.Hosts, Epoch: p.Epoch, NixCache: nixCache}
 		if err := os.Mkdir(imgDir, 0o700); err != nil {
 			return err
 		}

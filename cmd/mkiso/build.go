@@ -23,8 +23,8 @@ func init() {
 }
 
 const buildUsage = `Usage: mkiso build FLAKE [--out DIR] [--host NAME]... [--age-key FILE]
-                   [--format iso,usb,pxe] [--cmdline EXTRA] [--kernel FILE]
-                   [--modules-dir DIR] [--no-cache] [--json]
+                   [--closure] [--format iso,usb,pxe] [--cmdline EXTRA]
+                   [--kernel FILE] [--modules-dir DIR] [--no-cache] [--json]
 
 Builds installer media from the flake in directory FLAKE, in four steps with
 their times: prepare (export the manifest, copy the flake's tracked files),
@@ -34,7 +34,18 @@ images (DIR/nixlos.iso, DIR/nixlos-usb.img, DIR/pxe/), checksums
 the flake's last git commit time; at least 1980-01-01); files inside the
 initramfs are dated 1980-01-01, so its cache survives new commits. The same
 inputs give byte-identical outputs. With --age-key the media hold the private
-key: they are written mode 0600.`
+key: they are written mode 0600.
+
+--closure adds a step after prepare: it builds each host's
+nixosConfigurations.HOST.config.system.build.toplevel here (offline), copies
+the closures into a Nix binary cache signed with a key made for this build,
+and carries the cache on every medium outside the initramfs: /nix-cache in
+the ISO, the NIXLOS-CACHE partition (ISO 9660) of the USB image, DIR/pxe/
+nix-cache served by 'mkiso serve' at /nix-cache. The manifest records each
+host's toplevel and the public key; the installer copies the closure into
+the target with only that key trusted and no network, and builds only when
+the closure is absent. The secret key is never written to DIR or the media
+(so media built with --closure differ between builds: the key is new).`
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -54,6 +65,7 @@ func runBuild(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opt.Kernel, "kernel", "", "kernel bzImage (default: /boot/vmlinuz-<newest with modules>)")
 	fs.StringVar(&opt.ModulesDir, "modules-dir", "", "kernel modules directory (default: /lib/modules/<kernel version>)")
 	fs.BoolVar(&opt.NoCache, "no-cache", false, "rebuild every initramfs segment without using the cache")
+	fs.BoolVar(&opt.Closure, "closure", false, "build the hosts' systems and carry their closures (signed binary cache) on the media")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout (progress goes to stderr)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {

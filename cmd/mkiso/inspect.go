@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nixlos/nixlos/closure"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
 )
@@ -20,7 +21,10 @@ const inspectUsage = `Usage: mkiso inspect IMAGE [--json]
 
 Reads nixlos.iso, nixlos-usb.img or a pxe/ directory back: kernel version,
 initrd size, boot modes, hosts, the embedded manifest (--json) and whether an
-age key is embedded (never the key itself).`
+age key is embedded (never the key itself). Media built with --closure also
+show their binary cache (where it is, the key that signed it) and per host
+the closure it holds: paths, NAR size (what the target store gets) and the
+compressed size on the medium, read from the cache's narinfo files.`
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("inspect", inspectUsage, stdout)
@@ -67,4 +71,27 @@ func printInfo(w io.Writer, info image.Info) {
 	fmt.Fprintf(w, "boot modes: %s\n", strings.Join(info.BootModes, " "))
 	fmt.Fprintf(w, "hosts:      %s\n", hosts)
 	fmt.Fprintf(w, "age key:    %s\n", key)
+	if c := info.Cache; c != nil {
+		state := "present"
+		if !c.Present {
+			state = "missing"
+		}
+		fmt.Fprintf(w, "cache:      %s (%s), signed by %s\n", c.Location, state, c.PublicKey)
+	}
+	for _, h := range info.ClosureHosts() {
+		s := info.Closures[h]
+		fmt.Fprintf(w, "closure:    %s %s: %d paths, NAR %s, on the medium %s%s\n", h, s.Toplevel, s.Paths, mib(s.NarSize), mib(s.FileSize), closureState(s))
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func closureState(s closure.Summary) string {
+	switch {
+	case len(s.Missing) > 0:
+		return fmt.Sprintf(" — INCOMPLETE: %d paths missing", len(s.Missing))
+	case !s.Signed:
+		return " — NOT SIGNED by the manifest's key"
+	}
+	return ", signed"
 }
