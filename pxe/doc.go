@@ -53,6 +53,12 @@
 // entry using the per-disk form), for an installer that was started without
 // nixlos.host (e.g. from USB with only nixlos.server=); it issues no token.
 //
+// GET URL/nix-cache/nix-cache-info, URL/nix-cache/HASH.narinfo and
+// URL/nix-cache/nar/FILE serve the bundle's binary cache (DIR/pxe/nix-cache,
+// written by mkiso build --closure), read-only, as a Nix binary cache: the
+// installer runs nix copy --from URL/nix-cache with only the manifest's
+// cache key trusted (package closure). 404 when the bundle has none.
+//
 // ReportStatus, FetchKey and FetchMachine are the client side of this
 // protocol; DecodeStatus and DecodeMachineInfo validate its JSON.
 package pxe

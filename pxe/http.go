@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -80,7 +82,42 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/key", s.serveKey)
 	mux.HandleFunc("GET /v1/machine", s.serveMachine)
 	mux.HandleFunc("GET /{file}", s.serveFile)
+	mux.HandleFunc("GET /"+CacheDir+"/{path...}", s.serveCache)
 	return mux
+}
+
+// CacheDir is the bundle's binary cache directory (mkiso build --closure),
+// served read-only at /nix-cache/ for the installer's nix copy.
+const CacheDir = "nix-cache"
+
+// serveCache serves a file of the bundle's binary cache: nix-cache-info,
+// HASH.narinfo or nar/FILE. Nothing outside CacheDir is reachable.
+func (s *Server) serveCache(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("path")
+	if name == "" || !fs.ValidPath(name) {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := os.OpenInRoot(filepath.Join(s.cfg.Bundle.Dir, CacheDir), name)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	switch {
+	case strings.HasSuffix(name, ".narinfo"):
+		w.Header().Set("Content-Type", "text/x-nix-narinfo")
+	case name == "nix-cache-info":
+		w.Header().Set("Content-Type", "text/x-nix-cache-info")
+	default:
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
+	http.ServeContent(w, r, path.Base(name), fi.ModTime(), f)
 }
 
 func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
