@@ -31,7 +31,7 @@ test: deps lint
 
 # Unit tests only: no VM boots, no loop devices needing long setup.
 test-short:
-	set -o pipefail; NIXLOS_TEST_SHORT=1 $(GO) test -json -short ./... | $(GO) run ./internal/tools/testreport
+	set -o pipefail; $(GO) test -json -short ./... | $(GO) run ./internal/tools/testreport -short
 
 fuzz:
 	FUZZTIME=$${FUZZTIME:-30s} scripts/fuzz.sh

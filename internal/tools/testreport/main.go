@@ -28,6 +28,7 @@ import (
 
 func main() {
 	repo := flag.String("repo", ".", "repository root (to find the packages with VM tests)")
+	short := flag.Bool("short", false, "the run was go test -short: VM tests skip by design")
 	flag.Parse()
 	vmPkgs, err := packagesWithVMTests(*repo)
 	if err != nil {
@@ -35,6 +36,7 @@ func main() {
 		os.Exit(1)
 	}
 	r := newReport(vmPkgs)
+	r.short = *short
 	if err := r.read(os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "testreport:", err)
 		os.Exit(1)
@@ -60,6 +62,7 @@ type pkgStats struct {
 }
 
 type report struct {
+	short  bool // a -short run: VM tests skip by design
 	vmPkgs map[string]bool
 	pkgs   map[string]*pkgStats
 	output map[string][]string // package/test → output lines
@@ -213,7 +216,7 @@ func (r *report) write(out io.Writer) bool {
 		vm := "-"
 		if r.vmPkgs[name] {
 			vm = fmt.Sprint(p.vmRun)
-			if p.vmRun == 0 && !testingShort() {
+			if p.vmRun == 0 && !r.short {
 				note += "; has VM tests but ran none"
 				ok = false
 			}
@@ -230,11 +233,8 @@ func (r *report) write(out io.Writer) bool {
 	return ok
 }
 
-// testingShort: the report is for a -short run (VM tests skip by design).
-func testingShort() bool { return os.Getenv("NIXLOS_TEST_SHORT") == "1" }
-
 // vmCall is how a test file starts a VM test.
-var vmCall = regexp.MustCompile(`\b(testenv\.VM|vmtest\.SkipUnlessVM|vmtest\.RunCheck|SkipUnlessVM|RunCheck)\(`)
+var vmCall = regexp.MustCompile(`(?m)^\s*(\w+ :?= )?(testenv\.VM|vmtest\.SkipUnlessVM|vmtest\.RunCheck|SkipUnlessVM|RunCheck)\(`)
 
 // packagesWithVMTests lists the import paths of the packages whose
 // _test.go files (not benchmarks-only files) start VM tests.
