@@ -180,11 +180,21 @@ type Options struct {
 
 // Export evaluates the hosts of f and returns the manifest. When every host
 // evaluates, that is one `nix eval`. A host whose evaluation fails is in
-// m.Errors (with its option path and a fix), not in m.Hosts, and the other
-// hosts are evaluated again without it: one more `nix eval` per broken host
-// (see evalHosts). Flake-level problems (flake.nix does not evaluate, no
-// nixosConfigurations, no hosts, an unknown selected host) are
-// *cli.InputError.
+// m.Errors (with its option path, the user's file and a fix), not in
+// m.Hosts, and the other hosts are evaluated again without it: one more
+// `nix eval` per broken host (see evalHosts). With opt.Hosts only those
+// hosts are evaluated, so a broken host that is not selected costs nothing.
+// Flake-level problems (flake.nix does not evaluate, no nixosConfigurations,
+// no hosts, an unknown selected host) are *cli.InputError.
+//
+// Cost, measured with Nix 2.8 on the realflakes fixtures (real disko and
+// sops-nix modules, 2 shared cores; BenchmarkRealFlakesExport): 4 good hosts
+// 92 ms (bare nix eval of their devices 51 ms); the same run with
+// --show-trace and the per-host error context costs nothing measurable
+// when it succeeds. A failing run costs about 0.5 s, most of it Nix
+// rendering the trace: 1 broken host of 3 is 0.56 s (2 runs), 3 of 4 are
+// 1.6 s (4 runs); the per-host fallback (a failure without a host in its
+// trace) is 0.55 s for 3 hosts.
 func Export(ctx context.Context, f *Flake, opt Options) (*Manifest, error) {
 	var only []string
 	if len(opt.Hosts) > 0 {

@@ -1,6 +1,8 @@
 // Package flake reads a NixOS flake with real Nix: it finds the flake
 // directory, lists its hosts, exports the per-host install manifest with a
-// single `nix eval`, and copies the flake's tracked files for embedding.
+// single `nix eval` (a host that does not evaluate is reported with its
+// option, file and fix, and does not block the others), and copies the
+// flake's tracked files for embedding.
 package flake
 
 import (

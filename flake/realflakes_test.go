@@ -528,3 +528,50 @@ func TestRealFlakesOldNixpkgs(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRealFlakesExport measures Export on the fixtures (real disko
+// and sops-nix modules): all hosts good (one nix run), one broken host
+// among three (two runs), only the good hosts selected (one run), next to
+// the bare nix eval of every host's cleaned disko.devices.
+func BenchmarkRealFlakesExport(b *testing.B) {
+	inputs := realflaketest.Inputs(b)
+	ctx := context.Background()
+	work := realflaketest.Flake(b, inputs, realflaketest.Fixture{Name: "workstation"})
+	fleet := realflaketest.Flake(b, inputs, realflaketest.Fixture{Name: "fleet"})
+	mistakes := realflaketest.Flake(b, inputs, realflaketest.Fixture{Name: "mistakes"})
+	export := func(b *testing.B, dir string, hosts []string, broken int) {
+		f, err := Find(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			m, err := Export(ctx, f, Options{Hosts: hosts})
+			if err != nil || len(m.Errors) != broken {
+				b.Fatalf("%v %v", err, m.Broken())
+			}
+		}
+	}
+	b.Run("workstation-4-good", func(b *testing.B) { export(b, work, nil, 0) })
+	b.Run("fleet-1-broken-of-3", func(b *testing.B) { export(b, fleet, nil, 1) })
+	b.Run("fleet-2-good-selected", func(b *testing.B) { export(b, fleet, []string{"laptop", "server"}, 0) })
+	b.Run("mistakes-3-broken-of-4", func(b *testing.B) { export(b, mistakes, nil, 3) })
+	b.Run("fleet-per-host-fallback", func(b *testing.B) {
+		// The path taken when a failure names no host: list, then each
+		// host alone (2 at a time).
+		f, _ := Find(fleet)
+		for b.Loop() {
+			r, errs, err := evalEach(ctx, f, Options{}, nil, []string{}, map[string]*HostError{}, nil)
+			if err != nil || len(errs) != 1 || len(r.Hosts) != 2 {
+				b.Fatalf("%v %v", err, errs)
+			}
+		}
+	})
+	b.Run("workstation-bare-nix-eval", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := (Nix{}).Run(ctx, "eval", "--json", "path:"+work+"#nixosConfigurations", "--apply",
+				`c: builtins.mapAttrs (n: h: builtins.attrNames h.config.disko.devices.disk.main.content) c`); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
