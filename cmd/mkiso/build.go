@@ -113,7 +113,7 @@ func isFlakeDir(dir string) bool {
 
 // buildForServe builds the PXE bundle of flakeDir into out (a temporary
 // directory when empty, removed by cleanup) for `mkiso serve FLAKE`.
-func buildForServe(flakeDir, out string, progress io.Writer) (dir string, cleanup func(), err error) {
+func buildForServe(flakeDir, out string, withClosure bool, progress io.Writer) (dir string, cleanup func(), err error) {
 	cleanup = func() {}
 	if out == "" {
 		tmp, err := os.MkdirTemp("", "nixlos-serve-")
@@ -122,7 +122,7 @@ func buildForServe(flakeDir, out string, progress io.Writer) (dir string, cleanu
 		}
 		out, cleanup = tmp, func() { os.RemoveAll(tmp) }
 	}
-	p, err := pipeline.NewProfile(pipeline.Options{Flake: flakeDir, Out: out, Formats: []image.Format{image.FormatPXE}, Version: version})
+	p, err := pipeline.NewProfile(pipeline.Options{Flake: flakeDir, Out: out, Formats: []image.Format{image.FormatPXE}, Version: version, Closure: withClosure})
 	if err == nil {
 		_, err = pipeline.Build(context.Background(), p, progress)
 	}

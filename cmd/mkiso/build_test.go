@@ -211,7 +211,7 @@ func TestServeFlakeBuildsBundle(t *testing.T) {
 	}
 	testenv.Short(t, "the build half builds the installer media; skipped with -short")
 	testenv.Tools(t, "nix")
-	dir, cleanup, err := buildForServe(exampleFlake(t), "", &out)
+	dir, cleanup, err := buildForServe(exampleFlake(t), "", false, &out)
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out.String())
 	}

@@ -21,10 +21,15 @@ func init() {
 }
 
 const serveUsage = `Usage: mkiso serve BUILD_DIR|FLAKE --iface IF [--map FILE] [--dhcp-range FIRST-LAST]
-                  [--unknown menu|ignore] [--age-key FILE] [--out DIR] [--json]
+                  [--unknown menu|ignore] [--age-key FILE] [--out DIR] [--closure] [--json]
 
 Given a FLAKE directory (holding flake.nix), it first runs 'mkiso build FLAKE
---format pxe' into --out (default: a temporary directory removed on exit).
+--format pxe' into --out (default: a temporary directory removed on exit);
+with --closure, 'mkiso build FLAKE --format pxe --closure'.
+
+A bundle built with --closure carries a signed Nix binary cache
+(BUILD_DIR/pxe/nix-cache), served read-only at http://ADDR:PORT/nix-cache/:
+the installer copies the host's system from it instead of building it.
 
 Serves BUILD_DIR/pxe (vmlinuz, initrd, iPXE binaries) on the interface IF:
 proxyDHCP beside the LAN's DHCP server by default, or full DHCP from the
@@ -45,6 +50,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	stateFile := fs.String("state", "", "file remembering installed MACs (default BUILD_DIR/serve-state.json)")
 	jsonOut := fs.Bool("json", false, "one JSON event per line instead of the table")
 	outDir := fs.String("out", "", "with a FLAKE: build the PXE bundle into DIR (default: a temporary directory)")
+	withClosure := fs.Bool("closure", false, "with a FLAKE: build the hosts' systems into the bundle's binary cache (mkiso build --closure)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -65,7 +71,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		if _, _, err := pxe.InterfaceAddr(*iface); err != nil { // before a build
 			return cli.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
 		}
-		dir, cleanup, err := buildForServe(pos[0], *outDir, stderr)
+		dir, cleanup, err := buildForServe(pos[0], *outDir, *withClosure, stderr)
 		if err != nil {
 			return err
 		}
