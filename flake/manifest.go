@@ -155,6 +155,7 @@ func (m *Manifest) Only(name string) (*Manifest, error) {
 	}
 	c := *m
 	c.Hosts = map[string]Host{name: h}
+	c.Errors = nil
 	return &c, nil
 }
 
