@@ -1,12 +1,13 @@
 // Command demo is `make demo`: the whole nixlos job end to end on this
 // machine. It prepares the example flake with a fresh age key (demoprep),
-// builds the hybrid ISO with that key embedded (package pipeline, as
-// `mkiso build`), boots it in QEMU TCG onto a blank 8 GiB virtio disk with
-// nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff,
-// streaming the serial console, and then boots a read-back VM that prints
-// what was installed: partitions with their GPT names, filesystems, the
-// LUKS and LVM volumes, the age key's path and mode (never the key), the
-// installed system's store path and the install log's last lines.
+// builds the hybrid ISO with that key embedded and the hosts' closures on
+// it (package pipeline, as `mkiso build --closure`), boots it under UEFI
+// in QEMU TCG (QEMU's default CPU model, no network card) onto a blank
+// 8 GiB virtio disk with nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto
+// nixlos.after=poweroff, streaming the serial console; then it boots the
+// disk alone under UEFI, types the LUKS passphrase at the installed
+// system's prompt and shows what the system reports: its booted line, its
+// mounts and whether its age key is there (never the key).
 //
 //	go run ./internal/cmd/demo [--out build/demo] [--quiet]
 package main
@@ -14,8 +15,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -25,9 +24,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/vmtest"
@@ -39,9 +36,10 @@ func main() {
 
 const usage = `Usage: demo [--out DIR] [--quiet]
 
-Builds the nixlos ISO from examples/nix-los with a fresh demo age key,
-installs host laptop from it in a QEMU TCG virtual machine onto a blank
-8 GiB disk, then reads the disk back in a second VM and prints what is on it.`
+Builds the nixlos ISO (with closures) from examples/nix-los with a fresh
+demo age key, installs host laptop from it in a QEMU TCG virtual machine
+(UEFI, no network) onto a blank 8 GiB disk, then boots that disk alone and
+shows the installed system coming up.`
 
 // demoCmdline is what the demo ISO boots with.
 const demoCmdline = "nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff"
@@ -105,6 +103,7 @@ func (d *demo) run(ctx context.Context) error {
 		prof, err := pipeline.NewProfile(pipeline.Options{
 			Flake: flakeDir, Out: filepath.Join(d.dir, "out"), AgeKey: keyFile,
 			Formats: []image.Format{image.FormatISO}, Cmdline: demoCmdline, Version: "demo",
+			Closure: true,
 		})
 		if err != nil {
 			return err
@@ -132,7 +131,7 @@ func (d *demo) run(ctx context.Context) error {
 			stream = &prefixWriter{w: d.w, prefix: "  | "}
 		}
 		vm, err := vmtest.Start(vmtest.Options{
-			Name: "demo", CDROM: iso, Disks: []vmtest.Disk{{Path: disk}},
+			Name: "demo", CDROM: iso, Disks: []vmtest.Disk{{Path: disk}}, UEFI: true, DefaultCPU: true,
 			MemoryMiB: 2048, Stream: stream, Timeout: 20 * time.Minute, LogDir: d.dir,
 		})
 		if err != nil {
@@ -161,123 +160,44 @@ func (d *demo) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	var report string
-	if err := d.step("read the disk back (second VM)", func() error {
-		key, err := agekey.Load(keyFile)
+	var booted vmtest.Booted
+	if err := d.step("boot the installed disk alone (UEFI, no installer)", func() error {
+		pass, err := os.ReadFile(filepath.Join(d.dir, "luks-passphrase"))
+		if err != nil {
+			return fmt.Errorf("the LUKS passphrase demoprep wrote: %w", err)
+		}
+		pass = bytes.TrimRight(pass, "\n")
+		var stream io.Writer
+		if !d.quiet {
+			stream = &prefixWriter{w: d.w, prefix: "  | "}
+		}
+		vm, err := vmtest.Start(vmtest.Options{
+			Name: "firstboot", BootDisk: disk, UEFI: true, DefaultCPU: true,
+			MemoryMiB: 1024, Stream: stream, Timeout: 10 * time.Minute, LogDir: d.dir,
+		})
 		if err != nil {
 			return err
 		}
-		sops, err := os.ReadFile(filepath.Join(flakeDir, "secrets/secrets.yaml"))
+		defer vm.Kill()
+		booted, err = vmtest.BootInstalled(ctx, vm, pass, 8*time.Minute)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (serial log %s)", err, vm.LogPath())
 		}
-		pass, err := agekey.Value(key, sops, "secrets.yaml", "luks.crypted")
-		if err != nil {
-			return err
+		if booted.Host != "laptop" || booted.Generation != 1 || booted.AgeKey != "present" {
+			return fmt.Errorf("the installed system came up as host=%s generation=%d, age key %s; want laptop, 1, present", booted.Host, booted.Generation, booted.AgeKey)
 		}
-		ageKeyFile := res.Manifest.Hosts["laptop"].AgeKeyFile
-		report, err = d.readBack(ctx, disk, pass, ageKeyFile)
-		return err
+		return nil
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(d.w, "\n==> what is on the disk (%s)\n%s", disk, report)
+	fmt.Fprintf(d.w, "\n==> the installed system reports (%s)\n%s\n", disk, booted.Report)
 	fmt.Fprintf(d.w, "\n==> times\n%s\n", strings.Join(d.times, "\n"))
-	fmt.Fprintf(d.w, "  %-38s %.1f s\n  %-38s %.1f s\n  %-38s %s\n", "power-on → installer ready", bootReady.Seconds(),
-		"power-on → install complete", bootDone.Seconds(), "demo total", time.Since(d.start).Round(100*time.Millisecond))
+	fmt.Fprintf(d.w, "  %-38s %.1f s\n  %-38s %.1f s\n  %-38s %.1f s (%d passphrase prompt)\n  %-38s %s\n",
+		"power-on → installer ready", bootReady.Seconds(),
+		"power-on → install complete", bootDone.Seconds(),
+		"power-on → booted (installed disk)", booted.Elapsed.Seconds(), booted.Prompts,
+		"demo total", time.Since(d.start).Round(100*time.Millisecond))
 	return nil
-}
-
-// readBackScript opens the installed disk and prints what is on it; it never
-// prints the age key or the passphrase.
-const readBackScript = `modprobe -a dm_mod dm_crypt ext4 vfat nls_cp437 nls_iso8859_1 2>/dev/null || true
-echo "== partitions (GPT: number, start, size, type, name)"
-sfdisk --dump /dev/vda | busybox grep '^/dev' | busybox sed 's/, uuid=[^,]*//'
-cryptsetup open --key-file /etc/nixlos/readback.pass /dev/vda2 crypted
-lvm vgchange -a y pool >/dev/null
-echo "== filesystems"
-blkid /dev/vda1 /dev/vda2 /dev/mapper/crypted /dev/pool/root /dev/pool/home /dev/pool/swap | busybox sed 's/ PARTUUID="[^"]*"//; s/ BLOCK_SIZE="[^"]*"//'
-echo "== LUKS"
-cryptsetup status crypted | busybox grep -E 'type|cipher|device|size'
-echo "== LVM"
-lvm lvs -o lv_name,vg_name,lv_size,lv_attr pool
-mkdir -p /t && mount /dev/pool/root /t && mount /dev/pool/home /t/home
-mount -t vfat -o ro,iocharset=iso8859-1 /dev/vda1 /t/boot
-echo "== age key"
-busybox stat -c '%n  mode %a  owner %U  %s bytes' /t$AGEKEY
-busybox stat -c '%n  mode %a' $(busybox dirname /t$AGEKEY)
-echo "== installed system"
-echo "/nix/var/nix/profiles/system -> $(busybox readlink /t/nix/var/nix/profiles/system) -> $(busybox readlink /t/nix/var/nix/profiles/system-1-link)"
-echo "store paths in /nix/store: $(ls /t/nix/store | busybox wc -l)"
-echo "== /etc/nixos"
-ls /t/etc/nixos
-echo "== install log (/var/log/nixlos-install.log, last lines)"
-busybox tail -n 12 /t/var/log/nixlos-install.log
-echo "== mounted"
-busybox df -h /t /t/home /t/boot | busybox sed 's|/t|/mnt|'
-umount /t/boot /t/home /t
-lvm vgchange -a n pool >/dev/null
-cryptsetup close crypted
-`
-
-func (d *demo) readBack(ctx context.Context, disk string, pass []byte, ageKeyFile string) (string, error) {
-	nb := make([]byte, 8)
-	rand.Read(nb)
-	nonce := hex.EncodeToString(nb)
-	uinit := fmt.Sprintf(`export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/bbin AGEKEY=%s
-echo "@@BEGIN-%[2]s@@"
-/bin/sh -e /etc/nixlos/readback.sh </dev/null 2>&1
-echo "@@END-%[2]s rc=$?@@"
-/bin/busybox sync
-/bin/busybox poweroff -f
-`, ageKeyFile, nonce)
-	work, err := os.MkdirTemp(d.dir, "readback-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(work) // the initrd holds the LUKS passphrase
-	initrd, _, err := initramfs.Build(ctx, initramfs.Spec{
-		Output: filepath.Join(work, "initrd"), Version: "demo", UinitScript: uinit, // same version: the installer binary comes from the cache
-		Files: []initramfs.File{
-			{Path: "etc/nixlos/readback.sh", Data: []byte(readBackScript), Mode: 0o755},
-			{Path: "etc/nixlos/readback.pass", Data: pass, Mode: 0o600},
-		},
-	}, io.Discard)
-	if err != nil {
-		return "", err
-	}
-	os.Chmod(initrd, 0o600)
-	vm, err := vmtest.Start(vmtest.Options{
-		Name: "readback", Kernel: vmtest.DefaultKernel(), Initrd: initrd,
-		Append: "console=ttyS0 loglevel=3", Disks: []vmtest.Disk{{Path: disk}},
-		Timeout: 10 * time.Minute, LogDir: work,
-	})
-	if err != nil {
-		return "", err
-	}
-	defer vm.Kill()
-	m, err := vm.Expect(ctx, regexp.MustCompile(`@@END-`+nonce+` rc=(\d+)@@`), 8*time.Minute)
-	if err != nil {
-		return "", err
-	}
-	console := strings.ReplaceAll(vm.Console(), "\r", "")
-	i := strings.Index(console, "@@BEGIN-"+nonce+"@@\n")
-	j := strings.Index(console, "@@END-"+nonce)
-	if i < 0 || j < i {
-		return "", fmt.Errorf("read-back output not found")
-	}
-	out := console[i+len("@@BEGIN-"+nonce+"@@\n") : j]
-	out = regexp.MustCompile(`(?m)^\[ *[0-9.]+\] .*\n`).ReplaceAllString(out, "") // kernel messages
-	if bytes.Contains([]byte(out), pass) {
-		return "", fmt.Errorf("read-back output would show the passphrase; not printed")
-	}
-	if m[1] != "0" {
-		return out, fmt.Errorf("read-back script failed (rc %s):\n%s", m[1], out)
-	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	vm.Wait(wctx)
-	return out, nil
 }
 
 // prefixWriter prefixes every line (the streamed serial console).
