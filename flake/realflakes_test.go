@@ -382,9 +382,10 @@ func TestRealFlakesCreateInPlan(t *testing.T) {
 // the returned file (one line per run).
 func countingNix(t testing.TB) (Nix, func() int) {
 	t.Helper()
+	needNix(t)
 	real, err := exec.LookPath("nix")
 	if err != nil {
-		t.Skip("nix not installed")
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	log := filepath.Join(dir, "runs")

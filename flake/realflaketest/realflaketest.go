@@ -21,6 +21,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // DiskoVersions are the disko trees of the real modules: v1.12.0 and the
@@ -49,22 +51,17 @@ func repoRoot() string {
 }
 
 // Inputs unpacks the real modules into a temporary directory and returns
-// it (nixpkgs-lib/, disko/, disko-latest/, sops-nix/). It skips the test
-// when nix, zstd or the archive is missing.
+// it (nixpkgs-lib/, disko/, disko-latest/, sops-nix/). When nix, zstd or
+// the archive is missing the test skips (fails in strict mode: testenv).
 func Inputs(t testing.TB) string {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin, or make deps): real-module tests skipped")
-	}
+	testenv.Tools(t, "nix", "zstd", "tar")
 	archive, err := filepath.Abs(Archive())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(archive); err != nil {
-		t.Skipf("real disko/sops-nix modules not found (%v): set NIXLOS_REALMODULES to inputs.tar.zst", err)
-	}
-	if _, err := exec.LookPath("zstd"); err != nil {
-		t.Skip("zstd not installed (apt-get install zstd): real-module tests skipped")
+		testenv.Missing(t, "the real disko/sops-nix modules ("+archive+")", "set NIXLOS_REALMODULES to shared/realmodules/inputs.tar.zst")
 	}
 	dir := t.TempDir()
 	cmd := exec.Command("sh", "-c", `zstd -dc "$1" | tar -xf - -C "$2"`, "sh", archive, dir)
