@@ -101,7 +101,7 @@ func TestRealFlakesManifest(t *testing.T) {
 // wait. Probing subcommands of these tools are left out in createCommand.
 var createTools = map[string]bool{
 	"sgdisk": true, "parted": true, "mkswap": true, "cryptsetup": true, "pvcreate": true,
-	"vgcreate": true, "lvcreate": true, "mdadm": true, "btrfs": true, "mount": true,
+	"vgcreate": true, "lvcreate": true, "mdadm": true, "btrfs": true, "mount": true, "sfdisk": true,
 }
 
 // createCommands extracts the commands that change a disk from disko's
@@ -293,7 +293,7 @@ func coveredBy(d, p []string) bool {
 var mustCreate = map[string][]string{
 	"btrfs":  {`"mkfs.btrfs" "/dev/disk/by-partlabel/disk-main-root" "-f" "-L" "nixos"`, `"btrfs" "subvolume" "create"`, `"btrfs" "filesystem" "mkswapfile" "--size" "2G"`, `"mount" "/dev/disk/by-partlabel/disk-main-root" "-o" "subvol=/"`, `"mkfs.vfat"`},
 	"legacy": {`"parted" "-s" "/dev/sda" "--" "mklabel" "msdos"`, `"parted" "-s" "/dev/sda" "--" "set" "1" "boot" "on"`, `"mkpart" "primary" "512M" "100%"`, `"mkfs.ext4" "/dev/sda2"`},
-	"hybrid": {`"--typecode=1:EF02"`, `"--typecode=2:EF00"`, `"mkfs.vfat" "/dev/disk/by-partlabel/disk-main-ESP"`},
+	"hybrid": {`"--typecode=1:EF02"`, `"--typecode=2:EF00"`, `"sgdisk" "-h" "2:EE" "/dev/vda"`, `"sfdisk" "--label-nested" "dos" "--part-type" "/dev/vda" "2" "0x0c"`, `"sfdisk" "--label-nested" "dos" "--activate" "/dev/vda" "2"`, `"mkfs.vfat" "/dev/disk/by-partlabel/disk-main-ESP"`},
 	"crypt":  {`"cryptsetup" "-q" "luksFormat" "/dev/disk/by-partlabel/disk-main-luks" "--key-file"`, `"cryptsetup" "open"`, `"--allow-discards"`, `"pvcreate" "/dev/mapper/crypted"`, `"vgcreate" "pool"`, `"lvcreate" "--yes" "-l" "100%FREE" "-n" "root"`, `"mkswap" "/dev/pool/swap"`},
 	"laptop": {`"mkswap" "/dev/disk/by-partlabel/disk-main-swap"`, `"mkfs.ext4"`},
 	"server": {`"mdadm" "--create" "/dev/md/raid1" "--level=1"`, `"sgdisk" "--zap-all" "/dev/md/raid1"`, `"mkfs.ext4" "/dev/disk/by-id/md-name-any:raid1-part1"`},
