@@ -118,13 +118,14 @@ func parseNixError(stderr string) nixDiag {
 }
 
 // errorText is one entry of the table of known evaluation errors: when
-// Match matches Nix's message (and Also, if set, is in it too), the fix is
-// Fix with {option}, {file}, {files}, {host}, {flake} and {1} (Match's
-// first group) filled in.
+// Match matches Nix's message (and Also, if set, is in it too; and the
+// flake is in a git work tree, if Git), the fix is Fix with {option},
+// {file}, {files}, {host}, {flake} and {1}, {2}… (Match's groups) filled in.
 type errorText struct {
 	Name  string
 	Match *regexp.Regexp
 	Also  string
+	Git   bool
 	Fix   string
 }
 
@@ -158,7 +159,7 @@ var errorTexts = []errorText{
 		Fix: "host {host}'s configuration depends on itself ({option}): look for a value or an imports list computed from config, in {file}"},
 	{Name: "lock file out of date", Match: regexp.MustCompile(`requires lock file changes`),
 		Fix: "flake.lock does not match the inputs in flake.nix: run 'nix flake lock' in the flake's directory (and commit flake.lock)"},
-	{Name: "untracked file", Match: regexp.MustCompile(`(does not exist|No such file)`), Also: "\x00git",
+	{Name: "untracked file", Match: regexp.MustCompile(`(does not exist|No such file)`), Git: true,
 		Fix: "the flake is in a git repo, so Nix sees only tracked files: 'git add' the host's files ({file})"},
 }
 
@@ -170,11 +171,7 @@ func fixFor(msg string, git bool, vars map[string]string) (fix string, ok bool) 
 		if m == nil {
 			continue
 		}
-		if t.Also == "\x00git" {
-			if !git {
-				continue
-			}
-		} else if t.Also != "" && !strings.Contains(msg, t.Also) {
+		if t.Git && !git || t.Also != "" && !strings.Contains(msg, t.Also) {
 			continue
 		}
 		pairs := []string{}

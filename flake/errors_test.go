@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // TestParseNixError reads recorded Nix 2.8 failures of evalExpr (real
@@ -153,5 +155,32 @@ func TestUserPaths(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`/nix/store/`).FindAllString(got, -1); len(m) != 1 {
 		t.Errorf("store paths left: %d", len(m))
+	}
+}
+
+// TestUntrackedHostFile: in a git flake, a host whose module is not
+// git-added fails alone, with the git add fix naming its directory.
+func TestUntrackedHostFile(t *testing.T) {
+	needNix(t)
+	testenv.Tools(t, "git")
+	dir := writeFlake(t, `{ outputs = { self }: { nixosConfigurations = {
+	  a = `+hostWithLayout+`;
+	  b = { config = import ./hosts/b; };
+	}; }; }`)
+	os.MkdirAll(filepath.Join(dir, "hosts", "b"), 0o755)
+	os.WriteFile(filepath.Join(dir, "hosts", "b", "default.nix"), []byte(`{ nixpkgs.hostPlatform = "x86_64-linux"; }`), 0o644)
+	gitRun(t, dir, "init", "-q")
+	gitRun(t, dir, "add", "flake.nix")
+	_, m, err := Hosts(context.Background(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := m.Errors["b"]
+	if e == nil || len(m.Hosts) != 1 || !m.Hosts["a"].HasLayout() {
+		t.Fatalf("hosts %v errors %v", m.HostNames(), m.Broken())
+	}
+	t.Logf("%s\nfix: %s", e.Message, e.Fix)
+	if !strings.Contains(e.Fix, "git add") || !strings.Contains(e.Fix, "hosts/b/") || strings.Contains(e.Message, "/nix/store/") && strings.Contains(e.Message, "-source/hosts/b") {
+		t.Errorf("error %+v", e)
 	}
 }
