@@ -76,7 +76,33 @@ func checkSafety(p *Plan, allow *allowance) error {
 	return nil
 }
 
+// CheckDevice applies CheckSafety's rules to one device outside a plan
+// (mkiso flash writes a whole image over a stick): it refuses a device that
+// is not a block device, is smaller than minSize, is read-only, is mounted
+// (the disk, a partition or a device built on them), holds the running
+// system, or backs active swap, md or dm. It does not apply the boot-medium
+// rule: a stick that carries an older nixlos ISO is what flash rewrites.
+// name labels the error, an *UnsafeError.
+func CheckDevice(name, device string, minSize uint64) error {
+	mounts, err := readMounts()
+	if err != nil {
+		return err
+	}
+	return checkInUse(name, &DiskPlan{Device: device, SizeBytes: minSize}, mounts, readSwaps(), nil)
+}
+
 func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
+	if err := checkInUse(key, d, mounts, swaps, allow); err != nil {
+		return err
+	}
+	if label, ok := isBootMedium(d.Device); ok {
+		return &UnsafeError{Disk: key, Device: d.Device, Reason: fmt.Sprintf("it is the installer's boot medium (ISO 9660 volume %q)", label)}
+	}
+	return nil
+}
+
+// checkInUse is checkDisk without the boot-medium rule.
+func checkInUse(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
 	bad := func(format string, a ...any) error {
 		return &UnsafeError{Disk: key, Device: d.Device, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -108,9 +134,6 @@ func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint
 		if h := holders(n.name); len(h) > 0 && !allow.holders(h) {
 			return bad("%s backs active md/dm device %s (stop or close it first)", n.name, strings.Join(h, ", "))
 		}
-	}
-	if label, ok := isBootMedium(d.Device); ok {
-		return bad("it is the installer's boot medium (ISO 9660 volume %q)", label)
 	}
 	return nil
 }

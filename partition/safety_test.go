@@ -62,6 +62,17 @@ func TestCheckSafetyReasons(t *testing.T) {
 			case tc.want != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("got %v, want an UnsafeError with %q", err, tc.want)
 			}
+			if tc.virtual { // a plan's notion; CheckDevice has no plan
+				return
+			}
+			// CheckDevice (mkiso flash) applies the same rules to one device.
+			err = CheckDevice("main", dev, d.SizeBytes)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("CheckDevice refused a free device: %v", err)
+			case tc.want != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("CheckDevice: got %v, want an UnsafeError with %q", err, tc.want)
+			}
 		})
 	}
 }
@@ -83,5 +94,9 @@ func TestBootMediumRefused(t *testing.T) {
 	err = CheckSafety(&Plan{Disks: map[string]*DiskPlan{"main": {Device: dev, SizeBytes: 1 << 20}}})
 	if err == nil || !strings.Contains(err.Error(), "boot medium") {
 		t.Fatalf("got %v, want boot medium refusal", err)
+	}
+	// mkiso flash rewrites such a stick: CheckDevice has every rule but this one.
+	if err := CheckDevice("stick", dev, 1<<20); err != nil {
+		t.Errorf("CheckDevice refused an unused stick with an old nixlos ISO: %v", err)
 	}
 }
