@@ -363,33 +363,40 @@ func (t *target) close() error {
 	return err
 }
 
-// tailWriter keeps the last non-empty line written through it.
+// tailWriter keeps the last three non-empty lines written through it.
 type tailWriter struct {
-	w    io.Writer
-	last []byte
-	cur  []byte
+	w     io.Writer
+	lines []string
+	cur   []byte
 }
+
+const tailLines = 3
 
 func (tw *tailWriter) Write(p []byte) (int, error) {
 	for _, b := range p {
 		if b == '\n' {
-			if len(bytes.TrimSpace(tw.cur)) > 0 {
-				tw.last = append(tw.last[:0], tw.cur...)
-			}
-			tw.cur = tw.cur[:0]
+			tw.push()
 			continue
 		}
-		if len(tw.cur) < 400 {
+		if len(tw.cur) < 300 {
 			tw.cur = append(tw.cur, b)
 		}
 	}
 	return tw.w.Write(p)
 }
 
-// Last is the last non-empty line.
-func (tw *tailWriter) Last() string {
-	if len(bytes.TrimSpace(tw.cur)) > 0 {
-		return string(bytes.TrimSpace(tw.cur))
+func (tw *tailWriter) push() {
+	if l := string(bytes.TrimSpace(tw.cur)); l != "" {
+		tw.lines = append(tw.lines, l)
+		if len(tw.lines) > tailLines {
+			tw.lines = tw.lines[1:]
+		}
 	}
-	return string(bytes.TrimSpace(tw.last))
+	tw.cur = tw.cur[:0]
+}
+
+// Last is the last lines, joined by " | ".
+func (tw *tailWriter) Last() string {
+	tw.push()
+	return strings.Join(tw.lines, " | ")
 }

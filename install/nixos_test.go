@@ -323,7 +323,7 @@ func TestInstallSystemFailures(t *testing.T) {
 		logLike string   // in the log
 	}{
 		{name: "switch-to-configuration exits 1", sys: fakeSystem{stc: "fail"},
-			errLike: []string{"bootloader: " + fakeSysPath + "/bin/switch-to-configuration boot: exit status 1", `last output: "bootctl: Failed to open ESP /boot"`}},
+			errLike: []string{"bootloader: " + fakeSysPath + "/bin/switch-to-configuration boot: exit status 1", `last output: "installing systemd-boot... | bootctl: Failed to open ESP /boot"`}},
 		{name: "kernel but no switch-to-configuration", sys: fakeSystem{stc: "none"},
 			errLike: []string{"bootloader: the system has a kernel but no bin/switch-to-configuration"}},
 		{name: "switch-to-configuration not executable", sys: fakeSystem{stc: "noexec"},
