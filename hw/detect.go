@@ -155,7 +155,7 @@ func Disks(opts Options) ([]Disk, error) {
 		sys := opts.path("sys", "block", g.Name)
 		d := Disk{Name: g.Name, Path: "/dev/" + g.Name, Kind: kind(g.Name), SizeBytes: g.SizeBytes,
 			Model: known(g.Model), Serial: known(g.SerialNumber), Removable: g.IsRemovable,
-			Rotational: readTrim(filepath.Join(sys, "queue", "rotational")) == "1"}
+			Rotational: readTrim(filepath.Join(sys, "queue", "rotational")) == "1", Bus: diskBus(opts, g.Name)}
 		if d.Model == "" {
 			d.Model = readTrim(filepath.Join(sys, "device", "model"))
 		}

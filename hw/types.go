@@ -44,6 +44,7 @@ type Disk struct {
 	ByID       []string `json:"byId,omitempty"` // /dev/disk/by-id/… links to the disk (derived like udev's when /dev/disk is absent)
 	Removable  bool     `json:"removable"`
 	Rotational bool     `json:"rotational"`
+	Bus        string   `json:"bus,omitempty"` // outermost transport: BusUSB, BusNVMe, BusVirtio, BusMMC, BusATA, BusSCSI; "" unknown (loop, md, dm)
 	// BootMedium is set when the disk holds what the running system booted
 	// from: it backs the root filesystem or a mounted iso9660 filesystem,
 	// carries an iso9660 image (the nixlos hybrid ISO, on CD or USB), or was
