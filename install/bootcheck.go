@@ -93,7 +93,9 @@ func (e *BootCheckError) Error() string { return "boot check: " + strings.Join(e
 //     configuration must exist, and every one that exists must be right;
 //   - every device of the system's etc/fstab resolves: it is one the
 //     layout creates, or a UUID=/LABEL=/PARTUUID=/PARTLABEL= (or
-//     /dev/disk/by-*) that exists;
+//     /dev/disk/by-*) that exists. Entries with nofail or noauto are not
+//     needed to boot and are not checked; nor are devices that are no
+//     block devices (tmpfs, binds, network filesystems, ZFS datasets);
 //   - the age key is at AgeKeyFile, a regular file with mode 0600.
 //
 // It returns a summary of what it found, or a *BootCheckError naming
@@ -619,6 +621,9 @@ func (c *BootCheck) fstab() (int, []string) {
 		}
 		if len(f) > 2 {
 			fstype = f[2]
+		}
+		if len(f) > 3 && slices.ContainsFunc(strings.Split(f[3], ","), func(o string) bool { return o == "nofail" || o == "noauto" }) {
+			continue // the system boots without it
 		}
 		ok, checked := c.resolves(dev, fstype)
 		if !checked {

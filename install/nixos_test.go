@@ -463,7 +463,9 @@ func newBootTree(t *testing.T) *bootTree {
 	w(fakeSysPath+"/init", "#!/bin/sh\n", 0o555)
 	w(fakeSysPath+"/etc/fstab", "/dev/disk/by-partlabel/disk-main-ESP /boot vfat umask=0077 0 2\n"+
 		"/dev/pool/root / ext4 defaults 0 1\n"+
-		"UUID=1234-ABCD /data ext4 nofail 0 2\n"+
+		"UUID=1234-ABCD /data ext4 defaults 0 2\n"+
+		"UUID=0000-MISSING /media/usb vfat nofail,x-systemd.device-timeout=1 0 2\n"+
+		"LABEL=missing /media/other ext4 noauto 0 2\n"+
 		"/dev/disk/by-label/my\\040data /data2 ext4 defaults 0 2\n"+
 		"tmpfs /tmp tmpfs mode=1777 0 0\n"+
 		"/data/bind /srv none bind 0 0\n", 0o444)
