@@ -198,7 +198,9 @@ func newHostError(f *Flake, host string, d nixDiag) *HostError {
 		e.File = files[0]
 	default:
 		if m := regexp.MustCompile(`attribute '([^']+)' missing`).FindStringSubmatch(d.Message); m != nil && strings.Contains(d.Message, "types.${") {
-			files = grepFlake(f, regexp.MustCompile(`\btype\s*=\s*"`+regexp.QuoteMeta(m[1])+`"`))
+			if re, err := regexp.Compile(`\btype\s*=\s*"` + regexp.QuoteMeta(m[1]) + `"`); err == nil { // not UTF-8: no such line
+				files = grepFlake(f, re)
+			}
 		}
 		if len(files) > 0 {
 			e.File = files[0]
