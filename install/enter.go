@@ -155,7 +155,8 @@ func (t *target) setup(aliases [][2]string) error {
 		// when this machine has it mounted; the installer often has not.
 		vars := "/sys/firmware/efi/efivars"
 		var st unix.Statfs_t
-		if err := unix.Statfs(t.path(vars), &st); err == nil && st.Type == efivarfsMagic {
+		mounted := t.do(func() error { return unix.Statfs(t.path(vars), &st) }) == nil && st.Type == efivarfsMagic
+		if mounted {
 			fmt.Fprintf(t.log, "enter: efivarfs already at %s\n", t.path(vars))
 		} else if err := t.mountFS("efivarfs", vars, ""); err != nil {
 			// Not fatal: switch-to-configuration fails by itself when
