@@ -356,7 +356,7 @@ echo INSTALLED-BY-HAND
 
 	ctx := context.Background()
 	vm := vmtest.StartT(t, vmtest.Options{Name: "laptop", BootDisk: disk, UEFI: true, Timeout: 15 * time.Minute})
-	if _, err := vm.Expect(ctx, regexp.MustCompile(`(?i)passphrase`), 5*time.Minute); err != nil {
+	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), 5*time.Minute); err != nil {
 		t.Fatalf("no passphrase prompt: %v\n%s", err, vm.Tail(40))
 	}
 	prompt := vm.Elapsed()

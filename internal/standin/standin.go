@@ -254,7 +254,8 @@ func plan(kver string) (*buildPlan, error) {
 		return nil, fmt.Errorf("standin: want one dynamic loader, the tools name %v", deps.Interpreters)
 	}
 	add("lib/"+filepath.Base(deps.Interpreters[0]), deps.Interpreters[0], 0o555)
-	seen := map[string]bool{}
+	// The loader is also libc's DT_NEEDED: keep it once, executable.
+	seen := map[string]bool{filepath.Base(deps.Interpreters[0]): true}
 	for _, l := range deps.Libs {
 		b := filepath.Base(l)
 		if seen[b] {

@@ -30,4 +30,4 @@ chmod 0755 "$r/init"
 
 mkdir -p "$out"
 cd "$r"
-find . | sort | cpio -o -H newc 2>/dev/null | gzip -6 >"$out/initrd"
+find . | sort | cpio -o -H newc -R 0:0 2>/dev/null | gzip -6 >"$out/initrd"

@@ -87,7 +87,7 @@ while read -r name device discard; do
 		tries=$((tries + 1))
 		echo "nix-los stage1: opening LUKS $name ($device)"
 		if ! cryptsetup open $extra --tries 1 "$device" "$name"; then
-			echo "nix-los stage1: wrong passphrase or cannot open $device, try again"
+			echo "nix-los stage1: could not open $device (wrong key?), asking again"
 			[ "$tries" -ge 20 ] && fail "cannot open LUKS $name on $device"
 		fi
 	done
