@@ -186,6 +186,8 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	if !c.Auto && term.IsTerminal(int(b.inFile.Fd())) {
 		opt.Password = b.password
 	}
+	release := useClosure(ctx, m, ch.Host, disks, true, c.Server, &opt, b.out)
+	defer release()
 	p, err := install.NewPlan(opt)
 	if err != nil {
 		return c.After, err

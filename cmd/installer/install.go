@@ -23,12 +23,15 @@ func init() {
 	commands = append(commands, cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall})
 }
 
-const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline]
+const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL]
 
 Installs a host of the manifest onto this machine's disks: proves the age key
 against the host's sops file, lays the disks out as disko would, copies the
 flake to /etc/nixos, installs the age key, builds the system with Nix into
-ROOT/nix/store, sets the system profile and keeps the log at
+ROOT/nix/store (or, when the manifest names the host's toplevel and the boot
+medium or --server carries it in the signed cache of mkiso build --closure,
+copies it from there with only the manifest's key trusted; --no-closure
+builds anyway), sets the system profile and keeps the log at
 /var/log/nixlos-install.log on the target. --dry-run prints the plan of steps
 and touches nothing. Without --yes the device name must be typed on a terminal.`
 
@@ -47,6 +50,8 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	dry := fs.Bool("dry-run", false, "print the plan and touch nothing")
 	asJSON := fs.Bool("json", false, "with --dry-run: print the plan as JSON")
 	offline := fs.Bool("offline", false, "build without substituters (no binary cache)")
+	noClosure := fs.Bool("no-closure", false, "build the system even when the media carry its closure")
+	server := fs.String("server", "", "nixlos.server URL whose /nix-cache may hold the closure")
 	logFile := fs.String("log", install.DefaultLogFile, "install log on this system while installing")
 	fs.Var(&disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
 	pos, err := cli.Interspersed(fs, args)
@@ -73,6 +78,10 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	if term.IsTerminal(int(stdin.Fd())) {
 		opt.Password = terminalPassword(stdout)
+	}
+	if !*noClosure {
+		release := useClosure(context.Background(), m, *host, nil, !*dry, *server, &opt, stderr)
+		defer release()
 	}
 	p, err := install.NewPlan(opt)
 	if err != nil {
