@@ -116,6 +116,9 @@ type GatherOptions struct {
 	// InUse overrides the in-use check (tests); nil means
 	// partition.CheckDevice.
 	InUse func(name, path string) string
+	// Adjust, when set, edits each disk's facts after they are taken
+	// (tests: a loop device standing in for a USB stick).
+	Adjust func(*Facts)
 }
 
 // Gather takes the facts of every whole disk of this machine. It only
@@ -149,6 +152,9 @@ func Gather(o GatherOptions) ([]Facts, error) {
 		}
 		if f.InUse == "" && len(d.InUse) > 0 { // hw follows loop backing files too
 			f.InUse = "it is in use: " + strings.Join(d.InUse, ", ")
+		}
+		if o.Adjust != nil {
+			o.Adjust(&f)
 		}
 		out = append(out, f)
 	}
