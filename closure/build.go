@@ -34,6 +34,9 @@ type BuildOptions struct {
 	Nix      string   // nix binary; "" = nix from PATH
 	// KeyName names the signing key; "" = nixlos-<random>.
 	KeyName string
+	// Key signs the cache; nil = a new key (GenerateKey(KeyName)), which
+	// is what a build wants. Tests pass one to look for it in the outputs.
+	Key *SecretKey
 	// Compression of the NARs; "" = DefaultCompression.
 	Compression string
 	// Log gets nix's build and copy output.
@@ -98,9 +101,11 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 		paths = append(paths, p)
 		fmt.Fprintf(log, "%s: %s\n", opt.Hosts[i], p)
 	}
-	key, err := GenerateKey(opt.KeyName)
-	if err != nil {
-		return nil, err
+	key := opt.Key
+	if key == nil {
+		if key, err = GenerateKey(opt.KeyName); err != nil {
+			return nil, err
+		}
 	}
 	if err := Copy(ctx, opt, key, paths); err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 func TestKeyFormat(t *testing.T) {
@@ -144,9 +146,7 @@ func TestSummarize(t *testing.T) {
 
 func needNix(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Tools(t, "nix")
 }
 
 // tinyFlake writes a flake whose host "tiny" has a builtin:buildenv
@@ -179,7 +179,8 @@ func TestBuildAndCopy(t *testing.T) {
 	fl := tinyFlake(t, "closure test "+t.Name()+"\n")
 	cache := filepath.Join(t.TempDir(), "cache")
 	var log bytes.Buffer
-	res, err := Build(ctx, BuildOptions{FlakeRef: "path:" + fl, Hosts: []string{"tiny"}, Cache: cache, Log: &log})
+	sk, _ := GenerateKey("")
+	res, err := Build(ctx, BuildOptions{FlakeRef: "path:" + fl, Hosts: []string{"tiny"}, Cache: cache, Log: &log, Key: sk})
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
@@ -194,12 +195,18 @@ func TestBuildAndCopy(t *testing.T) {
 	filepath.Walk(cache, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
 			data, _ := os.ReadFile(p)
-			if bytes.Contains(data, []byte("secret")) {
-				t.Errorf("%s mentions a secret", p)
+			if bytes.Contains(data, []byte("secret")) || bytes.Contains(data, []byte(sk.String()[len(sk.Name)+1:])) {
+				t.Errorf("%s mentions a secret or holds the secret key", p)
 			}
 		}
 		return nil
 	})
+	if res.PublicKey != sk.Public().String() {
+		t.Errorf("public key %s, want %s", res.PublicKey, sk.Public())
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "nixlos-signing-*")); len(left) > 0 {
+		t.Errorf("signing key files left behind: %v", left)
+	}
 	key, _ := ParsePublicKey(res.PublicKey)
 	src := &Source{URL: "file://" + cache, Where: "test cache", Key: key}
 	root := t.TempDir()
