@@ -72,29 +72,57 @@ var (
 // parseNixError splits Nix's stderr (from a run with --show-trace) into
 // the message, the host whose error context the failure happened in (the
 // innermost one), and the failing option: the one the message names, else
-// the innermost option of the trace inside that host.
+// the innermost option of the trace inside that host. Nix 2.8 prints the
+// message first and then the trace, innermost first; newer Nix prints
+// "error:", the trace outermost first, then "error: <message>" last.
 func parseNixError(stderr string) nixDiag {
 	var d nixDiag
 	lines := strings.Split(stderr, "\n")
-	var msg []string
-	i := 0
-	for ; i < len(lines); i++ {
-		t := strings.TrimSpace(lines[i])
-		if strings.HasPrefix(t, "…") {
-			break
+	var msg, trace []string
+	if len(lines) > 1 && strings.TrimSpace(lines[0]) == "error:" {
+		k := len(lines)
+		for j := len(lines) - 1; j > 0; j-- {
+			if strings.HasPrefix(strings.TrimSpace(lines[j]), "error: ") {
+				k = j
+				break
+			}
 		}
-		if strings.HasPrefix(t, "(use '--show-trace'") {
+		if k < len(lines) {
+			msg = append(msg, strings.TrimSpace(lines[k]))
+			for _, l := range lines[k+1:] {
+				if strings.HasPrefix(strings.TrimSpace(l), "…") {
+					break
+				}
+				msg = append(msg, l)
+			}
+		}
+		for j := k - 1; j > 0; j-- {
+			trace = append(trace, lines[j])
+		}
+	} else {
+		i := 0
+		for ; i < len(lines); i++ {
+			if strings.HasPrefix(strings.TrimSpace(lines[i]), "…") {
+				break
+			}
+			msg = append(msg, lines[i])
+		}
+		trace = lines[i:]
+	}
+	var keep []string
+	for _, l := range msg {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "(use '--show-trace'") || strings.HasPrefix(t, "(stack trace truncated") {
 			continue
 		}
-		msg = append(msg, strings.TrimRight(lines[i], " \t\r"))
+		keep = append(keep, strings.TrimRight(l, " \t\r"))
 	}
-	for len(msg) > 0 && strings.TrimSpace(msg[len(msg)-1]) == "" {
-		msg = msg[:len(msg)-1]
+	for len(keep) > 0 && strings.TrimSpace(keep[len(keep)-1]) == "" {
+		keep = keep[:len(keep)-1]
 	}
-	d.Message = strings.Join(msg, "\n")
+	d.Message = strings.Join(keep, "\n")
 	var traceOption string
-	for ; i < len(lines); i++ {
-		t := strings.TrimSpace(lines[i])
+	for _, line := range trace {
+		t := strings.TrimSpace(line)
 		if rest, ok := strings.CutPrefix(t, "… "+hostMarker); ok {
 			var name string
 			if json.Unmarshal([]byte(rest), &name) == nil && name != "" {

@@ -48,9 +48,14 @@ func TestParseNixError(t *testing.T) {
 		{"innermost host wins", "error: x\n       … nixlos: host \"in\"\n       … nixlos: host \"out\"", "in", ""},
 		{"option outside the host is not the host's", "error: x\n       … nixlos: host \"h\"\n       … while evaluating the option `a.b':", "h", ""},
 		{"bad marker", "error: x\n       … nixlos: host nope", "", ""},
+		{"newer Nix: trace first, outermost first", "error:\n       … while evaluating the attribute 'hosts'\n\n       … nixlos: host \"broken\"\n\n       … while evaluating the option `disko.devices.disk.main.content':\n\n       … while evaluating the option `disko.devices.disk.main.content.partitions.x.content':\n\n       (stack trace truncated; use '--show-trace' to show the full, detailed trace)\n\n       error: attribute 'mdadm' missing\n       at /nix/store/x-source/lib/default.nix:29:13:",
+			"broken", "disko.devices.disk.main.content.partitions.x.content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := parseNixError(tc.in)
+			if strings.Contains(tc.name, "newer Nix") && !strings.HasPrefix(d.Message, "error: attribute 'mdadm' missing\n       at ") {
+				t.Errorf("message %q", d.Message)
+			}
 			if d.Host != tc.host || d.Option != tc.option {
 				t.Errorf("got host %q option %q, want %q %q", d.Host, d.Option, tc.host, tc.option)
 			}
