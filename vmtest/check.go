@@ -66,6 +66,9 @@ type Check struct {
 	Files []initramfs.File
 	// Disks are extra virtio disks (/dev/vda, /dev/vdb, … in order).
 	Disks []Disk
+	// USBDisks are removable USB sticks (Options.USBDisks); the script
+	// loads xhci_pci and usb_storage itself.
+	USBDisks []Disk
 	// Append is added to the kernel command line.
 	Append string
 	// MemoryMiB for the guest (default 1024).
@@ -150,6 +153,7 @@ func RunCheck(t testing.TB, c Check) CheckResult {
 		Initrd:     initrd,
 		Append:     strings.TrimSpace("console=ttyS0 loglevel=3 " + c.Append),
 		Disks:      c.Disks,
+		USBDisks:   c.USBDisks,
 		MemoryMiB:  c.MemoryMiB,
 		Timeout:    timeout + time.Minute,
 	})

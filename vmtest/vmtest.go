@@ -111,6 +111,9 @@ type Options struct {
 
 	// Disks are extra virtio disks.
 	Disks []Disk
+	// USBDisks are extra removable USB sticks (usb-storage on qemu-xhci):
+	// /dev/sda, /dev/sdb… in a guest without other SCSI disks.
+	USBDisks []Disk
 	// Net adds a NIC; nil means no network.
 	Net *Net
 	// MemoryMiB is the RAM size (default 1024).
@@ -276,6 +279,7 @@ func (o Options) Args() ([]string, error) {
 	} else {
 		args = append(args, "-nic", "none")
 	}
+	args = append(args, usbDiskArgs(o)...)
 	return append(args, o.ExtraArgs...), nil
 }
 
