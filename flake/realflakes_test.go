@@ -517,11 +517,12 @@ func TestRealFlakesOldNixpkgs(t *testing.T) {
 	for _, dv := range realflaketest.DiskoVersions {
 		t.Run(dv, func(t *testing.T) {
 			dir := realflaketest.Flake(t, inputs, realflaketest.Fixture{Name: "workstation", Disko: dv, Nixpkgs: "nixpkgs-2024-05"})
-			_, m, err := Hosts(context.Background(), dir, Options{})
+			// Two hosts are enough (a failing run costs ~0.5 s of trace).
+			_, m, err := Hosts(context.Background(), dir, Options{Hosts: []string{"crypt", "legacy"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(m.Hosts) != 0 || len(m.Errors) != 4 {
+			if len(m.Hosts) != 0 || len(m.Errors) != 2 {
 				t.Fatalf("hosts %v errors %v", m.HostNames(), m.Broken())
 			}
 			for name, e := range m.Errors {
