@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/netconf"
@@ -29,6 +30,48 @@ type Choices struct {
 	Net    netconf.Config    `json:"net"`
 	Server string            `json:"server,omitempty"`
 	Menu   []string          `json:"menu,omitempty"` // what the menu must still ask, and why
+	// Chosen says which physical disk each layout disk is, by the facts a
+	// person recognises it by (model, serial, size).
+	Chosen map[string]ChosenDisk `json:"chosen,omitempty"`
+}
+
+// ChosenDisk is the physical disk chosen for a layout disk.
+type ChosenDisk struct {
+	Device    string `json:"device"` // what the install writes to (a by-id link for rules)
+	Kernel    string `json:"kernel"` // /dev/<name> at this boot
+	Model     string `json:"model,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	SizeBytes uint64 `json:"sizeBytes"`
+	Bus       string `json:"bus,omitempty"`
+	Type      string `json:"type"` // nvme, ssd or hdd (diskrules.Type)
+	By        string `json:"by"`   // how: the device path given, "auto", or the rules ("match:…")
+}
+
+func chosen(d hw.Disk, device, by string) ChosenDisk {
+	return ChosenDisk{Device: device, Kernel: d.Path, Model: d.Model, Serial: d.Serial, SizeBytes: d.SizeBytes, Bus: diskrules.Bus(d), Type: diskrules.Type(d), By: by}
+}
+
+// DiskLines describes each chosen disk, keys sorted:
+// "disk main: /dev/disk/by-id/nvme-… = /dev/nvme0n1 (Samsung SSD 980 PRO 1TB, serial S5G…, 931.5 GiB (1.0 TB), nvme nvme) by match:bus=nvme".
+func (c Choices) DiskLines() []string {
+	keys := make([]string, 0, len(c.Chosen))
+	for k := range c.Chosen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		d := c.Chosen[k]
+		desc := diskrules.Describe(hw.Disk{Path: d.Kernel, Kind: hw.KindDisk, Model: d.Model, Serial: d.Serial, SizeBytes: d.SizeBytes, Bus: d.Bus, Rotational: d.Type == "hdd", Name: strings.TrimPrefix(d.Kernel, "/dev/")})
+		dev := d.Device
+		if dev != d.Kernel {
+			dev += " = " + desc
+		} else {
+			dev = desc
+		}
+		out = append(out, fmt.Sprintf("disk %s: %s by %s", k, dev, d.By))
+	}
+	return out
 }
 
 // Decided reports whether nothing is left for the menu.
@@ -40,16 +83,18 @@ func (c Choices) Decided() bool { return len(c.Menu) == 0 }
 //   - Host: nixlos.host (must be in hosts); else the only host; else the menu.
 //   - Disks: nixlos.disk for a layout with one disk, nixlos.disk.<key> for
 //     named disks; a value is a /dev path or /dev/disk/by-id link of a whole
-//     disk in the inventory (never the boot medium or a disk in use), or
-//     "auto": the one hw.Disk.Candidate not already named. Undecided disks go
-//     to the menu.
+//     disk in the inventory (never the boot medium or a disk in use),
+//     "match:RULES": the one disk the rules pick (package diskrules; named
+//     by its by-id link), or "auto": the one hw.Disk.Candidate not already
+//     named. Paths are taken first, then rules, then auto, so neither picks
+//     a disk named otherwise. Undecided disks go to the menu.
 //   - With nixlos.auto=1 anything left for the menu is an error.
 //
 // Settings from nixlos.server (per-MAC host/disk/after) are merged into c by
 // the caller before Choose. After the menu picks a host, call Choose again
 // with c.Host set. Errors are *cli.InputError values (exit 2), joined.
 func Choose(hosts []Host, c Cmdline, disks []hw.Disk) (Choices, error) {
-	ch := Choices{After: c.After, Auto: c.Auto, Net: c.Net, Server: c.Server, Disks: map[string]string{}}
+	ch := Choices{After: c.After, Auto: c.Auto, Net: c.Net, Server: c.Server, Disks: map[string]string{}, Chosen: map[string]ChosenDisk{}}
 	if ch.After == "" {
 		ch.After = AfterReboot
 	}
@@ -138,6 +183,7 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 	// Explicit devices first, so that auto never picks a disk named elsewhere.
 	taken := map[string]string{} // disk name → key
 	var autoKeys []string
+	var ruleWants []diskrules.Want
 	for _, k := range keys {
 		v, ok := want[k]
 		switch {
@@ -145,6 +191,13 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 			ch.Menu = append(ch.Menu, fmt.Sprintf("disk %s: not given (%s)", k, diskHint(keys)))
 		case v == AutoDisk:
 			autoKeys = append(autoKeys, k)
+		case diskrules.IsRules(v):
+			rs, err := diskrules.Parse(v)
+			if err != nil { // Parse checked it already; a caller's own Cmdline may not have been
+				problems = append(problems, cli.BadInput(source[k], diskrules.SyntaxHelp, "%v", err))
+				continue
+			}
+			ruleWants = append(ruleWants, diskrules.Want{Key: k, Rules: rs, Source: source[k]})
 		default:
 			d, err := findDisk(disks, v)
 			if err != nil {
@@ -157,6 +210,26 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 			}
 			taken[d.Name] = k
 			ch.Disks[k] = d.Path
+			ch.Chosen[k] = chosen(d, d.Path, v)
+		}
+	}
+	if len(ruleWants) > 0 {
+		picks, errs := diskrules.Resolve(ruleWants, disks, taken)
+		for _, err := range errs {
+			var me *diskrules.MatchError
+			if errors.As(err, &me) {
+				problems = append(problems, cli.BadInput(me.Want.Source, me.Fix(), "%s", me.Error()))
+			} else {
+				problems = append(problems, err)
+			}
+		}
+		if len(errs) > 0 {
+			return problems
+		}
+		for _, p := range picks {
+			taken[p.Disk.Name] = p.Key
+			ch.Disks[p.Key] = p.Device
+			ch.Chosen[p.Key] = chosen(p.Disk, p.Device, p.Rules)
 		}
 	}
 	if len(autoKeys) > 1 {
@@ -182,6 +255,7 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		switch len(cands) {
 		case 1:
 			ch.Disks[k] = cands[0].Path
+			ch.Chosen[k] = chosen(cands[0], cands[0].Path, AutoDisk)
 		case 0:
 			detail := "no disks found"
 			if len(why) > 0 {

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/netconf"
 )
@@ -40,7 +41,7 @@ const AutoDisk = "auto"
 // Cmdline is the parsed installer command line.
 type Cmdline struct {
 	Host     string            `json:"host,omitempty"`   // nixlos.host
-	Disk     string            `json:"disk,omitempty"`   // nixlos.disk: /dev/…, /dev/disk/by-id/… or "auto"
+	Disk     string            `json:"disk,omitempty"`   // nixlos.disk: /dev/…, /dev/disk/by-id/…, "auto" or "match:RULES" (canonical, package diskrules)
 	Disks    map[string]string `json:"disks,omitempty"`  // nixlos.disk.<key>, same values
 	Auto     bool              `json:"auto"`             // nixlos.auto=1
 	Server   string            `json:"server,omitempty"` // nixlos.server URL
@@ -192,25 +193,31 @@ func Parse(cmdline string) (Cmdline, error) {
 			set(p)
 			c.Host = p.Value
 		case p.Name == "nixlos.disk":
-			if !needValue("nixlos.disk=/dev/vda or nixlos.disk=auto") {
+			if !needValue("nixlos.disk=/dev/vda, nixlos.disk=auto or nixlos.disk=match:RULES") {
 				continue
 			}
-			if err := checkDev(p.Value); err != nil {
+			v, err := diskValue(p.Value)
+			if err != nil {
 				bad(p, devFix(p.Value), "%v", err)
 				continue
 			}
 			set(p)
-			c.Disk = p.Value
+			c.Disk = v
 		case strings.HasPrefix(p.Name, "nixlos.disk."):
 			key := strings.TrimPrefix(p.Name, "nixlos.disk.")
 			if key == "" {
 				bad(p, "name the layout's disk: nixlos.disk.<disk>=/dev/…", "has no disk name after nixlos.disk.")
 				continue
 			}
-			if !needValue(p.Name + "=/dev/vda or " + p.Name + "=auto") {
+			if strings.ContainsAny(key, " \t\n\r\v\f\"") {
+				bad(p, "name the layout's disk as disko.devices.disk names it", "disk name %q holds a space or quote", key)
 				continue
 			}
-			if err := checkDev(p.Value); err != nil {
+			if !needValue(p.Name + "=/dev/vda, " + p.Name + "=auto or " + p.Name + "=match:RULES") {
+				continue
+			}
+			v, err := diskValue(p.Value)
+			if err != nil {
 				bad(p, devFix(p.Value), "%v", err)
 				continue
 			}
@@ -218,7 +225,7 @@ func Parse(cmdline string) (Cmdline, error) {
 			if c.Disks == nil {
 				c.Disks = map[string]string{}
 			}
-			c.Disks[key] = p.Value
+			c.Disks[key] = v
 		case p.Name == "nixlos.auto":
 			v, ok := parseBool(p)
 			if !ok {
@@ -305,11 +312,28 @@ func checkDev(v string) error {
 	return nil
 }
 
+// diskValue validates a disk value and returns it in canonical form: a
+// device path or auto as given, a rule set ("match:…") as
+// diskrules.Rules.String renders it.
+func diskValue(v string) (string, error) {
+	if diskrules.IsRules(v) {
+		rs, err := diskrules.Parse(v)
+		if err != nil {
+			return "", fmt.Errorf("bad disk rules: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		return rs.String(), nil
+	}
+	return v, checkDev(v)
+}
+
 func devFix(v string) string {
+	if diskrules.IsRules(v) {
+		return diskrules.SyntaxHelp
+	}
 	if v != "" && !strings.Contains(v, "/") {
 		return fmt.Sprintf("write the full path /dev/%s, a /dev/disk/by-id/… link, or auto", v)
 	}
-	return "give /dev/…, /dev/disk/by-id/…, or auto"
+	return "give /dev/…, /dev/disk/by-id/…, auto, or match:RULES (e.g. match:size>=100G,bus=nvme)"
 }
 
 // suggest returns the known parameter closest to name, if it is close.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/netconf"
@@ -141,6 +142,7 @@ func FuzzParse(f *testing.F) {
 		"nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff console=ttyS0",
 		`"nixlos.host=a b" x="y z"`, "nixlos.disk.main=/dev/disk/by-id/virtio-x ip=dhcp",
 		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
+		"nixlos.disk.main=match:size>=100G,bus=nvme nixlos.disk.data=match:TYPE=hdd|ssd,model=WDC_*", `nixlos.disk="match:serial=a b"`, `"nixlos.disk.a b=/dev/vda"`,
 	} {
 		f.Add(s)
 	}
@@ -158,8 +160,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q): after = %q", s, c.After)
 		}
 		for _, d := range append([]string{c.Disk}, values(c.Disks)...) {
+			if diskrules.IsRules(d) {
+				rs, err := diskrules.Parse(d)
+				if err != nil || rs.String() != d {
+					t.Fatalf("Parse(%q): disk rules %q accepted, not canonical (%v)", s, d, err)
+				}
+				continue
+			}
 			if d != "" && d != AutoDisk && checkDev(d) != nil {
 				t.Fatalf("Parse(%q): bad disk %q accepted", s, d)
+			}
+		}
+		// Round trip: the disk parameters rendered back parse to the same values.
+		var params []string
+		if c.Disk != "" {
+			params = append(params, "nixlos.disk="+c.Disk)
+		}
+		for k, v := range c.Disks {
+			params = append(params, "nixlos.disk."+k+"="+v)
+		}
+		if len(params) > 0 {
+			again, err := Parse(strings.Join(params, " "))
+			if err != nil {
+				t.Fatalf("Parse(%q): disks render to %q, which does not parse: %v", s, params, err)
+			}
+			if again.Disk != c.Disk || !reflect.DeepEqual(again.Disks, c.Disks) {
+				t.Fatalf("Parse(%q): disks %q %v render to %q, parsed as %q %v", s, c.Disk, c.Disks, params, again.Disk, again.Disks)
 			}
 		}
 		switch c.Net.Mode {
