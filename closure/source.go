@@ -87,11 +87,13 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 		}
 		devs = MediaCandidates(disks)
 	}
+	var tried []string
 	for _, dev := range devs {
 		vol, ok := ISOVolumeID(dev)
 		if !ok {
 			continue
 		}
+		tried = append(tried, dev)
 		if err := mountISO(dev, mnt); err != nil {
 			fmt.Fprintf(log, "closure: mount %s: %v\n", dev, err)
 			continue
@@ -104,6 +106,7 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 	}
 	if opt.Server != "" {
 		base := strings.TrimRight(opt.Server, "/") + "/" + CacheDir
+		tried = append(tried, base)
 		client := opt.Client
 		if client == nil {
 			client = &http.Client{Timeout: 10 * time.Second}
@@ -114,7 +117,10 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 			fmt.Fprintf(log, "closure: %v\n", err)
 		}
 	}
-	return nil, fmt.Errorf("%w: %s", ErrNotFound, opt.Toplevel)
+	if len(tried) == 0 {
+		tried = []string{"no iso9660 medium among " + strings.Join(devs, " ")}
+	}
+	return nil, fmt.Errorf("%w: %s (looked at: %s)", ErrNotFound, opt.Toplevel, strings.Join(tried, ", "))
 }
 
 // MediaCandidates lists the block devices that may carry the media's cache:

@@ -19,6 +19,8 @@ var DefaultModules = []string{
 	// virtio and block/SCSI/CD
 	"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_rng", "virtio_console",
 	"sd_mod", "sr_mod", "sg", "cdrom", "isofs", "ahci", "nvme", "loop",
+	// PATA/IDE: QEMU's default CD drive (-cdrom) and older machines' CD drives
+	"ata_piix",
 	// USB storage and input
 	"xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "usb_storage", "uas", "usbhid", "hid_generic",
 	// filesystems
@@ -39,7 +41,7 @@ var DefaultModules = []string{
 // the kernel (request_module → /sbin/modprobe, kmod) or by the installer.
 var DefaultBootModules = []string{
 	"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_rng", "virtio_console",
-	"ahci", "nvme", "sd_mod", "sr_mod", "xhci_pci", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
+	"ahci", "ata_piix", "nvme", "sd_mod", "sr_mod", "xhci_pci", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
 	"e1000", "e1000e", "igb", "igc", "r8169",
 }
 

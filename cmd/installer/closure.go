@@ -34,7 +34,7 @@ func useClosure(ctx context.Context, m *flake.Manifest, host string, disks []hw.
 	src, err := closure.Locate(ctx, lo)
 	if err != nil {
 		if errors.Is(err, closure.ErrNotFound) {
-			fmt.Fprintf(out, "nixlos: the closure of %s is on no medium or server here: building it instead\n", host)
+			fmt.Fprintf(out, "nixlos: the closure of %s is on no medium or server here: building it instead (%v)\n", host, err)
 		} else {
 			fmt.Fprintf(out, "nixlos: warning: closure of %s: %v: building it instead\n", host, err)
 		}
