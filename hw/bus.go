@@ -50,6 +50,24 @@ func diskBus(opts Options, name string) string {
 	return busOf(p)
 }
 
+// usbSerial reads a USB disk's serial number from the USB device above it
+// in sysfs (the nearest ancestor with idVendor), for when udev has not
+// recorded one. The root hub above has a serial too (its PCI address):
+// the walk stops at the first USB device, which is the disk's own.
+func usbSerial(opts Options, name string) string {
+	p, err := filepath.EvalSymlinks(opts.path("sys", "block", name))
+	if err != nil {
+		return ""
+	}
+	stop := opts.path("sys", "devices")
+	for dir := filepath.Dir(p); strings.HasPrefix(dir, stop+"/"); dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "idVendor")); err == nil {
+			return readTrim(filepath.Join(dir, "serial"))
+		}
+	}
+	return ""
+}
+
 // DisksHolding lists the kernel names of the whole disks that hold path:
 // the disk itself when path is a block device (a partition resolves to its
 // disk), else the disks below the filesystem path lives on (through

@@ -77,3 +77,37 @@ func TestDisksHolding(t *testing.T) {
 		t.Error("no error for a missing path")
 	}
 }
+
+// TestUSBFakeTree: a USB stick's bus and serial (from the USB device above
+// it, not the root hub's) in a recorded sysfs layout without udev.
+func TestUSBFakeTree(t *testing.T) {
+	root := t.TempDir()
+	usb := "sys/devices/pci0000:00/0000:00:04.0/usb1"
+	dev := usb + "/1-1/1-1:1.0/host2/target2:0:0/2:0:0:0/block/sda"
+	for p, v := range map[string]string{
+		usb + "/idVendor": "1d6b", usb + "/serial": "0000:00:04.0", // the root hub
+		usb + "/1-1/idVendor": "46f4", usb + "/1-1/serial": "STICK0001\n",
+		dev + "/size": "524288", dev + "/removable": "1", dev + "/dev": "8:0",
+	} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(root, "sys/block"), 0o755)
+	if err := os.Symlink("../devices/pci0000:00/0000:00:04.0/usb1/1-1/1-1:1.0/host2/target2:0:0/2:0:0:0/block/sda", filepath.Join(root, "sys/block/sda")); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Root: root}
+	if got := diskBus(o, "sda"); got != BusUSB {
+		t.Errorf("bus %q", got)
+	}
+	if got := usbSerial(o, "sda"); got != "STICK0001" {
+		t.Errorf("serial %q, want the stick's", got)
+	}
+	if got := usbSerial(o, "vda"); got != "" {
+		t.Errorf("serial of a missing disk %q", got)
+	}
+}

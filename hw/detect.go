@@ -165,6 +165,9 @@ func Disks(opts Options) ([]Disk, error) {
 		if d.Serial == "" {
 			d.Serial = readTrim(filepath.Join(sys, "device", "serial"))
 		}
+		if d.Serial == "" && d.Bus == BusUSB {
+			d.Serial = usbSerial(opts, g.Name)
+		}
 		d.ByID = byID[g.Name]
 		if byID == nil {
 			d.ByID = deriveByID(d, readTrim(filepath.Join(sys, "device", "vendor")))
