@@ -1,0 +1,255 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nixlos/nixlos/bootcfg"
+	"github.com/nixlos/nixlos/diskrules"
+	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/preflight"
+)
+
+func init() {
+	commands = append(commands, cli.Command{Name: "check", Summary: "run the pre-flight gate alone: firmware, disk sizes, RAM, network against this machine (exit 0 ok, 2 refused)", Run: runCheck})
+}
+
+const checkUsage = `Usage: installer check [--host NAME] [--manifest FILE] [--cmdline "nixlos.…"] [--disk KEY=DEV]... [--detect FILE] [--json]
+
+Runs the pre-flight gate that the boot flow and 'installer install' run
+before any disk is written, and nothing else: it never writes. It chooses
+the host and its disks as the boot flow does (from /proc/cmdline, or
+--cmdline; --host and --disk override), then checks on this machine's
+hardware (or a recorded 'installer detect --json' report with --detect):
+  firmware   UEFI or BIOS against the layout's ESP / BIOS boot partition
+  disk-size  each chosen disk against the size its layout disk needs
+  memory     RAM against the install method's floor (build or closure copy)
+  network    a link, when the system is built rather than copied
+Each refusal names the hardware, the config line and the fix. Exit 0 when
+everything passes, 2 when the gate refuses. --json prints the verdict.`
+
+// checkOutput is `installer check --json`.
+type checkOutput struct {
+	preflight.Result
+	Disks map[string]bootcfg.ChosenDisk `json:"disks"`
+}
+
+func runCheck(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("check", checkUsage, stdout)
+	var disks diskArgs
+	host := fs.String("host", "", "host to check (default: nixlos.host, or the manifest's only host)")
+	manifest := fs.String("manifest", defaultManifest, "nixlos manifest (mkiso manifest FLAKE)")
+	cmdline := fs.String("cmdline", "", "kernel command line to choose host and disks from (default: /proc/cmdline)")
+	detect := fs.String("detect", "", "check against this recorded 'installer detect --json' report instead of this machine")
+	asJSON := fs.Bool("json", false, "print the verdict as JSON")
+	fs.Var(&disks, "disk", "KEY=DEV (repeatable; DEV alone for a one-disk layout): use this disk instead of the command line's choice")
+	pos, err := cli.Interspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("check takes no arguments, got %q (fix: use --host NAME)", pos)
+	}
+	m, err := loadManifest(*manifest)
+	if err != nil {
+		return err
+	}
+	rep, err := readReport(*detect)
+	if err != nil {
+		return err
+	}
+	raw := *cmdline
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "cmdline" })
+	if !given {
+		b, _ := os.ReadFile("/proc/cmdline")
+		raw = string(b)
+	}
+	c, err := bootcfg.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if *host != "" {
+		c.Host = *host
+	}
+	hosts := manifestHosts(m)
+	if len(disks) > 0 {
+		c.Disk, c.Disks = "", map[string]string{}
+		var keys []string
+		for _, h := range hosts {
+			if h.Name == c.Host || (c.Host == "" && len(hosts) == 1) {
+				keys = h.Disks
+			}
+		}
+		for _, a := range disks {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok {
+				if len(keys) != 1 {
+					return cli.BadInput("--disk "+a, "name the layout disk: --disk KEY=DEV", "the host's layout has %d disks", len(keys))
+				}
+				k, v = keys[0], a
+			}
+			c.Disks[k] = v
+		}
+	}
+	c.Auto = false // undecided disks fall back to the layout's own device below
+	ch, err := bootcfg.Choose(hosts, c, rep.Disks)
+	if err != nil {
+		return err
+	}
+	if ch.Host == "" {
+		return cli.BadInput("host", "give --host NAME or nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
+	}
+	res, chosen, err := gate(m, ch, c, rep, methodFor(m, ch.Host, false), "nixlos.disk")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := writeJSON(stdout, checkOutput{Result: res, Disks: chosen}); err != nil {
+			return err
+		}
+	} else {
+		writeGate(stdout, "", res, ch)
+	}
+	return res.Err()
+}
+
+// readReport reads a recorded hw.Report, or detects this machine.
+func readReport(path string) (hw.Report, error) {
+	if path == "" {
+		rep, err := hw.Detect(hw.Options{})
+		if err != nil {
+			return rep, fmt.Errorf("detect this machine: %w", err)
+		}
+		return rep, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return hw.Report{}, cli.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "%v", err)
+	}
+	var rep hw.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return hw.Report{}, cli.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "not a detect report: %v", err)
+	}
+	return rep, nil
+}
+
+// methodFor is how host's system will get onto the disk: copied when the
+// manifest names its closure on the media (and noClosure is not set),
+// else built.
+func methodFor(m *flake.Manifest, host string, noClosure bool) preflight.Method {
+	if h, ok := m.Hosts[host]; ok && h.Toplevel != "" && m.Cache != nil && !noClosure {
+		return preflight.Copy
+	}
+	return preflight.Build
+}
+
+// gate runs the pre-flight gate for the choices ch on the report rep.
+// Layout disks that ch leaves undecided are checked on the layout's own
+// device when this machine has it (as 'installer install' without --disk).
+// param names the parameter that chooses disks in messages.
+func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Report, method preflight.Method, param string) (preflight.Result, map[string]bootcfg.ChosenDisk, error) {
+	h, err := m.Select(ch.Host)
+	if err != nil {
+		return preflight.Result{}, nil, err
+	}
+	layout, err := partition.Load(h.Disko)
+	if err != nil {
+		return preflight.Result{}, nil, cli.BadInput("host "+ch.Host+" disko.devices", "correct the layout", "%v", err)
+	}
+	chosen := map[string]bootcfg.ChosenDisk{}
+	for k, v := range ch.Chosen {
+		chosen[k] = v
+	}
+	targets := map[string]preflight.Target{}
+	for _, d := range h.Disks() {
+		cd, ok := chosen[d.Key]
+		if !ok {
+			if dev, ok := ch.Disks[d.Key]; ok {
+				cd = bootcfg.ChosenDisk{Device: dev, By: dev}
+			} else {
+				cd = bootcfg.ChosenDisk{Device: d.Device, By: "the layout's device " + d.Device}
+			}
+		}
+		disk, found := inventoryDisk(rep.Disks, cd.Device)
+		if !found {
+			continue
+		}
+		cd.Kernel, cd.Model, cd.Serial, cd.SizeBytes = disk.Path, disk.Model, disk.Serial, disk.SizeBytes
+		cd.Bus, cd.Type = diskrules.Bus(disk), diskrules.Type(disk)
+		chosen[d.Key] = cd
+		src := cd.By
+		switch {
+		case strings.HasPrefix(src, "the layout"):
+		case len(h.Disks()) == 1 && param == "nixlos.disk" && c.Disk != "":
+			src = "nixlos.disk=" + c.Disk
+		default:
+			src = param + "." + d.Key + "=" + src
+			if param == "--disk" {
+				src = "--disk " + d.Key + "=" + cd.By
+			}
+		}
+		targets[d.Key] = preflight.Target{Device: cd.Device, Disk: disk, Source: src}
+	}
+	res := preflight.Run(preflight.Input{
+		Host: ch.Host, Hardware: rep, Layout: layout, Disks: targets, BootLoader: bootLoader(h),
+		Method: method, NeedNetwork: method == preflight.Build,
+	})
+	for _, d := range h.Disks() {
+		if _, ok := targets[d.Key]; !ok {
+			res.OK = false
+			res.Findings = append(res.Findings, preflight.Finding{Check: preflight.CheckDiskSize, Hardware: "no disk chosen for layout disk " + d.Key,
+				Problem: "cannot check its size", Config: "disko.devices.disk." + d.Key + ".device = " + d.Device + " (not on this machine)",
+				Fix: "choose it: " + param + "." + d.Key + "=/dev/… or =match:RULES"})
+		}
+	}
+	return res, chosen, nil
+}
+
+// bootLoader is the host's boot loader when the manifest says (see
+// preflight.Input.BootLoader); "" otherwise.
+func bootLoader(h flake.Host) string { return "" }
+
+// inventoryDisk finds the whole disk dev names: its /dev path, a by-id
+// link, or (on this machine) whatever the path resolves to.
+func inventoryDisk(disks []hw.Disk, dev string) (hw.Disk, bool) {
+	real := dev
+	if r, err := filepath.EvalSymlinks(dev); err == nil {
+		real = r
+	}
+	for _, d := range disks {
+		if d.Path == dev || d.Path == real {
+			return d, true
+		}
+		for _, id := range d.ByID {
+			if id == dev {
+				return d, true
+			}
+		}
+	}
+	return hw.Disk{}, false
+}
+
+// writeGate prints the chosen disks and the gate's findings, each line
+// prefixed (the boot flow's "nixlos: ").
+func writeGate(w io.Writer, prefix string, res preflight.Result, ch bootcfg.Choices) {
+	for _, l := range ch.DiskLines() {
+		fmt.Fprintf(w, "%s%s\n", prefix, l)
+	}
+	verdict := "passed"
+	if !res.OK {
+		verdict = "REFUSED"
+	}
+	fmt.Fprintf(w, "%spre-flight %s: host %s, %s firmware, install by %s\n", prefix, verdict, res.Host, strings.ToUpper(res.Firmware), res.Method)
+	for _, l := range res.Lines() {
+		fmt.Fprintf(w, "%s  %s\n", prefix, l)
+	}
+}
