@@ -77,7 +77,8 @@ if [ -n "$swraid" ]; then
 fi
 
 export DM_DISABLE_UDEV=1
-while read -r name device discard; do
+# The lists are read on fd 3: stdin stays the console (cryptsetup's prompt, the rescue shell).
+while read -r name device discard <&3; do
 	[ -n "$name" ] || continue
 	wait_for "$device" || fail "LUKS device $device of $name not found"
 	extra=
@@ -86,12 +87,12 @@ while read -r name device discard; do
 	until [ -e "/dev/mapper/$name" ]; do
 		tries=$((tries + 1))
 		echo "nix-los stage1: opening LUKS $name ($device)"
-		if ! cryptsetup open $extra --tries 1 "$device" "$name"; then
+		if ! cryptsetup open $extra --tries 1 "$device" "$name" </dev/console; then
 			echo "nix-los stage1: could not open $device (wrong key?), asking again"
 			[ "$tries" -ge 20 ] && fail "cannot open LUKS $name on $device"
 		fi
 	done
-done </etc/nixlos-luks
+done 3</etc/nixlos-luks
 
 lvmconf='global { locking_dir = "/run/lock/lvm" } activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }'
 if lvm pvs --noheadings --config "$lvmconf" 2>/dev/null | grep -q .; then
@@ -100,13 +101,13 @@ if lvm pvs --noheadings --config "$lvmconf" 2>/dev/null | grep -q .; then
 fi
 links
 
-while read -r device mp fstype options; do
+while read -r device mp fstype options <&3; do
 	[ -n "$device" ] || continue
 	wait_for "$device" || fail "device $device of $mp not found"
 	mkdir -p "/mnt-root$mp"
 	mount -t "$fstype" -o "$options" "$device" "/mnt-root$mp" || fail "cannot mount $device on $mp ($fstype)"
 	echo "nix-los stage1: mounted $device on $mp"
-done </etc/nixlos-mounts
+done 3</etc/nixlos-mounts
 
 [ -e "/mnt-root$init" ] || [ -L "/mnt-root$init" ] || fail "init $init not found on the root filesystem"
 for d in dev proc sys run; do
