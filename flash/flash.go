@@ -205,6 +205,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	if o.JSON {
+		fmt.Fprintf(o.Stderr, "done: %s can be pulled out now\n", f.Path)
 		return writeJSON(o.Stdout, res)
 	}
 	fmt.Fprintf(o.Stdout, "verified: %s on %s matches the image (sha256 %s)\n", hw.HumanBytes(res.Bytes), res.Device, res.SHA256)

@@ -172,6 +172,9 @@ func TestLoopFlash(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.err != nil || !res.Verified || res.SHA256 != sum(data2) || !res.Direct {
 		t.Errorf("flash --json: %v %v %+v", r.err, err, res)
 	}
+	if !strings.Contains(r.stderr, "done: "+dev+" can be pulled out now") {
+		t.Errorf("flash --json: stderr lacks when to pull the stick:\n%s", r.stderr)
+	}
 	if got, _ := os.ReadFile(file); !bytes.Equal(got[:len(data2)], data2) {
 		t.Error("second image not written")
 	}
