@@ -60,37 +60,78 @@ func (f Facts) Flashable() bool {
 	return f.Kind == hw.KindDisk && (f.Removable || f.Bus == hw.BusUSB)
 }
 
-// Refusals lists every reason the image (of imageBytes; 0 when unknown)
-// must not be written to the disk; none means it may be.
-func Refusals(f Facts, imageBytes uint64) []string {
-	var out []string
+// Check is one rule's verdict on a disk.
+type Check struct {
+	Rule   string `json:"rule"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// The rules, in the order they are checked.
+const (
+	RuleRemovable = "removable or USB disk"
+	RuleSize      = "large enough"
+	RuleImage     = "not the image's own disk"
+	RuleInUse     = "not in use"
+)
+
+// Checks applies every rule to the disk for an image of imageBytes (0:
+// unknown, when only listing).
+func Checks(f Facts, imageBytes uint64) []Check {
+	var out []Check
+	add := func(rule string, ok bool, detail string) { out = append(out, Check{rule, ok, detail}) }
 	switch f.Kind {
 	case hw.KindDisk:
-		if !f.Removable && f.Bus != hw.BusUSB {
-			bus := ""
-			if f.Bus != "" {
-				bus = ", on the " + f.Bus + " bus"
-			}
-			out = append(out, "it is not a removable or USB disk (a fixed disk"+bus+")")
+		switch {
+		case f.Bus == hw.BusUSB && f.Removable:
+			add(RuleRemovable, true, "removable, on USB")
+		case f.Bus == hw.BusUSB:
+			add(RuleRemovable, true, "on USB")
+		case f.Removable:
+			add(RuleRemovable, true, "removable")
+		case f.Bus != "":
+			add(RuleRemovable, false, "it is not a removable or USB disk (a fixed disk, on the "+f.Bus+" bus)")
+		default:
+			add(RuleRemovable, false, "it is not a removable or USB disk (a fixed disk)")
 		}
 	case hw.KindLoop:
-		out = append(out, "it is a loop device, not a removable or USB disk")
+		add(RuleRemovable, false, "it is a loop device, not a removable or USB disk")
 	case hw.KindCDROM:
-		out = append(out, "it is a CD/DVD drive, not a removable or USB disk")
+		add(RuleRemovable, false, "it is a CD/DVD drive, not a removable or USB disk")
 	default:
-		out = append(out, "it is a virtual device ("+f.Kind+"), not a removable or USB disk")
+		add(RuleRemovable, false, "it is a virtual device ("+f.Kind+"), not a removable or USB disk")
 	}
 	switch {
 	case f.SizeBytes == 0:
-		out = append(out, "it has no medium (size 0)")
+		add(RuleSize, false, "it has no medium (size 0)")
 	case f.SizeBytes < imageBytes:
-		out = append(out, fmt.Sprintf("it has %s but the image needs %s", hw.HumanBytes(f.SizeBytes), hw.HumanBytes(imageBytes)))
+		add(RuleSize, false, fmt.Sprintf("it has %s but the image needs %s", hw.HumanBytes(f.SizeBytes), hw.HumanBytes(imageBytes)))
+	case imageBytes == 0:
+		add(RuleSize, true, hw.HumanBytes(f.SizeBytes))
+	default:
+		add(RuleSize, true, fmt.Sprintf("%s for an image of %s", hw.HumanBytes(f.SizeBytes), hw.HumanBytes(imageBytes)))
 	}
 	if f.HoldsImage {
-		out = append(out, "it holds the image being written")
+		add(RuleImage, false, "it holds the image being written")
+	} else {
+		add(RuleImage, true, "the image is elsewhere")
 	}
 	if f.InUse != "" {
-		out = append(out, f.InUse)
+		add(RuleInUse, false, f.InUse)
+	} else {
+		add(RuleInUse, true, "nothing mounted, no swap, md or dm on it, writable")
+	}
+	return out
+}
+
+// Refusals lists every reason the image (of imageBytes; 0 when unknown)
+// must not be written to the disk: the failed Checks. None means it may be.
+func Refusals(f Facts, imageBytes uint64) []string {
+	var out []string
+	for _, c := range Checks(f, imageBytes) {
+		if !c.OK {
+			out = append(out, c.Detail)
+		}
 	}
 	return out
 }

@@ -21,7 +21,8 @@ type Plan struct {
 	Image      string   `json:"image"`
 	ImageBytes uint64   `json:"imageBytes"`
 	Device     Facts    `json:"device"`
-	Refused    []string `json:"refused,omitempty"` // why the device must not be written; empty: it may
+	Checks     []Check  `json:"checks"`
+	Refused    []string `json:"refused,omitempty"` // the failed checks: why the device must not be written; empty: it may
 	ChunkBytes int      `json:"chunkBytes"`
 	Steps      []string `json:"steps"`
 }
@@ -32,7 +33,7 @@ func NewPlan(image string, imageBytes uint64, f Facts, chunk int) Plan {
 		chunk = DefaultChunk
 	}
 	size := hw.HumanBytes(imageBytes)
-	return Plan{Image: image, ImageBytes: imageBytes, Device: f, Refused: Refusals(f, imageBytes), ChunkBytes: chunk,
+	return Plan{Image: image, ImageBytes: imageBytes, Device: f, Checks: Checks(f, imageBytes), Refused: Refusals(f, imageBytes), ChunkBytes: chunk,
 		Steps: []string{
 			fmt.Sprintf("write %s from %s to %s in %s aligned writes (O_DIRECT when supported)", size, image, f.Path, hw.HumanBytes(uint64(chunk))),
 			"fsync " + f.Path,
@@ -57,11 +58,15 @@ func (p Plan) Text() string {
 	fmt.Fprintf(&b, "image:  %s (%s)\n", p.Image, hw.HumanBytes(p.ImageBytes))
 	fmt.Fprintf(&b, "device: %s\n", p.Device.Label())
 	fmt.Fprintf(&b, "        kind %s, removable %v, bus %s\n", p.Device.Kind, p.Device.Removable, orDash(p.Device.Bus))
-	if len(p.Refused) > 0 {
-		b.WriteString("refused:\n")
-		for _, r := range p.Refused {
-			fmt.Fprintf(&b, "  - %s\n", r)
+	b.WriteString("checks:\n")
+	for _, c := range p.Checks {
+		verdict := "ok     "
+		if !c.OK {
+			verdict = "REFUSED"
 		}
+		fmt.Fprintf(&b, "  %s %-25s %s\n", verdict, c.Rule, c.Detail)
+	}
+	if len(p.Refused) > 0 {
 		return b.String()
 	}
 	b.WriteString("steps:\n")

@@ -133,7 +133,7 @@ func TestLoopFlash(t *testing.T) {
 	r = runFlash(Options{Image: img, Device: dev, DryRun: true, JSON: true, Gather: g})
 	var plan Plan
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil || r.err != nil || plan.ImageBytes != uint64(len(data)) ||
-		plan.Device.Path != dev || len(plan.Refused) != 0 || len(plan.Steps) != 4 {
+		plan.Device.Path != dev || len(plan.Refused) != 0 || len(plan.Steps) != 4 || len(plan.Checks) != 4 {
 		t.Errorf("dry run: %v %v %+v", r.err, err, plan)
 	}
 	// No terminal, no --yes: refused. A terminal and the wrong name: refused.

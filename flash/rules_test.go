@@ -76,6 +76,16 @@ func TestRefusals(t *testing.T) {
 					t.Errorf("reason %d = %q, want it to contain %q", i, got[i], tc.want[i])
 				}
 			}
+			cs := Checks(tc.f, tc.image)
+			rules := []string{RuleRemovable, RuleSize, RuleImage, RuleInUse}
+			for i, c := range cs {
+				if i >= len(rules) || c.Rule != rules[i] || c.Detail == "" {
+					t.Errorf("check %d = %+v", i, c)
+				}
+			}
+			if len(cs) != len(rules) {
+				t.Errorf("%d checks, want one per rule", len(cs))
+			}
 			p := NewPlan("nixlos.iso", tc.image, tc.f, 0)
 			err := p.Err()
 			if (err == nil) != (tc.want == nil) {
@@ -172,4 +182,31 @@ func FuzzChoose(f *testing.F) {
 			t.Fatalf("%q chose %s but does not confirm it", answer, c.Path)
 		}
 	})
+}
+
+func TestPlanText(t *testing.T) {
+	ok := NewPlan("out/nixlos.iso", 600<<20, stick, 0).Text()
+	for _, want := range []string{
+		"image:  out/nixlos.iso (600.0 MiB)",
+		"device: /dev/sdb (Cruzer Blade, 14.3 GiB, serial 4C530001230812116435)",
+		"  ok      removable or USB disk     removable, on USB",
+		"  ok      large enough              14.3 GiB for an image of 600.0 MiB",
+		"  ok      not in use                nothing mounted",
+		"  1. write 600.0 MiB from out/nixlos.iso to /dev/sdb in 4.0 MiB aligned writes",
+		"  4. read 600.0 MiB back from /dev/sdb and compare its SHA-256",
+	} {
+		if !strings.Contains(ok, want) {
+			t.Errorf("plan text lacks %q:\n%s", want, ok)
+		}
+	}
+	bad := NewPlan("out/nixlos.iso", 600<<20, nvmeRoot, 0).Text()
+	for _, want := range []string{"  REFUSED removable or USB disk     it is not a removable or USB disk (a fixed disk, on the nvme bus)",
+		"  REFUSED not in use                it holds the running system"} {
+		if !strings.Contains(bad, want) {
+			t.Errorf("refused plan text lacks %q:\n%s", want, bad)
+		}
+	}
+	if strings.Contains(bad, "steps") {
+		t.Errorf("a refused plan shows steps:\n%s", bad)
+	}
 }
