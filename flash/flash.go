@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -232,6 +233,9 @@ func flash(ctx context.Context, o Options, p Plan) (Result, error) {
 	iop := o.IO
 	iop.Progress = meter.Update
 	w, err := Write(ctx, p.Image, p.Device.Path, iop)
+	if errors.Is(err, context.Canceled) {
+		return res, fmt.Errorf("interrupted while writing %s: it holds part of the image and will not boot; run mkiso flash again", p.Device.Path)
+	}
 	if err != nil {
 		return res, fmt.Errorf("writing %s: %w", p.Device.Path, err)
 	}
