@@ -210,6 +210,9 @@ func checkInUse(name, path string) string {
 	case err == nil:
 		return ""
 	case errors.As(err, &ue):
+		if strings.HasSuffix(ue.Reason, "permission denied") {
+			return ue.Reason + " (run mkiso flash as root, e.g. with sudo)"
+		}
 		return ue.Reason
 	default:
 		return "cannot check whether it is in use: " + err.Error()
