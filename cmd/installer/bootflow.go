@@ -169,6 +169,9 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	}
 	b.host = ch.Host
 	fmt.Fprintln(b.out, ch.ConsoleLine())
+	if err := linkChosen("/", ch); err != nil {
+		return c.After, err
+	}
 
 	if key == nil && m.Hosts[ch.Host].SopsFile != "" && !c.Auto {
 		if key, err = b.pasteKey(); err != nil {
@@ -188,6 +191,9 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	}
 	release := useClosure(ctx, m, ch.Host, disks, true, c.Server, &opt, b.out)
 	defer release()
+	if err := b.preflight(m, ch, c, disks, opt); err != nil {
+		return c.After, err
+	}
 	p, err := install.NewPlan(opt)
 	if err != nil {
 		return c.After, err

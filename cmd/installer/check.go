@@ -5,14 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/partition"
 	"github.com/nixlos/nixlos/preflight"
@@ -22,7 +25,7 @@ func init() {
 	commands = append(commands, cli.Command{Name: "check", Summary: "run the pre-flight gate alone: firmware, disk sizes, RAM, network against this machine (exit 0 ok, 2 refused)", Run: runCheck})
 }
 
-const checkUsage = `Usage: installer check [--host NAME] [--manifest FILE] [--cmdline "nixlos.…"] [--disk KEY=DEV]... [--detect FILE] [--json]
+const checkUsage = `Usage: installer check [--host NAME] [--manifest FILE] [--cmdline "nixlos.…"] [--disk KEY=DEV]... [--detect FILE] [--firmware uefi|bios] [--json]
 
 Runs the pre-flight gate that the boot flow and 'installer install' run
 before any disk is written, and nothing else: it never writes. It chooses
@@ -50,6 +53,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	cmdline := fs.String("cmdline", "", "kernel command line to choose host and disks from (default: /proc/cmdline)")
 	detect := fs.String("detect", "", "check against this recorded 'installer detect --json' report instead of this machine")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON")
+	firmware := fs.String("firmware", "", "uefi or bios: check for this firmware instead of this machine's (a disk that will boot elsewhere)")
 	fs.Var(&disks, "disk", "KEY=DEV (repeatable; DEV alone for a one-disk layout): use this disk instead of the command line's choice")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
@@ -64,6 +68,9 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	rep, err := readReport(*detect)
 	if err != nil {
+		return err
+	}
+	if err := setFirmware(&rep, *firmware); err != nil {
 		return err
 	}
 	raw := *cmdline
@@ -108,7 +115,8 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if ch.Host == "" {
 		return cli.BadInput("host", "give --host NAME or nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
 	}
-	res, chosen, err := gate(m, ch, c, rep, methodFor(m, ch.Host, false), "nixlos.disk")
+	method := methodFor(m, ch.Host, false)
+	res, chosen, err := gate(m, ch, c, rep, method, method == preflight.Build, "nixlos.disk")
 	if err != nil {
 		return err
 	}
@@ -155,8 +163,9 @@ func methodFor(m *flake.Manifest, host string, noClosure bool) preflight.Method 
 // gate runs the pre-flight gate for the choices ch on the report rep.
 // Layout disks that ch leaves undecided are checked on the layout's own
 // device when this machine has it (as 'installer install' without --disk).
-// param names the parameter that chooses disks in messages.
-func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Report, method preflight.Method, param string) (preflight.Result, map[string]bootcfg.ChosenDisk, error) {
+// needNet says whether the install needs the network (a build with binary
+// caches). param names the parameter that chooses disks in messages.
+func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Report, method preflight.Method, needNet bool, param string) (preflight.Result, map[string]bootcfg.ChosenDisk, error) {
 	h, err := m.Select(ch.Host)
 	if err != nil {
 		return preflight.Result{}, nil, err
@@ -201,14 +210,14 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 	}
 	res := preflight.Run(preflight.Input{
 		Host: ch.Host, Hardware: rep, Layout: layout, Disks: targets, BootLoader: bootLoader(h),
-		Method: method, NeedNetwork: method == preflight.Build,
+		Method: method, NeedNetwork: needNet,
 	})
 	for _, d := range h.Disks() {
 		if _, ok := targets[d.Key]; !ok {
 			res.OK = false
 			res.Findings = append(res.Findings, preflight.Finding{Check: preflight.CheckDiskSize, Hardware: "no disk chosen for layout disk " + d.Key,
 				Problem: "cannot check its size", Config: "disko.devices.disk." + d.Key + ".device = " + d.Device + " (not on this machine)",
-				Fix: "choose it: " + param + "." + d.Key + "=/dev/… or =match:RULES"})
+				Fix: choiceFix(param, d.Key)})
 		}
 	}
 	return res, chosen, nil
@@ -252,4 +261,83 @@ func writeGate(w io.Writer, prefix string, res preflight.Result, ch bootcfg.Choi
 	for _, l := range res.Lines() {
 		fmt.Fprintf(w, "%s  %s\n", prefix, l)
 	}
+}
+
+// preflight runs the gate in the boot flow, after the choices and the
+// closure decision (opt.System set: copied), before anything is written.
+func (b *boot) preflight(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, disks []hw.Disk, opt install.Options) error {
+	rep, err := hw.Detect(hw.Options{})
+	if err != nil {
+		return fmt.Errorf("pre-flight: detect hardware: %w", err)
+	}
+	rep.Disks = disks // the inventory the choices were made on
+	method := preflight.Build
+	if opt.System != "" {
+		method = preflight.Copy
+	}
+	res, _, err := gate(m, ch, c, rep, method, method == preflight.Build && !opt.Offline, "nixlos.disk")
+	if err != nil {
+		return err
+	}
+	writeGate(b.out, "nixlos: ", res, ch)
+	return res.Err()
+}
+
+// linkChosen makes the /dev/disk/by-id links of the disks chosen by rules
+// exist under devRoot (the installer has no udev; see diskrules.Link).
+func linkChosen(devRoot string, ch bootcfg.Choices) error {
+	for _, k := range slices.Sorted(maps.Keys(ch.Chosen)) {
+		cd := ch.Chosen[k]
+		if cd.Device == cd.Kernel || !strings.HasPrefix(cd.Device, "/dev/disk/by-id/") {
+			continue
+		}
+		name := strings.TrimPrefix(cd.Kernel, "/dev/")
+		if _, err := diskrules.Link(devRoot, diskrules.Choice{Key: k, Device: cd.Device, Disk: hw.Disk{Name: name, Path: cd.Kernel}}); err != nil {
+			return fmt.Errorf("disk %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// installGate runs the gate for `installer install` on the plan's disks
+// (--disk), before anything is written. firmware ("uefi", "bios" or "")
+// overrides this machine's, for disks that will boot elsewhere.
+func installGate(m *flake.Manifest, p *install.Plan, opt install.Options, firmware string, out io.Writer) error {
+	rep, err := hw.Detect(hw.Options{})
+	if err != nil {
+		return fmt.Errorf("pre-flight: detect hardware: %w", err)
+	}
+	if err := setFirmware(&rep, firmware); err != nil {
+		return err
+	}
+	method := preflight.Build
+	if opt.System != "" {
+		method = preflight.Copy
+	}
+	ch := bootcfg.Choices{Host: p.Host, Disks: p.Disks}
+	res, _, err := gate(m, ch, bootcfg.Cmdline{}, rep, method, method == preflight.Build && !opt.Offline, "--disk")
+	if err != nil {
+		return err
+	}
+	writeGate(out, "", res, ch)
+	return res.Err()
+}
+
+// setFirmware applies a --firmware override.
+func setFirmware(rep *hw.Report, firmware string) error {
+	switch hw.Firmware(firmware) {
+	case "":
+	case hw.UEFI, hw.BIOS:
+		rep.Firmware = hw.Firmware(firmware)
+	default:
+		return cli.BadInput("--firmware "+firmware, "use --firmware uefi or --firmware bios", "unknown firmware")
+	}
+	return nil
+}
+
+func choiceFix(param, key string) string {
+	if param == "--disk" {
+		return "give --disk " + key + "=/dev/… (a whole disk of this machine)"
+	}
+	return "choose it: " + param + "." + key + "=/dev/… or " + param + "." + key + "=match:RULES"
 }

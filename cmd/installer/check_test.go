@@ -120,3 +120,39 @@ func TestCheckCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanCmdlineDetect: plan --cmdline on a recorded machine chooses by
+// rules and shows model, serial and size of the chosen disk.
+func TestPlanCmdlineDetect(t *testing.T) {
+	manifest := writeFile(t, "manifest.json", checkHosts)
+	var out bytes.Buffer
+	args := []string{"plan", "--manifest", manifest, "--detect", recordedMachine("twin-sata"), "--cmdline", "nixlos.host=server nixlos.disk=match:serial=*0002*"}
+	if err := run(args, &out, &out); err != nil {
+		t.Fatalf("plan: %v\n%s", err, out.String())
+	}
+	want := "disk main: /dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0002000B480BGN = /dev/sdb (INTEL SSDSC2KB480G8, serial PHYF0002000B480BGN, 447.1 GiB (480.1 GB), sata ssd) by match:serial=*0002*"
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "447.1 GiB, gpt table") {
+		t.Errorf("plan output lacks %q or the disk's size:\n%s", want, out.String())
+	}
+	out.Reset()
+	if err := run(append(args, "--json"), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Choices struct {
+			Disks  map[string]string `json:"disks"`
+			Chosen map[string]struct {
+				Model     string `json:"model"`
+				Serial    string `json:"serial"`
+				SizeBytes uint64 `json:"sizeBytes"`
+			} `json:"chosen"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	c := got.Choices.Chosen["main"]
+	if got.Choices.Disks["main"] != "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0002000B480BGN" || c.Model != "INTEL SSDSC2KB480G8" || c.Serial != "PHYF0002000B480BGN" || c.SizeBytes != 480103981056 {
+		t.Errorf("choices = %+v", got.Choices)
+	}
+}

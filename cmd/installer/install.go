@@ -23,7 +23,7 @@ func init() {
 	commands = append(commands, cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall})
 }
 
-const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL]
+const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios]
 
 Installs a host of the manifest onto this machine's disks: proves the age key
 against the host's sops file, lays the disks out as disko would, copies the
@@ -33,7 +33,10 @@ medium or --server carries it in the signed cache of mkiso build --closure,
 copies it from there with only the manifest's key trusted; --no-closure
 builds anyway), sets the system profile and keeps the log at
 /var/log/nixlos-install.log on the target. --dry-run prints the plan of steps
-and touches nothing. Without --yes the device name must be typed on a terminal.`
+and touches nothing. Before anything is written the pre-flight gate runs
+(see 'installer check'; --firmware checks for the firmware the disks will
+boot under when that is not this machine's). Without --yes the device name
+must be typed on a terminal.`
 
 // embeddedKey is where the image carries the age key.
 var embeddedKey = "/" + initramfs.AgeKeyPath
@@ -53,6 +56,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	noClosure := fs.Bool("no-closure", false, "build the system even when the media carry its closure")
 	server := fs.String("server", "", "nixlos.server URL whose /nix-cache may hold the closure")
 	logFile := fs.String("log", install.DefaultLogFile, "install log on this system while installing")
+	firmware := fs.String("firmware", "", "uefi or bios: the firmware the disks will boot under, for the pre-flight gate (default: this machine's)")
 	fs.Var(&disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
@@ -98,6 +102,9 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	s := &partition.Session{Plan: p.Layout, Root: p.Root}
 	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
+	}
+	if err := installGate(m, p, opt, *firmware, stdout); err != nil {
+		return err
 	}
 	if !*yes {
 		if err := confirm(p.Layout, stdout); err != nil {

@@ -21,14 +21,16 @@ func init() {
 const defaultManifest = "/etc/nixlos/manifest.json"
 
 const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
-       installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--json]
+       installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--detect FILE] [--json]
 
 Plans a disko layout without touching any disk: partition numbers, names,
 types and exact sectors, the commands apply would run, and the mount order.
 --disk main=8G plans on an empty virtual 8 GiB disk; --disk main=/dev/vdb uses
 that device's size; a layout with one disk takes --disk DEV.
 --cmdline makes the boot flow's choices from that kernel command line (instead
-of /proc/cmdline) and adds them to the output as "choices".`
+of /proc/cmdline) and adds them to the output as "choices" (with the model,
+serial and size of each chosen disk); --detect makes them on a recorded
+'installer detect --json' report instead of this machine's disks.`
 
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
@@ -42,6 +44,7 @@ func (d *diskArgs) Set(v string) error { *d = append(*d, v); return nil }
 // layoutFlags are the flags plan and partition share.
 type layoutFlags struct {
 	layout, host, manifest, root string
+	detect                       string // --cmdline: choose on this recorded detect report
 	disks                        diskArgs
 }
 
@@ -54,6 +57,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
 	fs.StringVar(&lf.root, "mount", "/mnt", "mount root the plan's mount commands use")
 	cmdline := fs.String("cmdline", "", "choose host and disks as the boot flow would from this kernel command line")
+	fs.StringVar(&lf.detect, "detect", "", "with --cmdline: choose disks on this recorded 'installer detect --json' report instead of this machine")
 	fs.Var(&lf.disks, "disk", "KEY=DEV or KEY=SIZE (repeatable); DEV or SIZE alone for a one-disk layout")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
@@ -71,6 +75,9 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 			return writeJSON(stdout, cp)
 		}
 		fmt.Fprintln(stdout, cp.Choices.ConsoleLine())
+		for _, l := range cp.Choices.DiskLines() {
+			fmt.Fprintln(stdout, l)
+		}
 		return cp.WriteTree(stdout)
 	}
 	plan, err := lf.plan()

@@ -36,7 +36,9 @@ func readManifest(path string) (*flake.Manifest, error) {
 // string and plans the chosen host. --disk flags, when given, stand in for
 // the disks the command line would pick (so "nixlos.disk=auto --disk 8G"
 // plans on a virtual disk); otherwise this machine's disks are read
-// (read-only) to resolve nixlos.disk values. It never writes to a disk.
+// (read-only) to resolve nixlos.disk values, or, with --detect, the disks
+// of a recorded `installer detect --json` report (planned as empty disks of
+// their sizes). It never writes to a disk.
 func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	if l.layout != "" || l.host != "" {
 		return nil, cli.Usagef("--cmdline chooses the host itself (fix: drop --layout/--host, put nixlos.host= on the command line)")
@@ -52,9 +54,16 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	hosts := manifestHosts(m)
 	cc := c
 	var inv []hw.Disk
-	if len(l.disks) > 0 {
+	switch {
+	case len(l.disks) > 0:
 		cc.Disk, cc.Disks, cc.Auto = "", nil, false
-	} else {
+	case l.detect != "":
+		rep, err := readReport(l.detect)
+		if err != nil {
+			return nil, err
+		}
+		inv = rep.Disks
+	default:
 		rep, err := hw.Detect(hw.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("read this machine's disks: %w", err)
@@ -74,6 +83,9 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 			return nil, cli.BadInput("--cmdline", "add nixlos.disk=DEV (or auto), or give --disk KEY=DEV|SIZE", "disks not chosen: %s", strings.Join(ch.Menu, "; "))
 		}
 		for k, dev := range ch.Disks {
+			if l.detect != "" { // a recorded machine: plan on empty disks of the chosen disks' sizes
+				dev = fmt.Sprint(ch.Chosen[k].SizeBytes)
+			}
 			l.disks = append(l.disks, k+"="+dev)
 		}
 	}
@@ -82,9 +94,11 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 		return nil, err
 	}
 	ch.Auto, ch.Menu = c.Auto, nil
-	ch.Disks = map[string]string{}
-	for k, d := range p.Disks {
-		ch.Disks[k] = d.Device
+	if l.detect == "" {
+		ch.Disks = map[string]string{}
+		for k, d := range p.Disks {
+			ch.Disks[k] = d.Device
+		}
 	}
 	return &choicePlan{Plan: p, Choices: ch}, nil
 }
