@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/nixlos/nixlos/diskrules"
 )
 
 // Machine is one [[machine]] entry of the map file: a MAC address and what
@@ -123,14 +125,21 @@ var hostRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
 var diskKeyRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
 
 // CheckDiskDev validates a disk value of the map (disk or a disks entry):
-// "auto" or a clean /dev/ path with no spaces or quotes, as the installer's
-// nixlos.disk parameters accept.
+// "auto", a clean /dev/ path with no spaces or quotes, or disk rules
+// "match:RULES" (package diskrules; they hold no spaces or quotes either),
+// as the installer's nixlos.disk parameters accept.
 func CheckDiskDev(v string) error {
 	if v == "auto" {
 		return nil
 	}
+	if diskrules.IsRules(v) {
+		if _, err := diskrules.Parse(v); err != nil {
+			return fmt.Errorf("%q: bad disk rules: %s", v, strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		return nil
+	}
 	if !strings.HasPrefix(v, "/dev/") || len(v) == len("/dev/") {
-		return fmt.Errorf("%q must be \"auto\" or a /dev/ path", v)
+		return fmt.Errorf("%q must be \"auto\" or a /dev/ path, or disk rules (\"match:size>=100G,bus=nvme\")", v)
 	}
 	if strings.ContainsAny(v, " \t\n\r\"'\\") {
 		return fmt.Errorf("%q contains spaces or quotes", v)
