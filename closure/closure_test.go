@@ -11,6 +11,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -234,5 +235,20 @@ func TestLocateNotFound(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), ErrNotFound.Error()) {
 		t.Errorf("err %v, want ErrNotFound", err)
+	}
+}
+
+func TestMediaCandidates(t *testing.T) {
+	disks := []hw.Disk{
+		{Path: "/dev/sda", Kind: hw.KindDisk, BootMedium: true, Partitions: []hw.Partition{
+			{Path: "/dev/sda1", PartName: "NIXLOS-ESP"}, {Path: "/dev/sda2", PartName: CachePartName}}},
+		{Path: "/dev/sr0", Kind: hw.KindCDROM, SizeBytes: 0},       // empty drive
+		{Path: "/dev/sr1", Kind: hw.KindCDROM, SizeBytes: 1 << 30}, // a disc, not the boot medium
+		{Path: "/dev/vda", Kind: hw.KindDisk, Partitions: []hw.Partition{{Path: "/dev/vda1"}}},
+		{Path: "/dev/sdb", Kind: hw.KindDisk, BootMedium: true}, // a hybrid ISO on a stick
+	}
+	got := strings.Join(MediaCandidates(disks), " ")
+	if want := "/dev/sda2 /dev/sda /dev/sda1 /dev/sdb /dev/sr1"; got != want {
+		t.Errorf("candidates %q, want %q", got, want)
 	}
 }

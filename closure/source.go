@@ -143,7 +143,7 @@ func MediaCandidates(disks []hw.Disk) []string {
 					boot = append(boot, p.Path)
 				}
 			}
-		case d.Kind == hw.KindCDROM:
+		case d.Kind == hw.KindCDROM && d.SizeBytes > 0: // an empty drive has size 0
 			rest = append(rest, d.Path)
 		}
 	}
