@@ -45,8 +45,12 @@ type target struct {
 	closed bool
 }
 
-// enterTarget makes the namespace; no mounts yet.
-func enterTarget(root string, log io.Writer) (*target, error) {
+// enterTarget makes the namespace; no mounts yet. Of this machine's
+// mounts, the namespace keeps /, /dev, /proc, /sys, Root, what lies on the
+// way to Root and to the paths in keep (the devices to alias), and
+// everything under Root; it lets go of the others at once, so that it
+// never holds another filesystem busy (another install's, a test's).
+func enterTarget(root string, log io.Writer, keep ...string) (*target, error) {
 	t := &target{root: root, log: log, calls: make(chan func()), done: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
@@ -64,6 +68,7 @@ func enterTarget(root string, log io.Writer) (*target, error) {
 			errc <- fmt.Errorf("private mount namespace: make / rprivate: %w", err)
 			return
 		}
+		pruneMounts(root, keep, log)
 		errc <- nil
 		for f := range t.calls {
 			f()
@@ -74,6 +79,42 @@ func enterTarget(root string, log io.Writer) (*target, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// pruneMounts detaches, in the calling thread's mount namespace, every
+// mount that the target does not need.
+func pruneMounts(root string, keep []string, log io.Writer) {
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		fmt.Fprintf(log, "enter: %v (keeping all mounts)\n", err)
+		return
+	}
+	under := func(p, dir string) bool {
+		return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+	}
+	need := func(mp string) bool {
+		for _, d := range []string{"/dev", "/proc", "/sys", root} {
+			if under(mp, d) {
+				return true
+			}
+		}
+		for _, p := range append([]string{root}, keep...) {
+			if under(p, mp) { // on the way to p
+				return true
+			}
+		}
+		return false
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- { // children before their parents
+		f := strings.Fields(lines[i])
+		if len(f) < 5 {
+			continue
+		}
+		if mp := fstabUnescape(f[4]); !need(mp) {
+			unix.Unmount(mp, unix.MNT_DETACH) // already gone with its parent: fine
+		}
+	}
 }
 
 // do runs f on the namespace's thread.
@@ -181,7 +222,7 @@ func (t *target) setup(aliases [][2]string) error {
 // covered by a bind of the real one; a missing /dev/disk/by-* link (no
 // udev in the installer) is made in a private tmpfs /dev/disk that also
 // holds this machine's own links. Nothing of this machine's /dev changes,
-// except an empty /dev/disk made (and removed again) when it has none.
+// except an empty /dev/disk made (and left) when it has none.
 func (t *target) alias(aliases [][2]string) error {
 	return t.do(func() error {
 		var links [][2]string
@@ -218,11 +259,11 @@ func (t *target) alias(aliases [][2]string) error {
 			return nil
 		}
 		disk := t.path("/dev/disk")
-		if !fileExists("/dev/disk") {
-			if err := os.Mkdir("/dev/disk", 0o755); err != nil {
-				return fmt.Errorf("alias: %w", err)
-			}
-			t.made = append(t.made, "/dev/disk") // removed after the unmounts
+		// The private tmpfs needs a directory to cover. It is left
+		// behind, empty: removing it would detach another running
+		// install's /dev/disk from under it.
+		if err := os.Mkdir("/dev/disk", 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("alias: %w", err)
 		}
 		// this machine's links, to copy into the private /dev/disk
 		type link struct {
@@ -356,6 +397,14 @@ func (t *target) close() error {
 	err := t.do(func() error {
 		err := t.unmountFrom(0)
 		t.rmdirFrom(0)
+		// Let go of this namespace's copy of Root's own mounts now: the
+		// namespace ends with its thread, but the kernel releases what
+		// an exiting thread held later, asynchronously, and Root's
+		// filesystems must be free when the install unmounts them and
+		// closes LUKS, LVM and md right after.
+		if unix.Unmount(t.root, unix.MNT_DETACH) == nil {
+			fmt.Fprintf(t.log, "enter: release %s\n", t.root)
+		}
 		return err
 	})
 	t.closed = true

@@ -436,10 +436,11 @@ func (r *runner) activate() error {
 	}
 	fmt.Fprintf(r.log, "activate: created %s/etc/NIXOS, %s -> /proc/mounts\n", root, mtab)
 
-	if r.target, err = enterTarget(root, r.log); err != nil {
+	aliases := r.deviceAliases()
+	if r.target, err = enterTarget(root, r.log, aliasNodes(aliases)...); err != nil {
 		return err
 	}
-	if err := r.target.setup(r.deviceAliases()); err != nil {
+	if err := r.target.setup(aliases); err != nil {
 		return err
 	}
 	act := sys + "/activate"
@@ -494,10 +495,11 @@ func (r *runner) bootloader() error {
 		return fmt.Errorf("%s is not an executable file: no boot loader can be installed", stc)
 	}
 	if r.target == nil {
-		if r.target, err = enterTarget(root, r.log); err != nil {
+		aliases := r.deviceAliases()
+		if r.target, err = enterTarget(root, r.log, aliasNodes(aliases)...); err != nil {
 			return err
 		}
-		if err := r.target.setup(r.deviceAliases()); err != nil {
+		if err := r.target.setup(aliases); err != nil {
 			return err
 		}
 	}
@@ -542,6 +544,14 @@ func (r *runner) deviceAliases() [][2]string {
 		}
 	}
 	return out
+}
+
+func aliasNodes(aliases [][2]string) []string {
+	var nodes []string
+	for _, a := range aliases {
+		nodes = append(nodes, a[1])
+	}
+	return nodes
 }
 
 // leave unmounts what was mounted into the target, in reverse, and ends
