@@ -51,6 +51,10 @@ type target struct {
 // everything under Root; it lets go of the others at once, so that it
 // never holds another filesystem busy (another install's, a test's).
 func enterTarget(root string, log io.Writer, keep ...string) (*target, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
 	t := &target{root: root, log: log, calls: make(chan func()), done: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
