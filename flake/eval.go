@@ -63,6 +63,16 @@ let
           else throw "nixlos: option disko.devices: a ${builtins.typeOf devices}, not an attribute set";
         ageKeyFile = str "sops.age.keyFile" (c.sops.age.keyFile or null);
         sopsFile = if sops == null then "" else rel (str "sops.defaultSopsFile" sops);
+        # For the installer's pre-flight gate (package preflight).
+        bootLoader = let l = c.boot.loader or { }; in
+          if (l.systemd-boot.enable or false) == true then "systemd-boot"
+          else if (l.grub.enable or false) == true then (if (l.grub.efiSupport or false) == true then "grub-efi" else "grub")
+          else "";
+        # nixlos.diskRules.<disk> = "match:…" (package diskrules), when the
+        # host declares that option.
+        diskRules = let r = c.nixlos.diskRules or { }; in
+          if builtins.isAttrs r then builtins.mapAttrs (k: v: str "nixlos.diskRules.${k}" v) r
+          else throw "nixlos: option nixlos.diskRules: a ${builtins.typeOf r}, not an attribute set";
       };
     in builtins.addErrorContext "nixlos: host ${builtins.toJSON name}" (builtins.deepSeq r r);
   configs = flake.nixosConfigurations or null;
@@ -127,10 +137,12 @@ type evalResult struct {
 }
 
 type evalHost struct {
-	System     string          `json:"system"`
-	Disko      json.RawMessage `json:"disko"`
-	AgeKeyFile string          `json:"ageKeyFile"`
-	SopsFile   string          `json:"sopsFile"`
+	System     string            `json:"system"`
+	Disko      json.RawMessage   `json:"disko"`
+	AgeKeyFile string            `json:"ageKeyFile"`
+	SopsFile   string            `json:"sopsFile"`
+	BootLoader string            `json:"bootLoader"`
+	DiskRules  map[string]string `json:"diskRules"`
 }
 
 // decodeEval parses evalExpr's output. It only fails on malformed JSON or
@@ -325,7 +337,8 @@ func fromEval(f *Flake, r *evalResult, opt Options) (*Manifest, error) {
 		if key == "" {
 			key = DefaultAgeKeyFile
 		}
-		m.Hosts[name] = Host{System: h.System, Disko: h.Disko, AgeKeyFile: key, SopsFile: h.SopsFile}
+		m.Hosts[name] = Host{System: h.System, Disko: h.Disko, AgeKeyFile: key, SopsFile: h.SopsFile,
+			BootLoader: h.BootLoader, DiskRules: h.DiskRules}
 	}
 	return m, nil
 }

@@ -60,6 +60,14 @@ type Host struct {
 	// Toplevel is the host's built system (/nix/store/…) whose closure the
 	// media's cache holds; "" when the media carry none for this host.
 	Toplevel string `json:"toplevel,omitempty"`
+	// BootLoader is the host's boot loader for the installer's pre-flight
+	// gate: "systemd-boot", "grub" (BIOS only), "grub-efi" (efiSupport),
+	// or "" (none enabled, or not known).
+	BootLoader string `json:"bootLoader,omitempty"`
+	// DiskRules are the host's nixlos.diskRules option: layout disk →
+	// "match:…" rules (package diskrules) choosing its physical disk when
+	// neither the command line nor the PXE map names one.
+	DiskRules map[string]string `json:"diskRules,omitempty"`
 }
 
 // Disk is one entry of a layout's disko.devices.disk.
