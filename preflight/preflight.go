@@ -11,8 +11,11 @@
 //     GPT disk's BIOS boot partition (type EF02) or an msdos-table disk's
 //     MBR gap; UEFI boots from an EFI system partition (type EF00, an msdos
 //     partition of type 0xEF, or a vfat md mirror mounted under /boot).
-//     systemd-boot is UEFI only: on BIOS it is refused whatever the layout.
-//     GRUB without efiSupport cannot be started by UEFI firmware.
+//     systemd-boot is UEFI only: on BIOS it is refused whatever the layout,
+//     and bootctl needs a plain ESP partition (not an md mirror). GRUB
+//     without efiSupport cannot be started by UEFI firmware. The boot loader
+//     comes from the manifest (flake.Host.BootLoader); unknown, the layout
+//     alone is judged.
 //   - disk-size: every layout disk is planned (package partition) on the
 //     real size of the disk chosen for it; when it does not fit, the
 //     smallest size that fits is found by planning (binary search, 1 MiB
@@ -183,9 +186,10 @@ const (
 
 // ways is what a layout offers the firmware.
 type ways struct {
-	esp  []string // config paths of the ESPs
-	bios []string // config paths of BIOS ways in (EF02 partitions, msdos disks)
-	gpt  []string // GPT disks (config paths) without an EF02 partition
+	esp   []string // config paths of the ESPs
+	plain []string // the ESPs that are a vfat filesystem on a GPT/msdos partition (not an md mirror)
+	bios  []string // config paths of BIOS ways in (EF02 partitions, msdos disks)
+	gpt   []string // GPT disks (config paths) without an EF02 partition
 }
 
 // bootWays plans the layout on large virtual disks and reads the ways in.
@@ -205,7 +209,11 @@ func bootWays(d *partition.Devices) (ways, error) {
 	}
 	sort.Strings(keys)
 	vfatBoot := map[string]string{} // device → mountpoint of a vfat fs under /boot
+	vfat := map[string]bool{}       // devices holding a vfat filesystem
 	for _, fs := range p.Filesystems {
+		if fs.Format == "vfat" {
+			vfat[fs.Device] = true
+		}
 		if fs.Format == "vfat" && (fs.Mountpoint == "/boot" || strings.HasPrefix(fs.Mountpoint, "/boot/") || fs.Mountpoint == "/efi") {
 			vfatBoot[fs.Device] = fs.Mountpoint
 		}
@@ -221,6 +229,9 @@ func bootWays(d *partition.Devices) (ways, error) {
 				switch strings.ToUpper(pp.TypeGUID) {
 				case espGUID:
 					w.esp = append(w.esp, path+" (type EF00)")
+					if vfat[pp.Device] {
+						w.plain = append(w.plain, path)
+					}
 				case biosBootGUID:
 					w.bios = append(w.bios, path+" (type EF02)")
 					hasBIOS = true
@@ -234,6 +245,9 @@ func bootWays(d *partition.Devices) (ways, error) {
 			for _, pp := range dp.Partitions {
 				if pp.MBRType == 0xef {
 					w.esp = append(w.esp, fmt.Sprintf("%s.content.partitions.%d (msdos type 0xEF)", base, pp.Number))
+					if vfat[pp.Device] {
+						w.plain = append(w.plain, fmt.Sprintf("%s.content.partitions.%d", base, pp.Number))
+					}
 				}
 			}
 		}
@@ -305,6 +319,11 @@ func firmware(in Input) Finding {
 			f.Config = loaderLine + "; " + f.Config
 		}
 		f.Fix = "add ESP = { size = \"512M\"; type = \"EF00\"; content = { type = \"filesystem\"; format = \"vfat\"; mountpoint = \"/boot\"; }; } to the layout (with boot.loader.grub.efiSupport = true or systemd-boot), or boot this machine in legacy/CSM mode"
+	case fw == hw.UEFI && loader == SystemdBoot && len(w.plain) == 0:
+		f.OK = false
+		f.Problem = fmt.Sprintf("the system boots with systemd-boot, whose installer (bootctl) needs the ESP as a vfat filesystem on a plain GPT partition; this layout's ESP is an md mirror (%s)", strings.Join(w.esp, ", "))
+		f.Config = loaderLine + "; " + strings.Join(w.esp, ", ")
+		f.Fix = "use GRUB for a mirrored ESP (boot.loader.grub.enable = true; efiSupport = true; efiInstallAsRemovable = true), or give the layout a plain ESP partition (type EF00, vfat at /boot) for systemd-boot"
 	case fw == hw.UEFI && loader == GRUB:
 		f.OK = false
 		f.Problem = "the system's GRUB is built for BIOS only (no efiSupport), which UEFI firmware cannot start"

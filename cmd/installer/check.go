@@ -225,7 +225,7 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 
 // bootLoader is the host's boot loader when the manifest says (see
 // preflight.Input.BootLoader); "" otherwise.
-func bootLoader(h flake.Host) string { return "" }
+func bootLoader(h flake.Host) string { return h.BootLoader }
 
 // inventoryDisk finds the whole disk dev names: its /dev path, a by-id
 // link, or (on this machine) whatever the path resolves to.
