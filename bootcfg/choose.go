@@ -17,6 +17,10 @@ import (
 type Host struct {
 	Name  string
 	Disks []string
+	// Rules are the host's own disk rules (the flake's nixlos.diskRules,
+	// exported in the manifest): layout disk → "match:…". They choose a
+	// disk that neither the command line nor the PXE map names.
+	Rules map[string]string
 }
 
 // Choices is what the installer will do: which host, which device for each
@@ -87,7 +91,9 @@ func (c Choices) Decided() bool { return len(c.Menu) == 0 }
 //     "match:RULES": the one disk the rules pick (package diskrules; named
 //     by its by-id link), or "auto": the one hw.Disk.Candidate not already
 //     named. Paths are taken first, then rules, then auto, so neither picks
-//     a disk named otherwise. Undecided disks go to the menu.
+//     a disk named otherwise. A layout disk the command line does not name
+//     takes the host's own rules (Host.Rules, from the flake). Undecided
+//     disks go to the menu.
 //   - With nixlos.auto=1 anything left for the menu is an error.
 //
 // Settings from nixlos.server (per-MAC host/disk/after) are merged into c by
@@ -180,6 +186,11 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		}
 		want[k], source[k] = v, param
 	}
+	for _, k := range keys {
+		if _, ok := want[k]; !ok && host.Rules[k] != "" {
+			want[k], source[k] = host.Rules[k], "host "+host.Name+"'s nixlos.diskRules."+k+" = \""+host.Rules[k]+"\""
+		}
+	}
 	// Explicit devices first, so that auto never picks a disk named elsewhere.
 	taken := map[string]string{} // disk name → key
 	var autoKeys []string
@@ -193,7 +204,7 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 			autoKeys = append(autoKeys, k)
 		case diskrules.IsRules(v):
 			rs, err := diskrules.Parse(v)
-			if err != nil { // Parse checked it already; a caller's own Cmdline may not have been
+			if err != nil { // Parse checked the command line's; the PXE map's and the flake's come here unchecked
 				problems = append(problems, cli.BadInput(source[k], diskrules.SyntaxHelp, "%v", err))
 				continue
 			}

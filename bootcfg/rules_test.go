@@ -124,3 +124,42 @@ func TestChooseRules(t *testing.T) {
 		})
 	}
 }
+
+// TestChooseFlakeRules: the host's own rules (flake nixlos.diskRules)
+// choose the disks the command line leaves open; the command line wins.
+func TestChooseFlakeRules(t *testing.T) {
+	hosts := []Host{{Name: "server", Disks: []string{"disk1", "disk2"},
+		Rules: map[string]string{"disk1": "match:serial=PHYF0001*", "disk2": "match:serial=PHYF0002*"}}}
+	disks := recorded(t, "twin-sata")
+	for _, tc := range []struct {
+		cmdline string
+		want    map[string]string
+		err     string
+	}{
+		{cmdline: "nixlos.host=server nixlos.auto=1", want: map[string]string{
+			"disk1": "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0001000A480BGN", "disk2": "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0002000B480BGN"}},
+		{cmdline: "nixlos.host=server nixlos.disk.disk2=/dev/nvme0n1", want: map[string]string{
+			"disk1": "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0001000A480BGN", "disk2": "/dev/nvme0n1"}},
+		{cmdline: "nixlos.host=server nixlos.disk.disk2=/dev/sda", err: `host server's nixlos.diskRules.disk1 = "match:serial=PHYF0001*": disk disk1: no disk matches; rejected: /dev/nvme0n1`},
+	} {
+		c, err := Parse(tc.cmdline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := Choose(hosts, c, disks)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: %v, want error %q", tc.cmdline, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(ch.Disks, tc.want) {
+			t.Errorf("%s: %v, %v; want %v", tc.cmdline, ch.Disks, err, tc.want)
+		}
+	}
+	bad := []Host{{Name: "server", Disks: []string{"disk1"}, Rules: map[string]string{"disk1": "match:colour=red"}}}
+	c, _ := Parse("nixlos.host=server")
+	if _, err := Choose(bad, c, disks); err == nil || !strings.Contains(err.Error(), `host server's nixlos.diskRules.disk1 = "match:colour=red": rule "colour=red": unknown key`) || cli.ExitCode(err) != 2 {
+		t.Errorf("bad flake rules: %v", err)
+	}
+}

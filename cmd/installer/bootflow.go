@@ -461,7 +461,7 @@ func manifestHosts(m *flake.Manifest) []bootcfg.Host {
 		for _, d := range h.Disks() {
 			keys = append(keys, d.Key)
 		}
-		hs = append(hs, bootcfg.Host{Name: name, Disks: keys})
+		hs = append(hs, bootcfg.Host{Name: name, Disks: keys, Rules: h.DiskRules})
 	}
 	return hs
 }
