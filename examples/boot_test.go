@@ -360,6 +360,14 @@ echo INSTALLED-BY-HAND
 		t.Fatalf("no passphrase prompt: %v\n%s", err, vm.Tail(40))
 	}
 	prompt := vm.Elapsed()
+	// A wrong passphrase first: stage 1 says so and asks again.
+	vm.Send("not-the-passphrase\n")
+	if _, err := vm.Expect(ctx, "(wrong key?), asking again", 3*time.Minute); err != nil {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), time.Minute); err != nil {
+		t.Fatalf("no second prompt: %v", err)
+	}
 	vm.Send(strings.TrimSpace(string(pass)) + "\n")
 	if _, err := vm.Expect(ctx, "nix-los: booted host=laptop generation=1", 5*time.Minute); err != nil {
 		t.Fatalf("laptop did not boot: %v\n%s", err, vm.Tail(60))
@@ -369,6 +377,9 @@ echo INSTALLED-BY-HAND
 		t.Errorf("age key line: %v", err)
 	}
 	console := vm.Console()
+	if strings.Contains(console, strings.TrimSpace(string(pass))) || strings.Contains(console, "not-the-passphrase") {
+		t.Errorf("the console shows a typed passphrase (echo was on)")
+	}
 	for _, re := range []string{`nix-los: mount /dev/(mapper/pool-root|pool/root|dm-\d+) / ext4`, `nix-los: mount /dev/\S+ /boot vfat`, `nix-los: mount /dev/(mapper/pool-home|pool/home|dm-\d+) /home ext4`} {
 		if !regexp.MustCompile(re).MatchString(console) {
 			t.Errorf("console lacks %q", re)

@@ -87,10 +87,19 @@ while read -r name device discard <&3; do
 	until [ -e "/dev/mapper/$name" ]; do
 		tries=$((tries + 1))
 		echo "nix-los stage1: opening LUKS $name ($device)"
-		if ! cryptsetup open $extra --tries 1 "$device" "$name" </dev/console; then
+		# Echo goes off before the prompt is shown, so nothing typed after
+		# it is echoed or lost (cryptsetup's own prompt flushes input).
+		stty -echo 2>/dev/null
+		printf 'Enter passphrase for %s (%s): ' "$device" "$name"
+		pass=
+		IFS= read -r pass
+		stty echo 2>/dev/null
+		echo
+		if ! printf '%s' "$pass" | cryptsetup open $extra --key-file=- "$device" "$name"; then
 			echo "nix-los stage1: could not open $device (wrong key?), asking again"
 			[ "$tries" -ge 20 ] && fail "cannot open LUKS $name on $device"
 		fi
+		pass=
 	done
 done 3</etc/nixlos-luks
 
