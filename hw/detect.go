@@ -168,6 +168,9 @@ func Disks(opts Options) ([]Disk, error) {
 		if d.Serial == "" && d.Bus == BusUSB {
 			d.Serial = usbSerial(opts, g.Name)
 		}
+		if d.Kind == KindDisk {
+			d.Modules = diskModules(opts, g.Name)
+		}
 		d.ByID = byID[g.Name]
 		if byID == nil {
 			d.ByID = deriveByID(d, readTrim(filepath.Join(sys, "device", "vendor")))

@@ -53,7 +53,12 @@ type Disk struct {
 	BootReason string `json:"bootReason,omitempty"`
 	// InUse lists what keeps the disk busy: mountpoints of it or its
 	// partitions (through dm/md/loop), "[SWAP]" for active swap.
-	InUse      []string    `json:"inUse,omitempty"`
+	InUse []string `json:"inUse,omitempty"`
+	// Modules are the kernel modules of the drivers between the disk and
+	// the machine (virtio_blk, virtio_pci; sd_mod, ahci; nvme), innermost
+	// first; a driver built into the running kernel is "builtin:<driver>".
+	// The installed system's initrd needs them to find its root.
+	Modules    []string    `json:"modules,omitempty"`
 	Partitions []Partition `json:"partitions,omitempty"`
 }
 
