@@ -57,7 +57,8 @@ type installFixture struct {
 }
 
 // TestVMPXEInstallServer is issue 6's end-to-end test: the real installer
-// bundle (`mkiso build --format pxe` of the example flake, no key embedded)
+// bundle (`mkiso build --format pxe --closure` of the example flake, no key
+// embedded: the system's closure is copied from the server's /nix-cache)
 // served by `mkiso serve` on an isolated segment (netns + bridge + tap). A
 // machine with two blank 8 GiB disks PXE-boots, takes host, disks, after and
 // the one-time age key from the server by its MAC (the map names both disks
@@ -104,7 +105,9 @@ func prepareInstall(t *testing.T) installFixture {
 		t.Fatal("demoprep's age.key has no AGE-SECRET-KEY line")
 	}
 	start := time.Now()
-	if b, err := exec.Command(fx.mkiso, "build", filepath.Join(demo, "flake"), "--out", fx.build, "--format", "pxe").CombinedOutput(); err != nil {
+	// --closure: the bundle carries the hosts' systems in a signed cache,
+	// which the installer copies over HTTP from mkiso serve (/nix-cache).
+	if b, err := exec.Command(fx.mkiso, "build", filepath.Join(demo, "flake"), "--out", fx.build, "--format", "pxe", "--closure").CombinedOutput(); err != nil {
 		t.Fatalf("mkiso build: %v\n%s", err, b)
 	}
 	t.Logf("PXE bundle built in %s", time.Since(start).Round(time.Second))
@@ -180,6 +183,7 @@ func runInstall(t *testing.T, fx installFixture, r installRun) {
 		"nixlos.server=http://10.99.0.1:80", "nixlos.host=server", "nixlos.auto=1", "nixlos.after=poweroff", "nixlos.token=",
 		"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb",  // the map's per-disk form …
 		"nixlos: host=server disk=disk1:/dev/vda,disk2:/dev/vdb", // … as the installer chose
+		"from server http://10.99.0.1:80 (key nixlos-",           // the closure over HTTP, not built
 		"nixlos: server settings for " + r.mac + ": host=server",
 		"(from http://10.99.0.1:80)", // the age key came over the network
 	} {
