@@ -22,6 +22,14 @@
 //     steps) and named.
 //   - memory: the machine's RAM against the floor of the install method
 //     (BuildRAM, CopyRAM; see there for how they were set).
+//   - modules: with the system's closure on the media, its initrd (read
+//     from the media's cache, ReadInitrd) must carry, or its kernel build
+//     in, the kernel modules of every chosen disk's drivers (hw.Disk.Modules:
+//     nvme; sd_mod, ahci; virtio_blk, virtio_pci; uas, xhci_pci), or the
+//     installed system cannot find its root. A driver built into the
+//     installer's kernel is checked by its driver name and passes when the
+//     name is unknown to the initrd (driver and module names can differ).
+//     NICs are not checked: stage 1 needs them only for initrd networking.
 //   - network: a build that fetches from binary caches needs a wired link:
 //     a NIC with carrier. A closure copied from the media needs none.
 //
@@ -33,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/nixlos/nixlos/diskrules"
@@ -82,6 +91,7 @@ const (
 	CheckDiskSize = "disk-size"
 	CheckMemory   = "memory"
 	CheckNetwork  = "network"
+	CheckModules  = "modules"
 )
 
 // The boot loaders Input.BootLoader may name.
@@ -115,6 +125,10 @@ type Input struct {
 	// NeedNetwork: the method needs the network (a build with binary
 	// caches); false for a closure copy or an offline build.
 	NeedNetwork bool
+	// Initrd is the installed system's initrd (ReadInitrd), read from the
+	// closure on the media; nil when there is none (a build): the modules
+	// check is then not made.
+	Initrd *Initrd
 }
 
 // Finding is the result of one check.
@@ -171,6 +185,9 @@ func Run(in Input) Result {
 	}
 	r.Findings = append(r.Findings, firmware(in))
 	r.Findings = append(r.Findings, diskSizes(in)...)
+	if f, ok := modules(in); ok {
+		r.Findings = append(r.Findings, f)
+	}
 	r.Findings = append(r.Findings, memory(in))
 	if f, ok := network(in); ok {
 		r.Findings = append(r.Findings, f)
@@ -476,5 +493,63 @@ func network(in Input) (Finding, bool) {
 	f.Problem = "building the system fetches from binary caches, which needs the network"
 	f.Config = "no closure of host " + in.Host + " on the media: the installer builds it"
 	f.Fix = fmt.Sprintf("connect a network cable (a NIC with link), or build the media with the closure: mkiso build FLAKE --closure --host %s", in.Host)
+	return f, true
+}
+
+func modules(in Input) (Finding, bool) {
+	if in.Initrd == nil || len(in.Disks) == 0 {
+		return Finding{}, false
+	}
+	keys := make([]string, 0, len(in.Disks))
+	for k := range in.Disks {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	f := Finding{Check: CheckModules, OK: true}
+	var have, missing []string
+	var where []string
+	for _, k := range keys {
+		t := in.Disks[k]
+		var need, miss []string
+		for _, m := range t.Disk.Modules {
+			name, builtin := strings.CutPrefix(m, "builtin:")
+			name = modName(name)
+			switch {
+			case in.Initrd.Has(name):
+				need = append(need, name)
+			case builtin: // the installer's kernel has it built in: the module name is not known
+			default:
+				need = append(need, name)
+				miss = append(miss, name)
+			}
+		}
+		if len(need) == 0 {
+			continue
+		}
+		d := t.Disk.Path + " (" + strings.Join(need, ", ") + ")"
+		if len(miss) > 0 {
+			missing = append(missing, miss...)
+			where = append(where, t.Disk.Path+" needs "+strings.Join(miss, ", "))
+		} else {
+			have = append(have, d)
+		}
+	}
+	initrd := fmt.Sprintf("the system's initrd %s (kernel %s)", in.Initrd.Path, in.Initrd.Kernel)
+	if len(missing) == 0 {
+		if len(have) == 0 {
+			return Finding{}, false
+		}
+		f.Hardware = "disk drivers " + strings.Join(have, "; ") + " in " + initrd
+		return f, true
+	}
+	f.OK = false
+	f.Hardware = strings.Join(where, "; ")
+	f.Problem = initrd + " has no " + strings.Join(missing, ", ") + " (neither a module nor built into its kernel): the installed system would not find its disks at boot"
+	f.Config = "boot.initrd.availableKernelModules"
+	q := make([]string, len(missing))
+	for i, m := range missing {
+		q[i] = strconv.Quote(m)
+	}
+	f.Fix = fmt.Sprintf("add %s to boot.initrd.availableKernelModules (the host's hardware.nix) and build the media again with mkiso build --closure", strings.Join(q, " "))
 	return f, true
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nixlos/nixlos/bootcfg"
+	"github.com/nixlos/nixlos/closure"
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
@@ -35,6 +38,8 @@ hardware (or a recorded 'installer detect --json' report with --detect):
   firmware   UEFI or BIOS against the layout's ESP / BIOS boot partition
   disk-size  each chosen disk against the size its layout disk needs
   memory     RAM against the install method's floor (build or closure copy)
+  modules    with the closure on the media or server: its initrd carries
+             (or its kernel builds in) the chosen disks' driver modules
   network    a link, when the system is built rather than copied
 Each refusal names the hardware, the config line and the fix. Exit 0 when
 everything passes, 2 when the gate refuses. --json prints the verdict.`
@@ -116,7 +121,21 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return cli.BadInput("host", "give --host NAME or nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
 	}
 	method := methodFor(m, ch.Host, false)
-	res, chosen, err := gate(m, ch, c, rep, method, method == preflight.Build, "nixlos.disk")
+	var initrd *preflight.Initrd
+	if method == preflight.Copy && *detect == "" {
+		// Is the closure really on the media (or the server)? Its initrd
+		// then says which modules the installed system can load.
+		src, err := closure.Locate(context.Background(), closure.LocateOptions{Toplevel: m.Hosts[ch.Host].Toplevel,
+			PublicKey: m.Cache.PublicKey, Disks: rep.Disks, Server: c.Server, Log: io.Discard})
+		if err != nil {
+			method = preflight.Build
+			fmt.Fprintf(stdout, "the closure of %s is on no medium or server here (%v): the install would build it\n", ch.Host, err)
+		} else {
+			initrd = readInitrd(src.URL, m.Hosts[ch.Host].Toplevel, stdout, "")
+			src.Close()
+		}
+	}
+	res, chosen, err := gate(m, ch, c, rep, method, method == preflight.Build, initrd, "nixlos.disk")
 	if err != nil {
 		return err
 	}
@@ -165,7 +184,7 @@ func methodFor(m *flake.Manifest, host string, noClosure bool) preflight.Method 
 // device when this machine has it (as 'installer install' without --disk).
 // needNet says whether the install needs the network (a build with binary
 // caches). param names the parameter that chooses disks in messages.
-func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Report, method preflight.Method, needNet bool, param string) (preflight.Result, map[string]bootcfg.ChosenDisk, error) {
+func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Report, method preflight.Method, needNet bool, initrd *preflight.Initrd, param string) (preflight.Result, map[string]bootcfg.ChosenDisk, error) {
 	h, err := m.Select(ch.Host)
 	if err != nil {
 		return preflight.Result{}, nil, err
@@ -210,7 +229,7 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 	}
 	res := preflight.Run(preflight.Input{
 		Host: ch.Host, Hardware: rep, Layout: layout, Disks: targets, BootLoader: bootLoader(h),
-		Method: method, NeedNetwork: needNet,
+		Method: method, NeedNetwork: needNet, Initrd: initrd,
 	})
 	for _, d := range h.Disks() {
 		if _, ok := targets[d.Key]; !ok {
@@ -275,7 +294,11 @@ func (b *boot) preflight(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdlin
 	if opt.System != "" {
 		method = preflight.Copy
 	}
-	res, _, err := gate(m, ch, c, rep, method, method == preflight.Build && !opt.Offline, "nixlos.disk")
+	var initrd *preflight.Initrd
+	if method == preflight.Copy {
+		initrd = readInitrd(cacheURL(m, opt.System, c.Server), opt.System, b.out, "nixlos: ")
+	}
+	res, _, err := gate(m, ch, c, rep, method, method == preflight.Build && !opt.Offline, initrd, "nixlos.disk")
 	if err != nil {
 		return err
 	}
@@ -302,7 +325,7 @@ func linkChosen(devRoot string, ch bootcfg.Choices) error {
 // installGate runs the gate for `installer install` on the plan's disks
 // (--disk), before anything is written. firmware ("uefi", "bios" or "")
 // overrides this machine's, for disks that will boot elsewhere.
-func installGate(m *flake.Manifest, p *install.Plan, opt install.Options, firmware string, out io.Writer) error {
+func installGate(m *flake.Manifest, p *install.Plan, opt install.Options, firmware, server string, out io.Writer) error {
 	rep, err := hw.Detect(hw.Options{})
 	if err != nil {
 		return fmt.Errorf("pre-flight: detect hardware: %w", err)
@@ -314,8 +337,12 @@ func installGate(m *flake.Manifest, p *install.Plan, opt install.Options, firmwa
 	if opt.System != "" {
 		method = preflight.Copy
 	}
+	var initrd *preflight.Initrd
+	if method == preflight.Copy {
+		initrd = readInitrd(cacheURL(m, opt.System, server), opt.System, out, "")
+	}
 	ch := bootcfg.Choices{Host: p.Host, Disks: p.Disks}
-	res, _, err := gate(m, ch, bootcfg.Cmdline{}, rep, method, method == preflight.Build && !opt.Offline, "--disk")
+	res, _, err := gate(m, ch, bootcfg.Cmdline{}, rep, method, method == preflight.Build && !opt.Offline, initrd, "--disk")
 	if err != nil {
 		return err
 	}
@@ -340,4 +367,38 @@ func choiceFix(param, key string) string {
 		return "give --disk " + key + "=/dev/… (a whole disk of this machine)"
 	}
 	return "choose it: " + param + "." + key + "=/dev/… or " + param + "." + key + "=match:RULES"
+}
+
+// cacheURL is where useClosure found the system's closure: the boot
+// medium's cache (mounted at closure.MediaMount), else the server's.
+func cacheURL(m *flake.Manifest, toplevel, server string) string {
+	hash, err := closure.HashPart(toplevel)
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(closure.MediaMount, closure.CacheDir)
+	if _, err := os.Stat(filepath.Join(dir, hash+".narinfo")); err == nil {
+		return "file://" + dir
+	}
+	if server != "" {
+		return strings.TrimRight(server, "/") + "/" + closure.CacheDir
+	}
+	return ""
+}
+
+// readInitrd reads the system's initrd from the cache for the modules
+// check; when it cannot, it says so and the check is not made.
+func readInitrd(url, toplevel string, out io.Writer, prefix string) *preflight.Initrd {
+	if url == "" {
+		fmt.Fprintf(out, "%spre-flight: kernel modules not checked: no cache of %s found\n", prefix, toplevel)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	init, err := preflight.ReadInitrd(ctx, url, toplevel, nil)
+	if err != nil {
+		fmt.Fprintf(out, "%spre-flight: kernel modules not checked: %v\n", prefix, err)
+		return nil
+	}
+	return init
 }

@@ -103,7 +103,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
 	}
-	if err := installGate(m, p, opt, *firmware, stdout); err != nil {
+	if err := installGate(m, p, opt, *firmware, *server, stdout); err != nil {
 		return err
 	}
 	if !*yes {
