@@ -50,6 +50,10 @@ type BuildResult struct {
 	Closures  map[string]Summary `json:"closures"` // per host
 }
 
+// ErrNoToplevel is returned (wrapped) by Build when a host has no
+// config.system.build.toplevel: the flake's input, not a build failure.
+var ErrNoToplevel = errors.New("a host has no config.system.build.toplevel")
+
 // ToplevelAttr is the flake attribute of a host's system.
 func ToplevelAttr(host string) string {
 	return "nixosConfigurations." + nixAttr(host) + ".config.system.build.toplevel"
@@ -82,6 +86,9 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	}
 	out, err := runNix(ctx, opt.Nix, log, args...)
 	if err != nil {
+		if strings.Contains(err.Error(), "does not provide attribute") {
+			return nil, fmt.Errorf("build the toplevels: %w: %w", ErrNoToplevel, err)
+		}
 		return nil, fmt.Errorf("build the toplevels: %w", err)
 	}
 	var built []struct {

@@ -2,6 +2,7 @@ package closure
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"os"
 	"os/exec"
@@ -250,5 +251,15 @@ func TestMediaCandidates(t *testing.T) {
 	got := strings.Join(MediaCandidates(disks), " ")
 	if want := "/dev/sda2 /dev/sda /dev/sda1 /dev/sdb /dev/sr1"; got != want {
 		t.Errorf("candidates %q, want %q", got, want)
+	}
+}
+
+func TestBuildNoToplevel(t *testing.T) {
+	needNix(t)
+	fl := t.TempDir()
+	os.WriteFile(filepath.Join(fl, "flake.nix"), []byte(`{ outputs = { self }: { nixosConfigurations.a.config = { }; }; }`), 0o644)
+	_, err := Build(context.Background(), BuildOptions{FlakeRef: "path:" + fl, Hosts: []string{"a"}, Cache: filepath.Join(t.TempDir(), "c")})
+	if !errors.Is(err, ErrNoToplevel) {
+		t.Errorf("err %v, want ErrNoToplevel", err)
 	}
 }

@@ -367,6 +367,9 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 			c, err := closure.Build(ctx, closure.BuildOptions{
 				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w),
 			})
+			if errors.Is(err, closure.ErrNoToplevel) {
+				return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
+			}
 			if err != nil {
 				return err
 			}
