@@ -84,7 +84,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	for _, h := range opt.Hosts {
 		args = append(args, opt.FlakeRef+"#"+ToplevelAttr(h))
 	}
-	out, err := runNix(ctx, opt.Nix, log, args...)
+	out, err := runNix(ctx, opt.Nix, log, nil, args...)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not provide attribute") {
 			return nil, fmt.Errorf("build the toplevels: %w: %w", ErrNoToplevel, err)
@@ -133,16 +133,27 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 }
 
 // Copy copies the closures of paths from the local store into the cache
-// directory opt.Cache, signing every path with key.
+// directory opt.Cache, signing every path with key. nix reads the key from
+// a memfd handed to it as fd 3 (/proc/self/fd/3): the secret never touches
+// a filesystem, and nothing is left behind should mkiso be killed. Where
+// memfd_create is missing, a private temporary file is used and removed.
 func Copy(ctx context.Context, opt BuildOptions, key *SecretKey, paths []string) error {
 	if err := os.MkdirAll(opt.Cache, 0o755); err != nil {
 		return err
 	}
-	file, remove, err := key.WriteTemp()
-	if err != nil {
-		return fmt.Errorf("signing key: %w", err)
+	var extra []*os.File
+	file := "/proc/self/fd/3"
+	if mf, err := key.memfd(); err == nil {
+		defer mf.Close()
+		extra = []*os.File{mf}
+	} else {
+		f, remove, err := key.WriteTemp()
+		if err != nil {
+			return fmt.Errorf("signing key: %w", err)
+		}
+		defer remove()
+		file = f
 	}
-	defer remove()
 	comp := opt.Compression
 	if comp == "" {
 		comp = DefaultCompression
@@ -153,18 +164,20 @@ func Copy(ctx context.Context, opt BuildOptions, key *SecretKey, paths []string)
 	if log == nil {
 		log = io.Discard
 	}
-	if _, err := runNix(ctx, opt.Nix, log, append([]string{"copy", "--to", to}, paths...)...); err != nil {
+	if _, err := runNix(ctx, opt.Nix, log, extra, append([]string{"copy", "--to", to}, paths...)...); err != nil {
 		return fmt.Errorf("copy the closures into %s: %w", opt.Cache, err)
 	}
 	return nil
 }
 
-// runNix runs nix NixFlags args…, stderr to log, and returns stdout.
-func runNix(ctx context.Context, nix string, log io.Writer, args ...string) ([]byte, error) {
+// runNix runs nix NixFlags args…, stderr to log, and returns stdout; extra
+// files are the child's fd 3, 4, ….
+func runNix(ctx context.Context, nix string, log io.Writer, extra []*os.File, args ...string) ([]byte, error) {
 	if nix == "" {
 		nix = "nix"
 	}
 	cmd := nixCommand(ctx, nix, append(append([]string{}, NixFlags...), args...)...)
+	cmd.ExtraFiles = extra
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = io.MultiWriter(log, &stderr)

@@ -28,6 +28,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // CacheDir is the cache's directory on every medium and its path under
@@ -102,8 +104,8 @@ func (k *SecretKey) Sign(fingerprint string) string {
 }
 
 // WriteTemp writes the key to a new private directory outside any output
-// (mode 0700, file 0600) for `nix copy ?secret-key=FILE`. remove deletes
-// both; call it as soon as the copy is done.
+// (mode 0700, file 0600) for `nix copy ?secret-key=FILE`, where a memfd
+// cannot be made. remove deletes both; call it as soon as the copy is done.
 func (k *SecretKey) WriteTemp() (file string, remove func(), err error) {
 	dir, err := os.MkdirTemp("", "nixlos-signing-")
 	if err != nil {
@@ -116,6 +118,20 @@ func (k *SecretKey) WriteTemp() (file string, remove func(), err error) {
 		return "", func() {}, err
 	}
 	return file, remove, nil
+}
+
+// memfd returns the key in Nix's format in an anonymous memory file.
+func (k *SecretKey) memfd() (*os.File, error) {
+	fd, err := unix.MemfdCreate("nixlos-signing-key", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "nixlos-signing-key")
+	if _, err := f.WriteString(k.String()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // PublicKey is an ed25519 public key with its name, as Nix writes it.
