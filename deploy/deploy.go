@@ -339,8 +339,8 @@ func (r *run) check() error {
 		}
 		return cli.BadInput(t, "give the machine more memory, or boot installer media", "it has %s of RAM; the installer runs from RAM and %s needs at least %s", hw.HumanBytes(f.MemTotal), what, hw.HumanBytes(floor))
 	}
-	if f.MemAvailable > 0 && f.MemAvailable < 2*stage+64<<20 {
-		return cli.BadInput(t, "stop services to free memory, or give the machine more", "only %s of RAM is free; staging the installer (%s in a tmpfs, then copied by kexec) needs %s", hw.HumanBytes(f.MemAvailable), hw.HumanBytes(stage), hw.HumanBytes(2*stage+64<<20))
+	if need := 3*stage + 64<<20; f.MemAvailable > 0 && f.MemAvailable < need {
+		return cli.BadInput(t, "stop services to free memory, or give the machine more", "only %s of RAM is free; staging the installer (%s in a tmpfs, copied once more by kexec and then into the kernel) needs %s", hw.HumanBytes(f.MemAvailable), hw.HumanBytes(stage), hw.HumanBytes(need))
 	}
 	r.step("target: %s, kernel %s, %s RAM (%s free; floor %s), kexec supported, root%s", f.Arch, f.Kernel, hw.HumanBytes(f.MemTotal), hw.HumanBytes(f.MemAvailable), hw.HumanBytes(floor), map[bool]string{true: " via sudo", false: ""}[f.UID != 0])
 	return nil
@@ -350,7 +350,7 @@ func (r *run) hostClosure() bool {
 	return r.bi.Closure && r.bi.Parsed.Hosts[r.o.Host].Toplevel != ""
 }
 
-// stageBytes is what the tmpfs holds at most: kernel, initrd, kexec, installer.
+// stageBytes is what deploy uploads: kernel, initrd, kexec, installer.
 func (r *run) stageBytes() uint64 {
 	var n uint64
 	for _, p := range []string{r.bi.Kernel, r.bi.Initrd} {
@@ -370,7 +370,9 @@ func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'
 
 // mount makes the private tmpfs.
 func (r *run) mount(ctx context.Context) error {
-	size := r.stageBytes() + 32<<20
+	// u-root's kexec copies the kernel and the initrd once more into
+	// TMPDIR (this tmpfs) before loading them.
+	size := 2*r.stageBytes() + 32<<20
 	cmd := fmt.Sprintf("%ssh -c %s", r.sudo, shq(fmt.Sprintf("set -e; mkdir -p %[1]s; mount -t tmpfs -o mode=0700,size=%[2]dk nixlos-deploy %[1]s", r.dir, size>>10)))
 	if out, err := r.sh(ctx, cmd, nil); err != nil {
 		return fmt.Errorf("mount a tmpfs on %s: %v: %s", r.dir, err, strings.TrimSpace(out))
@@ -596,7 +598,7 @@ func (r *run) install(ctx context.Context) error {
 	}
 	r.step("kexec -l (command line: %s)", line)
 	d := r.dir
-	load := fmt.Sprintf("cd %[1]s && export TMPDIR=%[1]s && { ./kexec -l ./vmlinuz --initrd ./initrd --cmdline %[2]s || ./kexec -L -l ./vmlinuz --initrd ./initrd --cmdline %[2]s; }; rc=$?; rm -f ./initrd ./vmlinuz ./installer; exit $rc", d, shq(line))
+	load := fmt.Sprintf("cd %[1]s && export TMPDIR=%[1]s && { ./kexec -l ./vmlinuz --initrd ./initrd --cmdline %[2]s || ./kexec -L -l ./vmlinuz --initrd ./initrd --cmdline %[2]s; }; rc=$?; for f in ./*; do [ \"$f\" = ./kexec ] || rm -rf \"$f\"; done; exit $rc", d, shq(line))
 	out, err := r.sh(ctx, r.sudo+"sh -c "+shq(load), nil)
 	if err != nil {
 		return fmt.Errorf("kexec -l on the target failed (the running system is unchanged; the age key file is deleted): %v\n%s", err, indent(out))

@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -87,7 +89,7 @@ func DialSSH(ctx context.Context, c SSHConfig) (Target, error) {
 		return nil, err
 	}
 	defer closeAgent()
-	hkcb, err := hostKeyCallback(c, addr)
+	hkcb, algos, err := hostKeyCallback(c, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +100,7 @@ func DialSSH(ctx context.Context, c SSHConfig) (Target, error) {
 	}
 	conn.SetDeadline(time.Now().Add(c.Timeout))
 	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{
-		User: c.User, Auth: auths, HostKeyCallback: hkcb, Timeout: c.Timeout,
+		User: c.User, Auth: auths, HostKeyCallback: hkcb, HostKeyAlgorithms: algos, Timeout: c.Timeout,
 	})
 	if err != nil {
 		conn.Close()
@@ -130,29 +132,35 @@ type hostKeyError struct{ err error }
 
 func (e *hostKeyError) Error() string { return e.err.Error() }
 
-func hostKeyCallback(c SSHConfig, addr string) (ssh.HostKeyCallback, error) {
+// hostKeyCallback checks the host key against known_hosts and returns the
+// host key algorithms known_hosts has for addr (asked for first, as
+// OpenSSH does: the server must show the key that is on file).
+func hostKeyCallback(c SSHConfig, addr string) (ssh.HostKeyCallback, []string, error) {
 	if c.InsecureHostKey {
 		return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 			if c.Log != nil {
 				fmt.Fprintf(c.Log, "warning: --insecure-host-key: accepting %s host key %s unchecked\n", key.Type(), ssh.FingerprintSHA256(key))
 			}
 			return nil
-		}, nil
+		}, nil, nil
 	}
 	file := c.KnownHosts
 	if file == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {
-			return nil, cli.BadInput("known_hosts", "give --known-hosts FILE", "no home directory: %v", err)
+			return nil, nil, cli.BadInput("known_hosts", "give --known-hosts FILE", "no home directory: %v", err)
 		}
 		file = filepath.Join(home, ".ssh", "known_hosts")
 	}
 	cb, err := knownhosts.New(file)
 	if err != nil {
-		return nil, cli.BadInput(file, "create it with ssh-keyscan -p PORT HOST >> "+file+" (and compare the fingerprint), or give --known-hosts FILE", "cannot read known hosts: %v", err)
+		return nil, nil, cli.BadInput(file, "create it with ssh-keyscan -p PORT HOST >> "+file+" (and compare the fingerprint), or give --known-hosts FILE", "cannot read known hosts: %v", err)
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		err := cb(hostname, remote, key)
+		if err == nil {
+			return nil
+		}
 		var ke *knownhosts.KeyError
 		if errors.As(err, &ke) {
 			fp := ssh.FingerprintSHA256(key)
@@ -164,7 +172,40 @@ func hostKeyCallback(c SSHConfig, addr string) (ssh.HostKeyCallback, error) {
 				"host key %s %s is not in %s: refused", key.Type(), fp, file)}
 		}
 		return err
-	}, nil
+	}, knownAlgorithms(cb, addr), nil
+}
+
+// knownAlgorithms lists the key types known_hosts holds for addr: a
+// made-up key makes the callback name the keys it wanted.
+func knownAlgorithms(cb ssh.HostKeyCallback, addr string) []string {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil
+	}
+	tcp, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		tcp = &net.TCPAddr{}
+	}
+	var ke *knownhosts.KeyError
+	if !errors.As(cb(addr, tcp, signer.PublicKey()), &ke) {
+		return nil
+	}
+	var algos []string
+	seen := map[string]bool{}
+	for _, w := range ke.Want {
+		types := []string{w.Key.Type()}
+		if w.Key.Type() == ssh.KeyAlgoRSA {
+			types = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+		}
+		for _, t := range types {
+			if !seen[t] {
+				seen[t] = true
+				algos = append(algos, t)
+			}
+		}
+	}
+	return algos
 }
 
 // knownHost is the known_hosts spelling of addr ([host]:port unless 22).
