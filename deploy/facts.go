@@ -38,7 +38,7 @@ s run; test -d /run && echo yes
 // Facts is what the probe found on the target.
 type Facts struct {
 	UID             int
-	Sudo            bool // passwordless sudo works (UID ≠ 0)
+	Sudo            bool       // passwordless sudo works (UID ≠ 0)
 	ClientIP        netip.Addr // the workstation as the target sees it (SSH_CONNECTION)
 	ServerIP        netip.Addr // the target's address the SSH session came in on
 	Arch, Kernel    string

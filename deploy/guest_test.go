@@ -62,7 +62,7 @@ exec /bin/sh </dev/console >/dev/console 2>&1
 // guest is a test guest's initrd and the files to reach it.
 type guest struct {
 	initrd, sshKey, knownHostsLine string // knownHostsLine lacks the host part
-	hostPub                         ssh.PublicKey
+	hostPub                        ssh.PublicKey
 }
 
 // buildGuest writes the guest's initrd: busybox-static, dropbear with its

@@ -100,7 +100,7 @@ func TestDeployVM(t *testing.T) {
 	vm := vmtest.StartT(t, vmtest.Options{
 		Name: "deploy-target", Kernel: vmtest.DefaultKernel(), Initrd: g.initrd, Append: "console=ttyS0,115200 quiet",
 		UEFI: true, MemoryMiB: 2048, Timeout: 40 * time.Minute, Stream: stream,
-		Disks: []vmtest.Disk{{Path: disk, Serial: "deploy-disk"}},
+		Disks:     []vmtest.Disk{{Path: disk, Serial: "deploy-disk"}},
 		ExtraArgs: []string{"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", port), "-device", "e1000,netdev=n0"},
 	})
 	if _, err := vm.Expect(ctx, "guest: sshd ready", 3*time.Minute); err != nil {
