@@ -28,8 +28,8 @@
 //     The plan is printed; typing the host name confirms (--yes for
 //     scripts). --dry-run stops here and removes the tmpfs.
 //  5. Upload the kernel, kexec and the initrd into the tmpfs. The age key
-//     goes inside the SSH session only: a small cpio (etc/nixlos/age.key,
-//  0600. is streamed in front of the initrd's own archives, so the
+//     goes inside the SSH session only: a small cpio holding
+//     etc/nixlos/age.key (mode 0600) is streamed in front of the initrd, so the
 //     installer finds it as an embedded key; the file is deleted right
 //     after `kexec -l` has copied it into the kernel, and the tmpfs
 //     vanishes with the old kernel. The key is never on a command line.

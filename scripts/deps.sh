@@ -16,6 +16,8 @@ PKGS=(
   nix-bin git busybox-static
   # PXE tests and benchmarks
   dnsmasq nginx iproute2
+  # mkiso deploy VM test: the SSH server of the plain-Linux guest
+  dropbear-bin
 )
 
 missing=()
