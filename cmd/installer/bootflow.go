@@ -74,6 +74,7 @@ func runBootFlow(stdout, stderr io.Writer) error {
 func (b *boot) fail(err error) {
 	reason := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 	fmt.Fprintf(b.out, "nixlos: install failed: %s\n", reason)
+	report := reason
 	if data, rerr := os.ReadFile(b.logFile); rerr == nil {
 		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 		if len(lines) > 15 {
@@ -83,10 +84,16 @@ func (b *boot) fail(err error) {
 		for _, l := range lines {
 			fmt.Fprintf(b.out, "  | %s\n", l)
 		}
+		report += failureLogSep + strings.Join(lines[max(0, len(lines)-5):], failureLogSep)
 	}
 	fmt.Fprintln(b.out, "nixlos: starting a shell (fix the problem, then run 'installer install ...' or reboot)")
-	b.report("failed", reason)
+	b.report("failed", report)
 }
+
+// failureLogSep joins the reason and the install log's last lines in a
+// "failed" status report (one line: the status API keeps no newlines);
+// mkiso deploy prints them as lines again.
+const failureLogSep = " | "
 
 // report posts a state to nixlos.server, when there is one.
 func (b *boot) report(state, msg string) {
