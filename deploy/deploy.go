@@ -614,6 +614,10 @@ func (r *run) install(ctx context.Context) error {
 	return r.follow(ctx, st)
 }
 
+// failureLogSep separates the reason and the install log's last lines in
+// the installer's "failed" report (cmd/installer's failureLogSep).
+const failureLogSep = " | "
+
 // statusServer is the HTTP half of the PXE server in deploy mode.
 type statusServer struct {
 	srv    *pxe.Server
@@ -710,7 +714,12 @@ func (r *run) follow(ctx context.Context, st *statusServer) error {
 				r.step("install complete host=%s (after: %s)", r.o.Host, r.cmdline.After)
 				return nil
 			case pxe.StateFailed:
-				return fmt.Errorf("install failed on %s: %s (the installer left a shell on the machine's console; log /var/log/nixlos-install.log there)", r.o.Target, e.Message)
+				reason, tail, _ := strings.Cut(e.Message, failureLogSep)
+				msg := fmt.Sprintf("install failed on %s: %s", r.o.Target, reason)
+				if tail != "" {
+					msg += "\nlast lines of the install log:\n  | " + strings.ReplaceAll(tail, failureLogSep, "\n  | ")
+				}
+				return fmt.Errorf("%s\n(the installer left a shell on the machine's console; the whole log is /var/log/nixlos-install.log there)", msg)
 			}
 		}
 	}

@@ -19,9 +19,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/pxe"
 )
 
 // fakeBuild writes a PXE bundle whose initrd holds a manifest with host
@@ -433,5 +435,62 @@ func TestConfirm(t *testing.T) {
 		if got := cli.ExitCode(r.confirm()); got != tc.wantExit {
 			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.wantExit)
 		}
+	}
+}
+
+// TestStatusChannel: the status server deploy starts takes the installer's
+// reports (pxe.ReportStatus, as the installer sends them) and follow ends
+// on complete (nil), failed (exit 1, reason and log lines) or silence.
+func TestStatusChannel(t *testing.T) {
+	build := fakeBuild(t)
+	bi, err := readBuild(build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ParseFacts(probeOutput(nil))
+	for _, tc := range []struct {
+		name    string
+		reports []pxe.Status
+		exit    int
+		want    []string
+	}{
+		{"complete", []pxe.Status{{State: "installing"}, {State: "complete"}}, 0, []string{"installing: -", "install complete host=laptop"}},
+		{"failed", []pxe.Status{{State: "installing"}, {State: "failed", Message: "partition /dev/vda: busy | log line 1 | log line 2"}}, 1,
+			[]string{"install failed on root@h: partition /dev/vda: busy", "  | log line 1\n  | log line 2"}},
+		{"silence", nil, 1, []string{"no report from the installer within"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out syncBuffer
+			r := &run{o: Options{Host: "laptop", Target: "root@h", ReportTimeout: 2 * time.Second, Timeout: time.Minute}, out: &out, bi: bi, f: f,
+				t: &fakeTarget{}, mac: "52:54:00:12:34:56", cmdline: bootcfg.Cmdline{After: bootcfg.AfterReboot}}
+			r.o.Listen = "127.0.0.1:0"
+			st, base, err := r.startServer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if !strings.HasPrefix(base, "http://10.0.2.2:") {
+				t.Fatalf("base %s: want the workstation as the target sees it", base)
+			}
+			local := fmt.Sprintf("http://127.0.0.1:%d", st.srv.HTTPAddr.Port)
+			go func() {
+				for _, s := range tc.reports {
+					s.MAC, s.Host = "52:54:00:12:34:56", "laptop"
+					if err := pxe.ReportStatus(context.Background(), nil, local, s); err != nil {
+						t.Errorf("report: %v", err)
+					}
+				}
+			}()
+			err = r.follow(context.Background(), st)
+			got := out.String() + fmt.Sprint(err)
+			if cli.ExitCode(err) != tc.exit {
+				t.Fatalf("exit %d: %v\n%s", cli.ExitCode(err), err, out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("output lacks %q:\n%s", w, got)
+				}
+			}
+		})
 	}
 }

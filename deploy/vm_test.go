@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +100,7 @@ func TestDeployVM(t *testing.T) {
 	stream := &syncBuffer{}
 	vm := vmtest.StartT(t, vmtest.Options{
 		Name: "deploy-target", Kernel: vmtest.DefaultKernel(), Initrd: g.initrd, Append: "console=ttyS0,115200 quiet",
-		UEFI: true, MemoryMiB: 2048, Timeout: 40 * time.Minute, Stream: stream,
+		UEFI: true, MemoryMiB: guestMiB(), Timeout: 40 * time.Minute, Stream: stream,
 		Disks:     []vmtest.Disk{{Path: disk, Serial: "deploy-disk"}},
 		ExtraArgs: []string{"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", port), "-device", "e1000,netdev=n0"},
 	})
@@ -145,6 +146,29 @@ func TestDeployVM(t *testing.T) {
 		}
 		t.Logf("refused: %v", err)
 	})
+	t.Run("dry run", func(t *testing.T) {
+		var out bytes.Buffer
+		o := opts(&out)
+		o.DryRun, o.Yes = true, false
+		if err := Run(ctx, o); err != nil {
+			t.Fatalf("dry run: %v\n%s", err, out.String())
+		}
+		for _, w := range []string{"install plan for laptop", "disk main: /dev/vda (serial deploy-disk", "pre-flight passed", "dry run: every check passed"} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("dry run output lacks %q:\n%s", w, out.String())
+			}
+		}
+		tg, err := DialSSH(ctx, SSHConfig{User: "root", Host: "127.0.0.1", Port: port, Key: g.sshKey, KnownHosts: known})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tg.Close()
+		var b bytes.Buffer
+		tg.Run(ctx, "grep -c nixlos-deploy /proc/mounts; ls /run", nil, &b, &b)
+		if strings.TrimSpace(b.String()) != "0" {
+			t.Errorf("the dry run left something behind: %q", b.String())
+		}
+	})
 	assertBlank(t, disk)
 
 	out := &syncBuffer{}
@@ -185,6 +209,15 @@ func TestDeployVM(t *testing.T) {
 		t.Fatalf("booted host=%s age key %s; want laptop, present", booted.Host, booted.AgeKey)
 	}
 	t.Logf("installed disk booted: host=%s generation=%d in %.1f s; total %.1f s", booted.Host, booted.Generation, booted.Elapsed.Seconds(), time.Since(start).Seconds())
+}
+
+// guestMiB is the target's RAM: 2048 MiB, or $NIXLOS_DEPLOY_MIB (to
+// measure the floor).
+func guestMiB() int {
+	if v, err := strconv.Atoi(os.Getenv("NIXLOS_DEPLOY_MIB")); err == nil && v > 0 {
+		return v
+	}
+	return 2048
 }
 
 // assertBlank checks that the first MiB of the disk is still zero.
