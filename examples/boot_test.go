@@ -314,11 +314,54 @@ func TestLaptopBootsUEFI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	disk := vmtest.NewDisk(t, "laptop.img", 8<<30)
+	installLaptopByHand(t, dir, top, disk, pass)
+
+	ctx := context.Background()
+	vm := vmtest.StartT(t, vmtest.Options{Name: "laptop", BootDisk: disk, UEFI: true, Timeout: 15 * time.Minute})
+	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), 5*time.Minute); err != nil {
+		t.Fatalf("no passphrase prompt: %v\n%s", err, vm.Tail(40))
+	}
+	prompt := vm.Elapsed()
+	// A wrong passphrase first: stage 1 says so and asks again.
+	vm.Send("not-the-passphrase\n")
+	if _, err := vm.Expect(ctx, "(wrong key?), asking again", 3*time.Minute); err != nil {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), time.Minute); err != nil {
+		t.Fatalf("no second prompt: %v", err)
+	}
+	vm.Send(strings.TrimSpace(string(pass)) + "\n")
+	if _, err := vm.Expect(ctx, "nix-los: booted host=laptop generation=1", 5*time.Minute); err != nil {
+		t.Fatalf("laptop did not boot: %v\n%s", err, vm.Tail(60))
+	}
+	booted := vm.Elapsed()
+	if _, err := vm.Expect(ctx, regexp.MustCompile(`age key: present /var/lib/sops-nix/key.txt`), time.Minute); err != nil {
+		t.Errorf("age key line: %v", err)
+	}
+	console := vm.Console()
+	if strings.Contains(console, strings.TrimSpace(string(pass))) || strings.Contains(console, "not-the-passphrase") {
+		t.Errorf("the console shows a typed passphrase (echo was on)")
+	}
+	for _, re := range []string{`nix-los: mount /dev/(mapper/pool-root|pool/root|dm-\d+) / ext4`, `nix-los: mount /dev/\S+ /boot vfat`, `nix-los: mount /dev/(mapper/pool-home|pool/home|dm-\d+) /home ext4`} {
+		if !regexp.MustCompile(re).MatchString(console) {
+			t.Errorf("console lacks %q", re)
+		}
+	}
+	t.Logf("power-on → passphrase prompt %.1f s, → booted %.1f s (typing included)", prompt.Seconds(), booted.Seconds())
+}
+
+// installLaptopByHand does in a guest what nixos-install does for the
+// laptop: installer partition (LUKS + LVM, the passphrase as key file), the
+// closure copied into the target store from a second disk with the system
+// profile (generation 1), then activate and NIXOS_INSTALL_BOOTLOADER=1
+// switch-to-configuration boot in a chroot with /dev /proc /sys /run bound.
+func installLaptopByHand(t *testing.T, dir, top, disk string, pass []byte) {
+	t.Helper()
 	layout, err := flake.Nix{}.Run(context.Background(), "eval", "--json", filepath.Join(dir, "flake")+"#nixosConfigurations.laptop.config.disko.devices")
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk := vmtest.NewDisk(t, "laptop.img", 8<<30)
 	closure := closureDisk(t, top)
 	script := fmt.Sprintf(`top=%[1]s
 busybox cp /etc/nixlos/pass /tmp/secret.key
@@ -354,36 +397,4 @@ echo INSTALLED-BY-HAND
 		t.Fatalf("install by hand failed (rc=%d)", res.ExitCode)
 	}
 
-	ctx := context.Background()
-	vm := vmtest.StartT(t, vmtest.Options{Name: "laptop", BootDisk: disk, UEFI: true, Timeout: 15 * time.Minute})
-	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), 5*time.Minute); err != nil {
-		t.Fatalf("no passphrase prompt: %v\n%s", err, vm.Tail(40))
-	}
-	prompt := vm.Elapsed()
-	// A wrong passphrase first: stage 1 says so and asks again.
-	vm.Send("not-the-passphrase\n")
-	if _, err := vm.Expect(ctx, "(wrong key?), asking again", 3*time.Minute); err != nil {
-		t.Fatalf("wrong passphrase: %v", err)
-	}
-	if _, err := vm.Expect(ctx, regexp.MustCompile(`Enter passphrase for \S+`), time.Minute); err != nil {
-		t.Fatalf("no second prompt: %v", err)
-	}
-	vm.Send(strings.TrimSpace(string(pass)) + "\n")
-	if _, err := vm.Expect(ctx, "nix-los: booted host=laptop generation=1", 5*time.Minute); err != nil {
-		t.Fatalf("laptop did not boot: %v\n%s", err, vm.Tail(60))
-	}
-	booted := vm.Elapsed()
-	if _, err := vm.Expect(ctx, regexp.MustCompile(`age key: present /var/lib/sops-nix/key.txt`), time.Minute); err != nil {
-		t.Errorf("age key line: %v", err)
-	}
-	console := vm.Console()
-	if strings.Contains(console, strings.TrimSpace(string(pass))) || strings.Contains(console, "not-the-passphrase") {
-		t.Errorf("the console shows a typed passphrase (echo was on)")
-	}
-	for _, re := range []string{`nix-los: mount /dev/(mapper/pool-root|pool/root|dm-\d+) / ext4`, `nix-los: mount /dev/\S+ /boot vfat`, `nix-los: mount /dev/(mapper/pool-home|pool/home|dm-\d+) /home ext4`} {
-		if !regexp.MustCompile(re).MatchString(console) {
-			t.Errorf("console lacks %q", re)
-		}
-	}
-	t.Logf("power-on → passphrase prompt %.1f s, → booted %.1f s (typing included)", prompt.Seconds(), booted.Seconds())
 }

@@ -48,7 +48,7 @@ var Modules = []string{
 	"usb_storage", "xhci_pci", "dm_mod", "dm_crypt", "raid1", "md_mod",
 	"ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "btrfs", "xfs",
 	// what cryptsetup needs from the kernel for LUKS2 (aes-xts, AF_ALG)
-	"xts", "ecb", "cbc", "aesni_intel", "algif_skcipher", "algif_hash", "crc32c_generic",
+	"xts", "ecb", "cbc", "aesni_intel", "algif_skcipher", "algif_hash", "crc32c_generic", "crc32c_intel",
 }
 
 // Tool is one dynamically linked program of the stand-in.

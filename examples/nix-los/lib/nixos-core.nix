@@ -52,7 +52,7 @@ let
   luksLines = concatStringsSep "" (map (n: "${n} ${luks.${n}.device} ${if luks.${n}.allowDiscards or false then "discard" else "-"}\n") (attrNames luks));
   mountLines = concatStringsSep "" (map (f: "${f.device} ${f.mountPoint} ${f.fsType} ${opts f}\n") fsList);
 
-  fsModules = { ext4 = [ "ext4" ]; vfat = [ "vfat" "nls_cp437" "nls_iso8859_1" "nls_ascii" ]; btrfs = [ "btrfs" ]; xfs = [ "xfs" ]; };
+  fsModules = { ext4 = [ "ext4" "crc32c_generic" "crc32c_intel" ]; vfat = [ "vfat" "nls_cp437" "nls_iso8859_1" "nls_ascii" ]; btrfs = [ "btrfs" ]; xfs = [ "xfs" ]; };
   initrdModules = (boot.initrd.availableKernelModules or [ ]) ++ (boot.initrd.kernelModules or [ ])
     ++ [ "virtio_rng" ]
     ++ concatMap (f: fsModules.${f.fsType} or [ ]) fsList

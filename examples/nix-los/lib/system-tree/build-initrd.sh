@@ -14,6 +14,8 @@ cp -r "$standin/lib/modules/$kernelVersion" "$r/lib/modules/"
 cp "$standin/lib/ld-linux-x86-64.so.2" "$r/lib64/"
 for l in "$standin"/lib/*.so*; do cp "$l" "$r/lib/x86_64-linux-gnu/"; done
 for t in cryptsetup lvm dmsetup mdadm; do cp "$standin/libexec/$t" "$r/sbin/$t"; done
+# The kernel's on-demand loads (crypto, filesystems) run /sbin/modprobe.
+ln -s ../bin/busybox "$r/sbin/modprobe"
 
 cp "$tree/stage1-init.sh" "$r/init"
 {
