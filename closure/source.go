@@ -21,6 +21,10 @@ import (
 // filesystem, read-only.
 const MediaMount = "/run/nixlos/media"
 
+// DefaultMediaWait is how long Locate waits for a boot medium with the
+// closure when no server is given.
+const DefaultMediaWait = 30 * time.Second
+
 // ErrNotFound is returned (wrapped) by Locate when no medium or server
 // holds the closure: the install then builds the system instead.
 var ErrNotFound = errors.New("no cache holds the closure")
@@ -49,9 +53,15 @@ type LocateOptions struct {
 	Server string
 	// MountPoint is where a medium is mounted (default MediaMount).
 	MountPoint string
-	Nix        string
-	Client     *http.Client // nil = a client with a 10 s timeout
-	Log        io.Writer
+	// Wait is how long to keep looking for the medium when none holds
+	// the closure yet (disks are detected again every second): a USB stick
+	// appears seconds after the installer starts. 0 = DefaultMediaWait
+	// when neither Devices nor Server is set, else (and when negative) no
+	// waiting.
+	Wait   time.Duration
+	Nix    string
+	Client *http.Client // nil = a client with a 10 s timeout
+	Log    io.Writer
 }
 
 // Locate finds a cache holding opt.Toplevel: on the boot medium (the ISO's
@@ -77,32 +87,55 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 	if mnt == "" {
 		mnt = MediaMount
 	}
-	devs := opt.Devices
-	if devs == nil {
-		disks := opt.Disks
-		if disks == nil {
-			if disks, err = hw.Disks(hw.Options{}); err != nil {
-				fmt.Fprintf(log, "closure: cannot list disks: %v\n", err)
-			}
-		}
-		devs = MediaCandidates(disks)
+	wait := opt.Wait
+	if wait == 0 && opt.Devices == nil && opt.Server == "" {
+		wait = DefaultMediaWait
 	}
+	deadline := time.Now().Add(max(wait, 0))
+	disks := opt.Disks
 	var tried []string
-	for _, dev := range devs {
-		vol, ok := ISOVolumeID(dev)
-		if !ok {
-			continue
+	var devs []string
+	for round := 0; ; round++ {
+		devs = opt.Devices
+		if devs == nil {
+			if disks == nil || round > 0 { // re-detect: a USB stick appears late
+				if disks, err = hw.Disks(hw.Options{}); err != nil {
+					fmt.Fprintf(log, "closure: cannot list disks: %v\n", err)
+				}
+			}
+			devs = MediaCandidates(disks)
 		}
-		tried = append(tried, dev)
-		if err := mountISO(dev, mnt); err != nil {
-			fmt.Fprintf(log, "closure: mount %s: %v\n", dev, err)
-			continue
+		for _, dev := range devs {
+			vol, ok := ISOVolumeID(dev)
+			if !ok {
+				continue
+			}
+			if !slices.Contains(tried, dev) {
+				tried = append(tried, dev)
+			}
+			if err := mountISO(dev, mnt); err != nil {
+				fmt.Fprintf(log, "closure: mount %s: %v\n", dev, err)
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(mnt, CacheDir, hash+".narinfo")); err == nil && fi.Mode().IsRegular() {
+				return &Source{URL: "file://" + filepath.Join(mnt, CacheDir), Where: fmt.Sprintf("%s (iso9660 %s)", dev, vol), Key: key, Nix: opt.Nix, umount: mnt}, nil
+			}
+			if round == 0 {
+				fmt.Fprintf(log, "closure: %s (iso9660 %s) has no %s\n", dev, vol, opt.Toplevel)
+			}
+			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
-		if fi, err := os.Stat(filepath.Join(mnt, CacheDir, hash+".narinfo")); err == nil && fi.Mode().IsRegular() {
-			return &Source{URL: "file://" + filepath.Join(mnt, CacheDir), Where: fmt.Sprintf("%s (iso9660 %s)", dev, vol), Key: key, Nix: opt.Nix, umount: mnt}, nil
+		if opt.Devices != nil || !time.Now().Before(deadline) {
+			break
 		}
-		fmt.Fprintf(log, "closure: %s (iso9660 %s) has no %s\n", dev, vol, opt.Toplevel)
-		unix.Unmount(mnt, unix.MNT_DETACH)
+		if round == 0 {
+			fmt.Fprintf(log, "closure: waiting up to %s for the boot medium to appear (USB disks are found late)\n", time.Until(deadline).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	if opt.Server != "" {
 		base := strings.TrimRight(opt.Server, "/") + "/" + CacheDir
