@@ -69,6 +69,10 @@ type Check struct {
 	// USBDisks are removable USB sticks (Options.USBDisks); the script
 	// loads xhci_pci and usb_storage itself.
 	USBDisks []Disk
+	// UEFI boots the check under OVMF (the guest sees /sys/firmware/efi).
+	UEFI bool
+	// ExtraArgs are appended to QEMU's command line (e.g. a CD-ROM drive).
+	ExtraArgs []string
 	// Append is added to the kernel command line.
 	Append string
 	// MemoryMiB for the guest (default 1024).
@@ -154,6 +158,8 @@ func RunCheck(t testing.TB, c Check) CheckResult {
 		Append:     strings.TrimSpace("console=ttyS0 loglevel=3 " + c.Append),
 		Disks:      c.Disks,
 		USBDisks:   c.USBDisks,
+		UEFI:       c.UEFI,
+		ExtraArgs:  c.ExtraArgs,
 		MemoryMiB:  c.MemoryMiB,
 		Timeout:    timeout + time.Minute,
 	})
