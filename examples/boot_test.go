@@ -315,7 +315,7 @@ func TestLaptopBootsUEFI(t *testing.T) {
 		t.Fatal(err)
 	}
 	disk := vmtest.NewDisk(t, "laptop.img", 8<<30)
-	installLaptopByHand(t, dir, top, disk, pass)
+	installByHand(t, dir, "laptop", top, [][2]string{{"main", disk}}, pass)
 
 	ctx := context.Background()
 	vm := vmtest.StartT(t, vmtest.Options{Name: "laptop", BootDisk: disk, UEFI: true, Timeout: 15 * time.Minute})
@@ -351,23 +351,33 @@ func TestLaptopBootsUEFI(t *testing.T) {
 	t.Logf("power-on → passphrase prompt %.1f s, → booted %.1f s (typing included)", prompt.Seconds(), booted.Seconds())
 }
 
-// installLaptopByHand does in a guest what nixos-install does for the
-// laptop: installer partition (LUKS + LVM, the passphrase as key file), the
-// closure copied into the target store from a second disk with the system
-// profile (generation 1), then activate and NIXOS_INSTALL_BOOTLOADER=1
-// switch-to-configuration boot in a chroot with /dev /proc /sys /run bound.
-func installLaptopByHand(t *testing.T, dir, top, disk string, pass []byte) {
+// installByHand does in a guest what nixos-install does for host:
+// installer partition (a LUKS passphrase as the key file), the closure
+// copied into the target store from an extra disk with the system profile
+// (generation 1), then activate and NIXOS_INSTALL_BOOTLOADER=1
+// switch-to-configuration boot in a chroot with /dev /proc /sys /run bound,
+// and a stand-in age key at the host's sops.age.keyFile. disks maps the
+// layout's disk names to the images, attached in order as /dev/vda, /dev/vdb…
+func installByHand(t *testing.T, dir, host, top string, disks [][2]string, pass []byte) {
 	t.Helper()
-	layout, err := flake.Nix{}.Run(context.Background(), "eval", "--json", filepath.Join(dir, "flake")+"#nixosConfigurations.laptop.config.disko.devices")
+	layout, err := flake.Nix{}.Run(context.Background(), "eval", "--json", filepath.Join(dir, "flake")+"#nixosConfigurations."+host+".config.disko.devices")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closure := closureDisk(t, top)
+	var diskArgs string
+	var vmDisks []vmtest.Disk
+	for i, d := range disks {
+		diskArgs += fmt.Sprintf(" --disk %s=/dev/vd%c", d[0], 'a'+i)
+		vmDisks = append(vmDisks, vmtest.Disk{Path: d[1]})
+	}
+	closureDev := fmt.Sprintf("/dev/vd%c", 'a'+len(disks))
+	vmDisks = append(vmDisks, vmtest.Disk{Path: closure, ReadOnly: true})
 	script := fmt.Sprintf(`top=%[1]s
 busybox cp /etc/nixlos/pass /tmp/secret.key
-installer partition --layout /etc/nixlos/layout.json --disk main=/dev/vda --yes --mount /mnt
+installer partition --layout /etc/nixlos/layout.json%[2]s --yes --mount /mnt
 mkdir -p /closure
-mount -o ro /dev/vdb /closure
+mount -o ro %[3]s /closure
 busybox cp -a /closure/nix /mnt/
 for d in dev proc sys run; do mkdir -p /mnt/$d; mount --bind /$d /mnt/$d; done
 busybox chroot /mnt $top/activate
@@ -375,13 +385,13 @@ NIXOS_INSTALL_BOOTLOADER=1 busybox chroot /mnt $top/bin/switch-to-configuration 
 mkdir -p /mnt/var/lib/sops-nix
 echo "# a stand-in age key" > /mnt/var/lib/sops-nix/key.txt
 chmod 0600 /mnt/var/lib/sops-nix/key.txt
-busybox find /mnt/boot -type f
-cat /mnt/boot/loader/loader.conf /mnt/boot/loader/entries/*.conf
+busybox find /mnt/boot -type f | busybox grep -v '\.mod$'
+cat /mnt/boot/loader/loader.conf /mnt/boot/loader/entries/*.conf /mnt/boot/grub/grub.cfg 2>/dev/null || true
 for d in run sys proc dev; do umount /mnt/$d; done
 umount /closure
-installer partition --layout /etc/nixlos/layout.json --disk main=/dev/vda --unmount --mount /mnt
+installer partition --layout /etc/nixlos/layout.json%[2]s --unmount --mount /mnt
 echo INSTALLED-BY-HAND
-`, top)
+`, top, diskArgs, closureDev)
 	res := vmtest.RunCheck(t, vmtest.Check{
 		Name:   "install-by-hand",
 		Script: script,
@@ -389,12 +399,51 @@ echo INSTALLED-BY-HAND
 			{Path: "etc/nixlos/layout.json", Data: layout},
 			{Path: "etc/nixlos/pass", Data: bytes.TrimSpace(pass), Mode: 0o600},
 		},
-		Disks:   []vmtest.Disk{{Path: disk}, {Path: closure, ReadOnly: true}},
+		Disks:   vmDisks,
 		Timeout: 15 * time.Minute,
 	})
 	t.Logf("install by hand (%.0f s):\n%s", res.Elapsed.Seconds(), res.Output)
 	if res.ExitCode != 0 || !strings.Contains(res.Output, "INSTALLED-BY-HAND") {
 		t.Fatalf("install by hand failed (rc=%d)", res.ExitCode)
 	}
+}
 
+// TestServerBootsBIOS installs the server by hand on two disks (GPT with
+// EF02, /boot on md RAID1 metadata 1.0, / on a GPT inside md RAID1), boots
+// it under SeaBIOS from the first disk (GRUB from the MBR), then again from
+// the second disk alone (degraded arrays, GRUB from the second MBR).
+func TestServerBootsBIOS(t *testing.T) {
+	vmtest.SkipUnlessVM(t)
+	dir := demoprep(t)
+	top := buildToplevel(t, dir, "server")
+	disk1 := vmtest.NewDisk(t, "disk1.img", 8<<30)
+	disk2 := vmtest.NewDisk(t, "disk2.img", 8<<30)
+	installByHand(t, dir, "server", top, [][2]string{{"disk1", disk1}, {"disk2", disk2}}, []byte("unused"))
+
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		boot  string
+		extra []vmtest.Disk
+	}{
+		{"both-disks", disk1, []vmtest.Disk{{Path: disk2}}},
+		{"second-disk-alone", disk2, nil},
+	} {
+		vm := vmtest.StartT(t, vmtest.Options{Name: "server-" + tc.name, BootDisk: tc.boot, Disks: tc.extra, Timeout: 15 * time.Minute})
+		if _, err := vm.Expect(ctx, "nix-los: booted host=server generation=1", 8*time.Minute); err != nil {
+			t.Fatalf("%s: server did not boot: %v\n%s", tc.name, err, vm.Tail(60))
+		}
+		booted := vm.Elapsed()
+		if _, err := vm.Expect(ctx, regexp.MustCompile(`age key: present /var/lib/sops-nix/key.txt`), time.Minute); err != nil {
+			t.Errorf("%s: age key line: %v", tc.name, err)
+		}
+		console := vm.Console()
+		for _, re := range []string{`nix-los: mount /dev/\S+ / ext4`, `nix-los: mount /dev/\S+ /boot vfat`} {
+			if !regexp.MustCompile(re).MatchString(console) {
+				t.Errorf("%s: console lacks %q", tc.name, re)
+			}
+		}
+		t.Logf("%s: power-on → booted %.1f s", tc.name, booted.Seconds())
+		vm.Kill()
+	}
 }

@@ -7,6 +7,13 @@ export PATH="$TMPDIR/bin"
 
 mkdir -p "$out/bin" "$out/etc" "$out/sw/bin"
 for a in $(busybox --list); do ln -s "$busybox" "$out/sw/bin/$a"; done
+# The stand-in's dynamically linked tools, run through its own loader
+# (grub-bios-setup runs mdadm from PATH to name md arrays).
+for t in cryptsetup lvm dmsetup mdadm grub-probe; do
+	rm -f "$out/sw/bin/$t"
+	printf '#!%s sh\nexec %s --library-path %s %s "$@"\n' "$busybox" "$standin/lib/ld-linux-x86-64.so.2" "$standin/lib" "$standin/libexec/$t" >"$out/sw/bin/$t"
+	chmod 0555 "$out/sw/bin/$t"
+done
 ln -s "$standin/kernel/bzImage" "$out/kernel"
 ln -s "$initrd/initrd" "$out/initrd"
 printf '%s\n' "$kernelParams" >"$out/kernel-params"

@@ -64,7 +64,15 @@ wait_for() {
 		[ "$n" -gt $((${2:-30} * 4)) ] && return 1
 		[ "$n" = 8 ] && echo "nix-los stage1: waiting for $1"
 		usleep 250000
-		[ -n "$swraid" ] && mdadm --assemble --scan --homehost=any >/dev/null 2>&1
+		if [ -n "$swraid" ]; then
+			mdadm --assemble --scan --homehost=any >/dev/null 2>&1
+			# after 5 s, start arrays that miss a member (a failed disk)
+			if [ "$n" = 20 ]; then
+				for md in /dev/md[0-9]*; do
+					[ -b "$md" ] && mdadm --run "$md" 2>&1 | sed 's/^/nix-los stage1: /'
+				done
+			fi
+		fi
 		links
 	done
 	return 0
