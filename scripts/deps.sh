@@ -8,7 +8,7 @@ PKGS=(
   qemu-system-x86 qemu-utils ovmf linux-image-amd64 kmod
   # boot media
   xorriso isolinux syslinux syslinux-common syslinux-utils mtools dosfstools
-  systemd-boot-efi grub-efi-amd64-bin grub-pc-bin ipxe cpio zstd xz-utils
+  systemd-boot-efi grub-common grub-efi-amd64-bin grub-pc-bin ipxe cpio zstd xz-utils
   # partitioning tools, used by the installer and read back by tests
   gdisk parted fdisk util-linux e2fsprogs btrfs-progs xfsprogs f2fs-tools
   cryptsetup-bin lvm2 mdadm
