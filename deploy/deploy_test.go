@@ -179,8 +179,8 @@ func TestLocalInput(t *testing.T) {
 	}
 }
 
-// sshServer runs an in-process SSH server that accepts key and
-// runs nothing; it returns its address and host key.
+// sshServer runs an in-process SSH server that accepts key and echoes
+// exec requests; it returns its address and host key.
 func sshServer(t *testing.T, accept ssh.PublicKey) (string, ssh.PublicKey) {
 	t.Helper()
 	_, hpriv, _ := ed25519.GenerateKey(rand.Reader)
@@ -210,8 +210,28 @@ func sshServer(t *testing.T, accept ssh.PublicKey) (string, ssh.PublicKey) {
 					return
 				}
 				go ssh.DiscardRequests(reqs)
-				for ch := range chans {
-					ch.Reject(ssh.Prohibited, "test server")
+				for nc := range chans {
+					// A session that answers "exec CMD" with CMD on stdout and
+					// "err" on stderr, then exit status 0.
+					ch, creqs, err := nc.Accept()
+					if err != nil {
+						continue
+					}
+					go func() {
+						for req := range creqs {
+							if req.Type != "exec" {
+								req.Reply(false, nil)
+								continue
+							}
+							req.Reply(true, nil)
+							var p struct{ Cmd string }
+							ssh.Unmarshal(req.Payload, &p)
+							ch.Write([]byte(p.Cmd))
+							ch.Stderr().Write([]byte("err"))
+							ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+							ch.Close()
+						}
+					}()
 				}
 				sc.Close()
 			}()
@@ -267,7 +287,15 @@ func TestDialSSH(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tg.Close()
+				defer tg.Close()
+				// stdout and stderr into one buffer lose nothing (x/crypto
+				// copies them concurrently).
+				for i := 0; i < 30; i++ {
+					var b bytes.Buffer
+					if err := tg.Run(ctx, "echo hello", nil, &b, &b); err != nil || len(b.String()) != len("echo hello")+3 {
+						t.Fatalf("run %d: %v, output %q", i, err, b.String())
+					}
+				}
 				return
 			}
 			if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) {

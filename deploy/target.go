@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -271,7 +272,18 @@ func (t *sshTarget) Run(ctx context.Context, cmd string, stdin io.Reader, stdout
 		return fmt.Errorf("ssh session: %w", err)
 	}
 	defer s.Close()
-	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	// One lock for both streams, and no ReadFrom: x/crypto copies stdout
+	// and stderr concurrently with io.Copy, and two concurrent
+	// bytes.Buffer.ReadFrom calls on one buffer lose data (seen: a whole
+	// command's output, one run in five).
+	var mu sync.Mutex
+	s.Stdin = stdin
+	if stdout != nil {
+		s.Stdout = lockedWriter{&mu, stdout}
+	}
+	if stderr != nil {
+		s.Stderr = lockedWriter{&mu, stderr}
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(cmd) }()
 	select {
@@ -286,4 +298,16 @@ func (t *sshTarget) Run(ctx context.Context, cmd string, stdin io.Reader, stdout
 		return &ExitError{Code: ee.ExitStatus()}
 	}
 	return err
+}
+
+// lockedWriter serialises writes and hides the writer's ReadFrom.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
