@@ -273,6 +273,30 @@ NIXOS_INSTALL_BOOTLOADER=1 chroot %[2]s %[3]s/bin/switch-to-configuration boot
 		}
 	}
 
+	// A second generation (the same system): switch-to-configuration boot
+	// without NIXOS_INSTALL_BOOTLOADER keeps the loader, adds the entry and
+	// makes it the default.
+	os.Symlink(top, filepath.Join(profiles, "system-2-link"))
+	os.Remove(filepath.Join(profiles, "system"))
+	os.Symlink("system-2-link", filepath.Join(profiles, "system"))
+	script2 := fmt.Sprintf(`set -e
+mount --bind %[1]s %[2]s/boot
+mount -t proc proc %[2]s/proc
+chroot %[2]s %[3]s/bin/switch-to-configuration boot
+`, esp, root, top)
+	if out, err := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script2).CombinedOutput(); err != nil {
+		t.Fatalf("second switch-to-configuration boot: %v\n%s", err, out)
+	}
+	conf, _ = os.ReadFile(filepath.Join(esp, "loader/loader.conf"))
+	if !strings.Contains(string(conf), "default nixos-generation-2.conf") {
+		t.Errorf("loader.conf after generation 2:\n%s", conf)
+	}
+	for _, g := range []string{"1", "2"} {
+		if _, err := os.Stat(filepath.Join(esp, "loader/entries/nixos-generation-"+g+".conf")); err != nil {
+			t.Errorf("generation %s entry: %v", g, err)
+		}
+	}
+
 	// A failure is an exit code and a message: no /boot mounted (and no /proc).
 	out, err = exec.Command("chroot", root, top+"/bin/switch-to-configuration", "boot").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "/boot is not a mounted filesystem") {
