@@ -470,7 +470,7 @@ func (r *run) plan(ctx context.Context, rep hw.Report) error {
 			return err
 		}
 	}
-	sel := bootcfg.Render(bootcfg.Cmdline{Host: r.cmdline.Host, Disk: r.cmdline.Disk, Disks: r.cmdline.Disks, Auto: true})
+	sel := bootcfg.Render(bootcfg.Cmdline{Host: r.cmdline.Host, Disk: r.cmdline.Disk, Disks: r.cmdline.Disks, Auto: true, After: r.cmdline.After, Net: r.cmdline.Net})
 	run := func(args ...string) (string, int, error) {
 		cmd := exec.CommandContext(ctx, inst, args...)
 		var b bytes.Buffer
