@@ -35,7 +35,7 @@ type buildInfo struct {
 // readBuild opens DIR/pxe (or DIR) and reads the manifest, the installer
 // and the hosts' sops files from the initrd.
 func readBuild(dir string) (*buildInfo, error) {
-	fix := "build it first: mkiso build FLAKE --format pxe [--closure] --host NAME --out DIR, then --build DIR"
+	fix := "build it first: mkiso build FLAKE --format pxe [--closure] --host NAME --out DIR, then --build DIR (or give --flake FLAKE)"
 	if dir == "" {
 		return nil, cli.BadInput("--build", fix, "no build directory given")
 	}

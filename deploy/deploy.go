@@ -69,8 +69,10 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/netconf"
+	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/preflight"
 	"github.com/nixlos/nixlos/pxe"
 )
@@ -85,6 +87,7 @@ type Options struct {
 	KnownHosts      string
 	InsecureHostKey bool
 	Build           string // mkiso build output (DIR or DIR/pxe)
+	Flake           string // without Build: build this flake's host first (PXE bundle, --closure) into a temp dir
 	AgeKey          string // age identity file ("" = the one embedded in the build, if any)
 	IP              string // ip= for the installer instead of the detected one
 	After           string // nixlos.after (default reboot)
@@ -212,6 +215,13 @@ func (r *run) local() error {
 	if o.Target == "" {
 		return cli.Usagef("no target (fix: mkiso deploy [user@]HOST --host NAME --build DIR)")
 	}
+	if o.Build == "" && o.Flake != "" {
+		dir, err := r.build(o.Flake)
+		if err != nil {
+			return err
+		}
+		o.Build, r.o.Build = dir, dir
+	}
 	r.step("read build %s", o.Build)
 	bi, err := readBuild(o.Build)
 	if err != nil {
@@ -282,6 +292,30 @@ func (r *run) local() error {
 		return cli.BadInput(o.Build, "rebuild with --closure, or give the build's own directory", "the manifest names a closure for %s but the bundle has no %s/", o.Host, pxe.CacheDir)
 	}
 	return nil
+}
+
+// build runs mkiso build FLAKE --host HOST --closure --format pxe into the
+// run's temp dir (no age key inside: deploy sends it itself).
+func (r *run) build(flakeDir string) (string, error) {
+	out := filepath.Join(r.tmp, "build")
+	r.step("build %s for %s (--closure, PXE bundle) into a temporary directory", flakeDir, r.o.Host)
+	p, err := pipeline.NewProfile(pipeline.Options{Flake: flakeDir, Out: out, Hosts: []string{r.o.Host}, Closure: true, Formats: []image.Format{image.FormatPXE}})
+	if err != nil {
+		return "", err
+	}
+	if _, err := pipeline.Build(context.Background(), p, indentWriter{r.out}); err != nil {
+		return "", fmt.Errorf("build: %w", err)
+	}
+	return out, nil
+}
+
+type indentWriter struct{ w io.Writer }
+
+func (i indentWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(i.w, indent(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (r *run) sh(ctx context.Context, cmd string, stdin io.Reader) (string, error) {

@@ -17,12 +17,12 @@ func init() {
 	commands = append(commands, cli.Command{Name: "deploy", Summary: "install a running Linux machine over SSH via kexec", Run: runDeploy})
 }
 
-const deployUsage = `Usage: mkiso deploy [user@]HOST --host NAME --build DIR [--disk KEY=DEV]... [--age-key FILE]
+const deployUsage = `Usage: mkiso deploy [user@]HOST --host NAME (--build DIR | --flake FLAKE) [--disk KEY=DEV]... [--age-key FILE]
                    [--ssh-key FILE] [--port N] [--known-hosts FILE | --insecure-host-key]
                    [--ip IP=VALUE] [--server-url URL] [--listen ADDR:PORT] [--yes] [--dry-run]
 
 Installs host NAME of the build DIR ('mkiso build FLAKE --format pxe [--closure]
---host NAME --out DIR') onto a machine that runs any Linux and is reachable
+--host NAME --out DIR', or built from --flake first) onto a machine that runs any Linux and is reachable
 over SSH as root or a user with passwordless sudo:
 
   connect (host key checked against known_hosts) → probe read-only: root,
@@ -55,7 +55,8 @@ func runDeploy(args []string, stdout, stderr io.Writer) error {
 	var disks stringList
 	fs.StringVar(&o.Host, "host", "", "flake host to install (required)")
 	fs.Var(&disks, "disk", "KEY=DEV, or DEV for a one-disk layout (repeatable; default nixlos.disk=auto)")
-	fs.StringVar(&o.Build, "build", "", "mkiso build output directory (DIR or DIR/pxe; required)")
+	fs.StringVar(&o.Build, "build", "", "mkiso build output directory (DIR or DIR/pxe)")
+	fs.StringVar(&o.Flake, "flake", "", "without --build: build this flake's host first (--closure, PXE bundle) into a temporary directory")
 	fs.StringVar(&o.AgeKey, "age-key", "", "the host's age identity file (default: the one embedded in the build)")
 	fs.StringVar(&o.SSHKey, "ssh-key", "", "SSH private key file (default: ssh-agent, then ~/.ssh/id_*)")
 	fs.IntVar(&o.Port, "port", 22, "SSH port")
