@@ -28,6 +28,8 @@ import (
 	"sync"
 	"time"
 
+	kernelpkg "github.com/nixlos/nixlos/kernel"
+
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/closure"
 	"github.com/nixlos/nixlos/flake"
@@ -188,11 +190,11 @@ func (p *Profile) HasAgeKey() bool { return p.ageKey != nil }
 func (p *Profile) checkKernel(opt Options) error {
 	kernel := opt.Kernel
 	if kernel == "" {
-		v, err := initramfs.DefaultKernelVersion()
+		k, err := kernelpkg.Default()
 		if err != nil {
 			return cli.BadInput("kernel", "install one (apt-get install linux-image-amd64) or pass --kernel FILE --modules-dir DIR", "no installed kernel found: %v", err)
 		}
-		kernel = "/boot/vmlinuz-" + v
+		kernel = k.Image
 	}
 	abs, err := filepath.Abs(kernel)
 	if err != nil {
