@@ -165,11 +165,6 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := r.local(); err != nil {
 		return err
 	}
-	defer func() {
-		if r.key != nil {
-			r.key = nil
-		}
-	}()
 
 	user, host, port, err := ParseTarget(o.Target, o.Port)
 	if err != nil {
@@ -407,7 +402,8 @@ func (r *run) mount(ctx context.Context) error {
 	// u-root's kexec copies the kernel and the initrd once more into
 	// TMPDIR (this tmpfs) before loading them.
 	size := 2*r.stageBytes() + 32<<20
-	cmd := fmt.Sprintf("%ssh -c %s", r.sudo, shq(fmt.Sprintf("set -e; mkdir -p %[1]s; mount -t tmpfs -o mode=0700,size=%[2]dk nixlos-deploy %[1]s", r.dir, size>>10)))
+	// A tmpfs left by an interrupted run is unmounted first.
+	cmd := fmt.Sprintf("%ssh -c %s", r.sudo, shq(fmt.Sprintf("set -e; if grep -q ' %[1]s ' /proc/mounts; then umount %[1]s; fi; mkdir -p %[1]s; mount -t tmpfs -o mode=0700,size=%[2]dk nixlos-deploy %[1]s", r.dir, size>>10)))
 	if out, err := r.sh(ctx, cmd, nil); err != nil {
 		return fmt.Errorf("mount a tmpfs on %s: %v: %s", r.dir, err, strings.TrimSpace(out))
 	}
@@ -627,7 +623,9 @@ func (r *run) install(ctx context.Context) error {
 		src = io.MultiReader(bytes.NewReader(KeyArchive(r.key.File())), initrd)
 		what += " (with the age key in front, inside this SSH session)"
 	}
-	if err := r.upload(ctx, "initrd", src, what); err != nil {
+	err = r.upload(ctx, "initrd", src, what)
+	r.key = nil // the key's copy in the archive is garbage now; nothing keeps it
+	if err != nil {
 		return err
 	}
 	r.step("kexec -l (command line: %s)", line)
