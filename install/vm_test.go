@@ -496,6 +496,21 @@ mkdir -p /t && mount ${raid}p1 /t
 		t.Error("md boot has no vfat filesystem")
 	}
 	assertTarget(t, e, "server", res.Output)
+
+	// The installed server boots from its disks under BIOS (GRUB in the MBR
+	// of both), then from the second disk alone: RAID1 degraded.
+	for _, run := range []struct {
+		name  string
+		disks []vmtest.Disk
+	}{{"server-firstboot", []vmtest.Disk{{Path: d1}, {Path: d2}}}, {"server-degraded", []vmtest.Disk{{Path: d2}}}} {
+		b := bootInstalled(t, e, bios, run.name, run.disks...)
+		if b.Host != "server" || b.Generation != 1 || b.AgeKey != "present" {
+			t.Errorf("%s: host=%s generation=%d age key %s; want server 1 present", run.name, b.Host, b.Generation, b.AgeKey)
+		}
+		if !regexp.MustCompile(`(?m)^nix-los: mount /dev/\S+ / ext4 `).MatchString(b.Report) {
+			t.Errorf("%s: / is not mounted:\n%s", run.name, b.Report)
+		}
+	}
 }
 
 // TestMenuOverSerial (3): no host or disk on the command line: the menu
