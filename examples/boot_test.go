@@ -23,6 +23,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -36,9 +37,7 @@ var (
 // stand-in, flake copy locked to it, age key, LUKS passphrase).
 func demoprep(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("nix not installed (apt-get install nix-bin)")
-	}
+	testenv.Tools(t, "nix")
 	prepOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "nixlos-examples-")
 		if err != nil {
@@ -87,9 +86,7 @@ func buildToplevel(t *testing.T, dir, host string) string {
 }
 
 func TestToplevel(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short: skips nix builds")
-	}
+	testenv.Short(t, "short: skips nix builds")
 	dir := demoprep(t)
 	for _, tc := range []struct {
 		host   string
@@ -192,15 +189,9 @@ func TestToplevel(t *testing.T) {
 // laptop's closure, as nixos-install does, with a directory bind-mounted
 // on /boot in a private mount namespace, and checks the systemd-boot tree.
 func TestActivateSwitchChroot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short: skips nix builds")
-	}
-	if os.Getuid() != 0 {
-		t.Skip("needs root (chroot, bind mount)")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not installed (util-linux)")
-	}
+	testenv.Short(t, "short: skips nix builds")
+	testenv.Root(t)
+	testenv.Tools(t, "unshare")
 	dir := demoprep(t)
 	top := buildToplevel(t, dir, "laptop")
 	root := t.TempDir()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixlos/nixlos/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,15 +44,14 @@ type fakeSystem struct {
 
 func needRootAndBusybox(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("binds and chroot need root")
-	}
+	testenv.Root(t)
+	testenv.Tools(t, "busybox")
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("no busybox")
+		t.Fatal(err)
 	}
 	if out, err := exec.Command("file", "-L", bb).Output(); err == nil && !bytes.Contains(out, []byte("statically linked")) {
-		t.Skip("busybox is not statically linked")
+		testenv.Missing(t, "a static busybox ("+bb+" is dynamic)", testenv.Fix("busybox"))
 	}
 	return bb
 }
@@ -745,11 +745,7 @@ $bb mkdir -p /boot/EFI`), 1)
 // and no mount anywhere holds the device, so LUKS, LVM and md can close.
 func TestInstallSystemReleasesRoot(t *testing.T) {
 	bb := needRootAndBusybox(t)
-	for _, tool := range []string{"losetup", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skip("no " + tool)
-		}
-	}
+	testenv.Tools(t, []string{"losetup", "mkfs.ext4"}...)
 	onFS(t, tmpfsMagic)
 	f := newFixture(t, true)
 	p, o := nixosPlan(t, f, nil)
@@ -761,13 +757,13 @@ func TestInstallSystemReleasesRoot(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		t.Skipf("no loop device: %v", err)
+		t.Fatalf("losetup -f %s: %v", img, err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
 	must(t, os.MkdirAll(p.Root, 0o755))
 	if err := unix.Mount(loop, p.Root, "ext4", 0, ""); err != nil {
-		t.Skipf("mount ext4: %v", err)
+		t.Fatalf("mount ext4 %s: %v", loop, err)
 	}
 	mounted := true
 	t.Cleanup(func() {

@@ -9,19 +9,14 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 )
 
 // needSources skips when this machine lacks the Debian packages.
 func needSources(t *testing.T) {
 	t.Helper()
-	if _, err := initramfs.DefaultKernelVersion(); err != nil {
-		t.Skip(err)
-	}
-	for _, p := range []string{BusyboxPath, SystemdBootPath, filepath.Join(GrubPCDir, "boot.img")} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("%s missing (%s)", p, Hint)
-		}
-	}
+	testenv.Kernel(t)
+	testenv.Files(t, BusyboxPath, SystemdBootPath, filepath.Join(GrubPCDir, "boot.img"))
 }
 
 func TestBuild(t *testing.T) {
