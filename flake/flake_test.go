@@ -190,62 +190,6 @@ func TestExampleMatchesNixEval(t *testing.T) {
 	}
 }
 
-// TestExampleToplevelBuilds builds the laptop's system.build.toplevel with
-// real nix into a chroot store (as the installer does on /mnt).
-func TestExampleToplevelBuilds(t *testing.T) {
-	needNix(t)
-	testenv.Short(t, "short: skips the nix build")
-	f, err := Find(example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := t.TempDir()
-	out, err := Nix{}.Run(context.Background(), "build", "--store", store, "--no-link", "--json", f.Dir+"#nixosConfigurations.laptop.config.system.build.toplevel")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res []struct {
-		Outputs map[string]string `json:"outputs"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != 1 {
-		t.Fatalf("nix build --json: %s (%v)", out, err)
-	}
-	top := filepath.Join(store, res[0].Outputs["out"])
-	for _, p := range []string{"nixos-version", "init", "bin/switch-to-configuration", "manifest.nix"} {
-		st, err := os.Stat(inStore(t, store, top, p))
-		if err != nil || !st.Mode().IsRegular() {
-			t.Errorf("toplevel lacks %s: %v", p, err)
-		}
-	}
-	if st, _ := os.Stat(inStore(t, store, top, "bin/switch-to-configuration")); st == nil || st.Mode().Perm()&0o111 == 0 {
-		t.Errorf("switch-to-configuration is not executable")
-	}
-	// Make the chroot store removable by TempDir's cleanup (Nix makes it read-only).
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", store).Run() })
-}
-
-// inStore resolves rel below dir inside a chroot store, following symlinks
-// to /nix/store/... within that store (not the host's).
-func inStore(t *testing.T, store, dir, rel string) string {
-	t.Helper()
-	p := dir
-	for _, c := range strings.Split(rel, "/") {
-		p = filepath.Join(p, c)
-		for i := 0; i < 10; i++ {
-			l, err := os.Readlink(p)
-			if err != nil {
-				break
-			}
-			if filepath.IsAbs(l) {
-				p = filepath.Join(store, l)
-			} else {
-				p = filepath.Join(filepath.Dir(p), l)
-			}
-		}
-	}
-	return p
-}
-
 func TestFindGitRef(t *testing.T) {
 	f, err := Find(example)
 	if err != nil {
