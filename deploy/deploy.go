@@ -29,10 +29,12 @@
 //     scripts). --dry-run stops here and removes the tmpfs.
 //  5. Upload the kernel, kexec and the initrd into the tmpfs. The age key
 //     goes inside the SSH session only: a small cpio holding
-//     etc/nixlos/age.key (mode 0600) is streamed in front of the initrd, so the
-//     installer finds it as an embedded key; the file is deleted right
-//     after `kexec -l` has copied it into the kernel, and the tmpfs
-//     vanishes with the old kernel. The key is never on a command line.
+//     etc/nixlos/age.key (mode 0600) arrives on the stdin of the one
+//     command that runs `kexec -l` with it in front of the initrd (the
+//     installer finds it as an embedded key); that command's exit trap
+//     deletes it and kexec's temporary copies however it ends, and the
+//     tmpfs vanishes with the old kernel. The key is never on a command
+//     line.
 //  6. `kexec -l vmlinuz --initrd initrd --cmdline "…"` (kexec_file_load,
 //     falling back to kexec_load), then `kexec -e` after the SSH session
 //     closed. The command line is rendered by bootcfg.Render: console= of
@@ -617,23 +619,37 @@ func (r *run) install(ctx context.Context) error {
 		return err
 	}
 	defer initrd.Close()
-	var src io.Reader = initrd
-	what := "the installer initrd"
-	if r.key != nil {
-		src = io.MultiReader(bytes.NewReader(KeyArchive(r.key.File())), initrd)
-		what += " (with the age key in front, inside this SSH session)"
-	}
-	err = r.upload(ctx, "initrd", src, what)
-	r.key = nil // the key's copy in the archive is garbage now; nothing keeps it
-	if err != nil {
+	if err := r.upload(ctx, "initrd", initrd, "the installer initrd"); err != nil {
 		return err
 	}
-	r.step("kexec -l (command line: %s)", line)
+	// The age key exists on the target only while this one command runs:
+	// it arrives on the command's stdin (inside the SSH session) as a cpio
+	// that kexec puts in front of the initrd, and the trap deletes it (and
+	// kexec's own temporary copies) however the command ends.
 	d := r.dir
-	load := fmt.Sprintf("cd %[1]s && export TMPDIR=%[1]s && { ./kexec -l ./vmlinuz --initrd ./initrd --cmdline %[2]s || ./kexec -L -l ./vmlinuz --initrd ./initrd --cmdline %[2]s; }; rc=$?; for f in ./*; do [ \"$f\" = ./kexec ] || rm -rf \"$f\"; done; exit $rc", d, shq(line))
-	out, err := r.sh(ctx, r.sudo+"sh -c "+shq(load), nil)
+	initrds := "./initrd"
+	var stdin io.Reader
+	if r.key != nil {
+		initrds = "./key.cpio ./initrd"
+		stdin = bytes.NewReader(KeyArchive(r.key.File()))
+		r.step("kexec -l, the age key in front of the initrd, sent inside this SSH session (command line: %s)", line)
+	} else {
+		r.step("kexec -l (command line: %s)", line)
+	}
+	load := fmt.Sprintf(`cd %[1]s || exit 1
+export TMPDIR=%[1]s
+clean() { for f in ./*; do [ "$f" = ./kexec ] || rm -rf "$f"; done; }
+trap clean EXIT
+trap 'exit 129' HUP
+trap 'exit 143' TERM
+umask 077
+%[3]s
+./kexec -l ./vmlinuz --initrd %[4]s --cmdline %[2]s || ./kexec -L -l ./vmlinuz --initrd %[4]s --cmdline %[2]s
+`, d, shq(line), map[bool]string{true: "cat > ./key.cpio || exit 1", false: ": no key"}[r.key != nil], shq(initrds))
+	out, err := r.sh(ctx, r.sudo+"sh -c "+shq(load), stdin)
+	r.key = nil
 	if err != nil {
-		return fmt.Errorf("kexec -l on the target failed (the running system is unchanged; the age key file is deleted): %v\n%s", err, indent(out))
+		return fmt.Errorf("kexec -l on the target failed (the running system is unchanged; the age key is deleted): %v\n%s", err, indent(out))
 	}
 	r.step("kexec -e: the machine leaves its running system now")
 	exe := fmt.Sprintf("(trap '' HUP; sleep 2; sync; exec %s/kexec -e) </dev/null >/dev/null 2>&1 &", d)
