@@ -215,7 +215,13 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 		}
 	}
 	fmt.Fprintf(b.out, "nixlos: installing host=%s (log %s)\n", ch.Host, b.logFile)
-	res, err := install.Run(ctx, p, opt, b.out)
+	console := b.out
+	if b.cmdline.Server != "" && b.mac != "" { // each step to the server too (mkiso deploy/serve print them)
+		sr := newStepReporter(b.out, func(m string) { b.report("installing", m) })
+		defer sr.Close()
+		console = sr
+	}
+	res, err := install.Run(ctx, p, opt, console)
 	if err != nil {
 		return c.After, err
 	}
