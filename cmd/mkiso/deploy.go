@@ -19,11 +19,12 @@ func init() {
 
 const deployUsage = `Usage: mkiso deploy [user@]HOST --host NAME (--build DIR | --flake FLAKE) [--disk KEY=DEV]... [--age-key FILE]
                    [--ssh-key FILE] [--port N] [--known-hosts FILE | --insecure-host-key]
-                   [--ip IP=VALUE] [--server-url URL] [--listen ADDR:PORT] [--yes] [--dry-run]
+                   [--ip VALUE] [--server-url URL] [--listen ADDR:PORT] [--yes] [--dry-run]
 
-Installs host NAME of the build DIR ('mkiso build FLAKE --format pxe [--closure]
---host NAME --out DIR', or built from --flake first) onto a machine that runs any Linux and is reachable
-over SSH as root or a user with passwordless sudo:
+Installs host NAME of the build DIR ('mkiso build FLAKE --format pxe
+[--closure] --host NAME --out DIR', or built from --flake first) onto a
+machine that runs any Linux and is reachable over SSH as root or a user
+with passwordless sudo:
 
   connect (host key checked against known_hosts) → probe read-only: root,
   kexec support, RAM, the network of the SSH interface → run the build's
@@ -31,15 +32,16 @@ over SSH as root or a user with passwordless sudo:
   the install plan for its real disks and the pre-flight gate → confirm
   (type the host name; --yes for scripts) → upload kernel, initrd, a static
   kexec (u-root's) → kexec into the installer with the same address
-  (ip=…), unattended → follow its reports → exit.
+  (ip=…), unattended → follow its reports, one per install step → exit.
 
 The installer reports to a status server this command runs (the PXE
 server's /v1/status, and /nix-cache/ for the build's closure) at
 http://<this machine as the target sees it>:<port>; give --server-url and
 --listen when NAT is in between. The age key (--age-key, checked against
 the host's sops file before connecting) travels only inside the SSH
-session, in front of the initrd, and is deleted from the target's tmpfs
-right after kexec -l; it never appears on a command line.
+session, on the stdin of the command that runs kexec -l with it in front
+of the initrd, which deletes it however it ends; it never appears on a
+command line.
 
 --dry-run does every check (probe, detect, plan, pre-flight gate) and
 removes the tmpfs again; nothing else is written.
