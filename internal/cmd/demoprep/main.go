@@ -64,7 +64,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		*src = filepath.Join(root, "examples", "nix-los")
 	}
-	p := &prep{out: *out, src: *src, log: stdout}
+	// Absolute: nix reads a relative "build/demo/flake" as a flake
+	// reference, not a path.
+	absOut, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	p := &prep{out: absOut, src: *src, log: stdout}
 	if err := p.run(context.Background()); err != nil {
 		return err
 	}

@@ -16,10 +16,18 @@ import (
 
 func TestDemoprepIdempotent(t *testing.T) {
 	testenv.Tools(t, "git")
-	out := t.TempDir()
+	top := t.TempDir()
+	out := filepath.Join(top, "build", "demo")
 	var log1, log2 bytes.Buffer
-	if err := run([]string{"--out", out, "--src", "../../../examples/nix-los"}, &log1, &log1); err != nil {
-		t.Fatalf("first run: %v\n%s", err, log1.String())
+	// The first run names --out relative to the working directory, as
+	// `make demo` does (build/demo): nix must still get the flake as a path.
+	src, err := filepath.Abs("../../../examples/nix-los")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(top)
+	if err := run([]string{"--out", "build/demo", "--src", src}, &log1, &log1); err != nil {
+		t.Fatalf("first run (relative --out): %v\n%s", err, log1.String())
 	}
 	keyPath := filepath.Join(out, "age.key")
 	st, err := os.Stat(keyPath)
@@ -75,7 +83,7 @@ func TestDemoprepIdempotent(t *testing.T) {
 	if strings.Contains(gitOut("ls-files"), "age.key") {
 		t.Error("key committed")
 	}
-	if err := run([]string{"--out", out, "--src", "../../../examples/nix-los"}, &log2, &log2); err != nil {
+	if err := run([]string{"--out", out, "--src", src}, &log2, &log2); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
 	if gitOut("rev-parse", "HEAD") != head || !strings.Contains(log2.String(), "nothing changed") || !strings.Contains(log2.String(), "kept") {
