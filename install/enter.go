@@ -59,13 +59,35 @@ func enterTarget(root string, log io.Writer, keep ...string) (*target, error) {
 	errc := make(chan error, 1)
 	go func() {
 		defer close(t.done)
-		// The thread stays locked: when this goroutine returns, the Go
-		// runtime ends the thread and with it the mount namespace.
+		// The thread stays locked: it is never given back to the Go
+		// runtime, which ends it when this goroutine returns.
 		runtime.LockOSThread()
+		// This machine's mount namespace, to go back to on close.
+		host, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("private mount namespace: %w", err)
+			return
+		}
+		defer unix.Close(host)
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 			errc <- fmt.Errorf("private mount namespace: %w", err)
 			return
 		}
+		// Leave the namespace before close returns. A namespace ends
+		// when its last task leaves it; left to the thread's exit, that
+		// happens after close has returned (the goroutine ends first,
+		// then the runtime ends the thread), or never: when this
+		// goroutine ran on the main thread, the runtime parks that
+		// thread instead of ending it. Meanwhile every mount only the
+		// namespace holds, Root's included, keeps its filesystem and
+		// so its LV, LUKS container and md array busy. setns drops the
+		// namespace inside the call: the kernel has unmounted its
+		// tree by the time it returns.
+		defer func() {
+			if err := unix.Setns(host, unix.CLONE_NEWNS); err != nil {
+				fmt.Fprintf(log, "enter: leave the private mount namespace: %v (it ends with its thread)\n", err)
+			}
+		}()
 		// As nixos-enter: mount --make-rprivate /, so that no bind below
 		// propagates back to this machine's mounts.
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {

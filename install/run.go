@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +46,7 @@ type runner struct {
 	mounted bool
 	sops    []byte
 	res     Result
+	out     io.Writer // the console and the log
 }
 
 // Run executes the plan. Progress lines ("[step] done in 1.2s") go to
@@ -92,6 +94,7 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 
 	fmt.Fprintf(r.log, "nixlos install: host %s, flake %s, root %s\n", p.Host, p.FlakeDir, p.Root)
 	steps := &progress.Steps{W: io.MultiWriter(console, r.log)}
+	r.out = steps.W
 	for _, s := range p.Steps {
 		if s.Skip != "" {
 			fmt.Fprintf(steps.W, "[%s] skipped: %s\n", s.Name, s.Skip)
@@ -660,16 +663,56 @@ func (r *runner) writeLog() error {
 func (r *runner) unmount() error {
 	r.mounted = false
 	unix.Sync()
+	devs := r.targetDevs()
 	if err := r.sess.Unmount(); err != nil {
 		return err
 	}
-	return r.sess.Close()
+	return r.closeDevices(devs)
+}
+
+// closeRetries and closeWait bound closeDevices' retries.
+var closeRetries, closeWait = 10, 500 * time.Millisecond
+
+// closeDevices closes the layout's LVM, LUKS and md devices once Root is
+// unmounted here. Nothing of the install holds them then: the target's
+// namespace ended inside target.close. A device still busy means that a
+// mount of Root's filesystems lives on elsewhere: the log and the error
+// name the tasks holding them (holders). The close is tried again for a
+// few seconds first, each try logged with its holders, because a holder
+// can be short-lived and not the install's to end: any program that made
+// a mount namespace while Root was mounted (unshare -m, a sandboxed build)
+// holds a copy of Root's mounts until it exits.
+func (r *runner) closeDevices(devs map[string]string) error {
+	err := r.sess.Close()
+	if err == nil {
+		return nil
+	}
+	held := func() string {
+		if h := holders(devs); h != "" {
+			return h
+		}
+		return "no task has them mounted or open"
+	}
+	first := held()
+	fmt.Fprintf(r.log, "close: %v; held by: %s\n", err, first)
+	for i := 1; i <= closeRetries && err != nil; i++ {
+		time.Sleep(closeWait)
+		if err = r.sess.Close(); err != nil {
+			fmt.Fprintf(r.log, "close: try %d: %v; held by: %s\n", i+1, err, held())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w; held by: %s", err, first)
+	}
+	fmt.Fprintf(r.out, "nixlos: the target's devices closed only after a wait; they were held by: %s\n", first)
+	return nil
 }
 
 // cleanup undoes what it can after a failure.
 func (r *runner) cleanup() {
 	r.leave()
 	r.removeKeyFiles()
+	devs := r.targetDevs()
 	if r.mounted {
 		r.mounted = false
 		if err := r.sess.Unmount(); err != nil {
@@ -677,7 +720,7 @@ func (r *runner) cleanup() {
 		}
 	}
 	if r.touched {
-		if err := r.sess.Close(); err != nil {
+		if err := r.closeDevices(devs); err != nil {
 			fmt.Fprintf(r.log, "cleanup: %v\n", err)
 		}
 	}

@@ -187,6 +187,9 @@ func bootInstalled(t testing.TB, e *demoEnv, fw firmware, name string, disks ...
 	}
 	t.Logf("%s: power-on → booted %.1f s (%d passphrase prompts)\n%s", name, b.Elapsed.Seconds(), b.Prompts, b.Report)
 	noSecrets(t, e, "installed system's console", vm.Console())
+	// Power it off now: the next boot may use the same disk images, which
+	// QEMU locks while this one runs.
+	vm.Kill()
 	return b
 }
 
