@@ -66,6 +66,8 @@ var packages = map[string]string{
 	"cryptsetup": "cryptsetup-bin", "lvm": "lvm2", "mdadm": "mdadm",
 	"nix": "nix-bin", "git": "git", "busybox": "busybox-static",
 	"dnsmasq": "dnsmasq", "nginx": "nginx", "ip": "iproute2",
+	"dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin", "unshare": "util-linux",
+	"grub-mkimage": "grub-common", "grub-bios-setup": "grub-pc-bin",
 	"losetup": "util-linux", "lsblk": "util-linux", "blkid": "util-linux",
 	"cpio": "cpio", "zstd": "zstd", "ldd": "libc-bin",
 	"/usr/lib/ipxe/undionly.kpxe": "ipxe", "/usr/lib/ipxe/ipxe.efi": "ipxe",
