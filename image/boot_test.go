@@ -34,8 +34,10 @@ func usbArgs(img string) []string {
 	return []string{"-drive", "if=none,id=u,format=raw,file=" + img, "-device", "qemu-xhci", "-device", "usb-storage,drive=u,bootindex=0"}
 }
 
+// skipShort marks a VM boot test (testenv.VM: -short or NIXLOS_SKIP_VM
+// skip it; without QEMU or a kernel it fails under CI).
 func skipShort(t *testing.T) {
-	testenv.Short(t, "VM boot test (QEMU TCG); skipped with -short")
+	testenv.VM(t)
 }
 
 func TestBootISO(t *testing.T) {
