@@ -32,9 +32,10 @@ const efivarfsMagic = 0xde5e81e4
 // (as nixos-enter's unshare --pid --uts): whatever they leave running dies
 // with them, and the system's hostname never becomes the installer's.
 //
-// Nothing mounted in the namespace is visible outside it, and the
-// namespace ends with its thread, so close (and a crash) leaves no mount
-// behind: close still unmounts in reverse order and says what failed.
+// Nothing mounted in the namespace is visible outside it. close unmounts
+// in reverse order (saying what failed), then the thread goes back to
+// this machine's namespace, which ends the private one before close
+// returns; a crash ends it with the process.
 type target struct {
 	root   string
 	log    io.Writer
@@ -423,11 +424,11 @@ func (t *target) close() error {
 	err := t.do(func() error {
 		err := t.unmountFrom(0)
 		t.rmdirFrom(0)
-		// Let go of this namespace's copy of Root's own mounts now: the
-		// namespace ends with its thread, but the kernel releases what
-		// an exiting thread held later, asynchronously, and Root's
-		// filesystems must be free when the install unmounts them and
-		// closes LUKS, LVM and md right after.
+		// Let go of this namespace's copy of Root's own mounts now, in
+		// case the namespace outlives the thread's return to this
+		// machine's (setns failed): Root's filesystems must be free
+		// when the install unmounts them and closes LUKS, LVM and md
+		// right after.
 		if unix.Unmount(t.root, unix.MNT_DETACH) == nil {
 			fmt.Fprintf(t.log, "enter: release %s\n", t.root)
 		}
