@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -19,6 +20,9 @@ import (
 type Bundle struct {
 	Dir     string // the served directory (TFTP root, HTTP files)
 	Cmdline string // base kernel command line, without nixlos.* parameters
+	// LocalEFIErr is why LocalEFIFile could not be made (nil: it is there).
+	// Only the UEFI local boot of installed machines needs it.
+	LocalEFIErr error
 }
 
 // Files a bundle must hold.
@@ -27,7 +31,49 @@ const (
 	InitrdFile   = "initrd"
 	BIOSBootFile = "undionly.kpxe"
 	EFIBootFile  = "ipxe.efi"
+	// LocalEFIFile is the UEFI local boot of an installed machine (see
+	// LocalBootScript): a GRUB image that starts the first local disk's
+	// \EFI\BOOT\BOOTX64.EFI. OpenBundle makes it with grub-mkimage.
+	LocalEFIFile = "localboot.efi"
 )
+
+// GrubEFIModules is where Debian's grub-efi-amd64-bin installs GRUB's
+// x86_64-efi modules, the input of LocalEFIFile.
+var GrubEFIModules = "/usr/lib/grub/x86_64-efi"
+
+// localBootCfg is LocalEFIFile's embedded GRUB config: chain the fallback
+// loader of the first local disk that has one; otherwise return an error to
+// iPXE (which exits with one, so the firmware tries its next boot option).
+// It runs before GRUB's normal mode, so it has commands only (no if).
+const localBootCfg = `set timeout=0
+echo "nixlos: local boot: starting \EFI\BOOT\BOOTX64.EFI from the local disk"
+search --no-floppy --file --set=root /EFI/BOOT/BOOTX64.EFI
+chainloader /EFI/BOOT/BOOTX64.EFI
+boot
+echo "nixlos: local boot: no local disk has \EFI\BOOT\BOOTX64.EFI"
+sleep 3
+exit 1
+`
+
+// makeLocalEFI writes LocalEFIFile to dst with grub-mkimage.
+func makeLocalEFI(dst string) error {
+	tmp, err := os.MkdirTemp("", "nixlos-localboot")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	cfg := filepath.Join(tmp, "embed.cfg")
+	if err := os.WriteFile(cfg, []byte(localBootCfg), 0o644); err != nil {
+		return err
+	}
+	out := filepath.Join(tmp, LocalEFIFile)
+	cmd := exec.Command("grub-mkimage", "-O", "x86_64-efi", "-d", GrubEFIModules, "-o", out, "-p", "/EFI/BOOT", "-c", cfg,
+		"part_gpt", "part_msdos", "fat", "search", "search_fs_file", "chain", "echo", "sleep")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("grub-mkimage (Debian packages grub-common, grub-efi-amd64-bin): %v: %s", err, bytes.TrimSpace(b))
+	}
+	return copyFile(out, dst)
+}
 
 // IPXEDir is where Debian's ipxe package installs the iPXE binaries.
 var IPXEDir = "/usr/lib/ipxe"
@@ -37,7 +83,8 @@ const DefaultCmdline = "console=tty0 console=ttyS0,115200"
 
 // OpenBundle finds the bundle in a build directory (DIR/pxe) or a bundle
 // directory itself (DIR with vmlinuz). It copies undionly.kpxe and ipxe.efi
-// from IPXEDir into the bundle when missing. The base command line is cmdline
+// from IPXEDir into the bundle when missing, and makes LocalEFIFile (when
+// it cannot, Bundle.LocalEFIErr says why). The base command line is cmdline
 // when not empty, else the kernel line of the bundle's boot.ipxe (without its
 // nixlos.* and initrd= parameters), else DefaultCmdline.
 func OpenBundle(dir, cmdline string) (*Bundle, error) {
@@ -69,6 +116,11 @@ func OpenBundle(dir, cmdline string) (*Bundle, error) {
 		}
 	}
 	b := &Bundle{Dir: abs, Cmdline: strings.TrimSpace(cmdline)}
+	if _, err := os.Stat(filepath.Join(abs, LocalEFIFile)); err != nil {
+		if err := makeLocalEFI(filepath.Join(abs, LocalEFIFile)); err != nil {
+			b.LocalEFIErr = fmt.Errorf("bundle %s: no %s, installed UEFI machines cannot be sent to their disk: %w", abs, LocalEFIFile, err)
+		}
+	}
 	if b.Cmdline == "" {
 		b.Cmdline = cmdlineFromScript(filepath.Join(abs, "boot.ipxe"))
 	}

@@ -20,7 +20,8 @@
 //
 // (one nixlos.disk.K=D per entry of the map's per-disk form, disks = {K = D}),
 // or, once that MAC reported "complete", a local-disk boot
-// (sanboot --no-describe --drive 0x80 || exit).
+// (BIOS: sanboot --no-describe --drive 0x80; UEFI: chain localboot.efi, a
+// GRUB image that starts the disk's \EFI\BOOT\BOOTX64.EFI; see LocalBootScript).
 //
 // # Installer wire protocol (nixlos.server=URL)
 //

@@ -209,9 +209,18 @@ func InstallScript(base, cmdline string, mc *Machine, token string) string {
 }
 
 // LocalBootScript sends an installed machine to its first local disk.
+// BIOS: sanboot hands drive 0x80 to the firmware (its MBR boot code).
+// UEFI: iPXE cannot boot a local disk itself, and returning to the firmware
+// (exit) hangs OVMF with the Debian iPXE, so it chains LocalEFIFile from
+// the server (relative to the script's URL), a GRUB image that starts the
+// disk's fallback loader \EFI\BOOT\BOOTX64.EFI. Anything that fails exits
+// with an error, so the firmware tries its next boot option.
 func LocalBootScript(mac string) string {
 	return "#!ipxe\necho nixlos: " + mac + " is installed, booting from local disk\n" +
-		"sanboot --no-describe --drive 0x80 || exit\n"
+		"iseq ${platform} efi && goto efi ||\n" +
+		"sanboot --no-describe --drive 0x80 || exit 1\n" +
+		":efi\n" +
+		"chain --autofree " + LocalEFIFile + " || exit 1\n"
 }
 
 func (s *Server) rememberIP(r *http.Request, mac string) {

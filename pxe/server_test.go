@@ -459,3 +459,23 @@ func FuzzDecodeMachineInfo(f *testing.F) {
 		}
 	})
 }
+
+// TestLocalBootScript: BIOS hands drive 0x80 to the firmware; UEFI chains
+// the bundle's GRUB local boot image (relative to the script's URL); every
+// failure exits with an error, so the firmware tries its next boot option.
+func TestLocalBootScript(t *testing.T) {
+	s := LocalBootScript(testMAC)
+	want := "#!ipxe\necho nixlos: " + testMAC + " is installed, booting from local disk\n" +
+		"iseq ${platform} efi && goto efi ||\n" +
+		"sanboot --no-describe --drive 0x80 || exit 1\n" +
+		":efi\n" +
+		"chain --autofree localboot.efi || exit 1\n"
+	if s != want {
+		t.Fatalf("LocalBootScript:\n%s\nwant:\n%s", s, want)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.HasSuffix(l, "|| exit") || strings.HasSuffix(l, "exit 0") {
+			t.Errorf("%q: exit 0 sends UEFI firmware to its boot manager instead of the next boot option", l)
+		}
+	}
+}

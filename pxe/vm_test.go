@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,6 +195,7 @@ func lanDHCP(t *testing.T, ns string) *proc {
 // proc is a background process in the namespace with captured output.
 type proc struct {
 	cmd  *exec.Cmd
+	in   io.WriteCloser // its stdin (QEMU's -nographic serial console)
 	mu   sync.Mutex
 	out  bytes.Buffer
 	done chan struct{}
@@ -245,12 +247,23 @@ func startProc(t *testing.T, ns string, args ...string) *proc {
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
+	in, err := p.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.in = in
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", args, err)
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.stop(syscall.SIGKILL, 5*time.Second) })
 	return p
+}
+
+// send types text on the process's stdin (the VM's serial console).
+func (p *proc) send(text string) error {
+	_, err := io.WriteString(p.in, text)
+	return err
 }
 
 // stop signals the process (by its own pid) and waits; false if it did not end.

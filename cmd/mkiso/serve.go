@@ -82,6 +82,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return cli.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
 	}
+	if bundle.LocalEFIErr != nil {
+		fmt.Fprintf(stderr, "warning: %v\n", bundle.LocalEFIErr)
+	}
 	cfg := pxe.Config{Iface: *iface, DHCPPort: pxe.DHCPPort, ProxyPort: pxe.ProxyPort, TFTPPort: pxe.TFTPPort,
 		HTTPPort: *httpPort, Bundle: bundle, Unknown: *unknown, Log: stderr}
 	cfg.Addr, cfg.Mask, err = pxe.InterfaceAddr(*iface)
