@@ -74,16 +74,19 @@ func enterTarget(root string, log io.Writer, keep ...string) (*target, error) {
 			errc <- fmt.Errorf("private mount namespace: %w", err)
 			return
 		}
-		// Leave the namespace before close returns. A namespace ends
-		// when its last task leaves it; left to the thread's exit, that
-		// happens after close has returned (the goroutine ends first,
-		// then the runtime ends the thread), or never: when this
-		// goroutine ran on the main thread, the runtime parks that
-		// thread instead of ending it. Meanwhile every mount only the
-		// namespace holds, Root's included, keeps its filesystem and
-		// so its LV, LUKS container and md array busy. setns drops the
-		// namespace inside the call: the kernel has unmounted its
-		// tree by the time it returns.
+		// Leave the namespace before close returns. Left to the
+		// thread's exit, the namespace ends after close has returned
+		// (the goroutine ends first, then the runtime ends the
+		// thread), or never: when this goroutine ran on the main
+		// thread (likely with one P, as in a 1-CPU installer), the
+		// runtime parks that thread instead of ending it. /proc/self
+		// is the main thread's view, so every later /proc/self/mountinfo
+		// read of the installer then saw this namespace, where Root
+		// had been released: the unmount step found Root's
+		// filesystems not mounted, skipped them, and LVM, LUKS and md
+		// could not close ("in use"). setns drops the namespace inside
+		// the call: its mounts are gone when it returns, and the
+		// thread sees this machine's mounts again.
 		defer func() {
 			if err := unix.Setns(host, unix.CLONE_NEWNS); err != nil {
 				fmt.Fprintf(log, "enter: leave the private mount namespace: %v (it ends with its thread)\n", err)

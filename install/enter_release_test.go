@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -88,5 +89,55 @@ func TestTargetCloseReleasesRoot(t *testing.T) {
 			t.Fatalf("round %d: %s is still held right after close and the unmount: %v", i, loop, err)
 		}
 		unix.Close(fd)
+	}
+}
+
+// TestTargetCloseLeavesNoThreadInside: with one P, the namespace's
+// goroutine often runs on the main thread, which the Go runtime parks
+// instead of ending when a locked goroutine returns. /proc/self is the
+// main thread's view, so a main thread left in the target's namespace
+// made every later /proc/self/mountinfo read of the installer (the
+// partition package's "is it mounted?") see that namespace — where close
+// had released Root — and the unmount step skipped Root's filesystems,
+// which stayed mounted: vgchange, cryptsetup close and mdadm --stop then
+// failed with "in use". After close, /proc/self/mountinfo shows Root
+// again, every round.
+func TestTargetCloseLeavesNoThreadInside(t *testing.T) {
+	testenv.Root(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	old := hostEFI
+	hostEFI = filepath.Join(t.TempDir(), "no-efi")
+	t.Cleanup(func() { hostEFI = old })
+	root := filepath.Join(t.TempDir(), "root")
+	must(t, os.MkdirAll(root, 0o755))
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	for i := 0; i < 50; i++ {
+		tg, err := enterTarget(root, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tg.setup(nil); err != nil {
+			tg.close()
+			t.Fatal(err)
+		}
+		if err := tg.close(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && fstabUnescape(f[4]) == root {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("round %d: after close, /proc/self/mountinfo does not show %s: the main thread is still in the target's namespace", i, root)
+		}
 	}
 }
