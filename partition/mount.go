@@ -3,6 +3,7 @@ package partition
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,7 +106,12 @@ func (m *Mounter) Unmount(p *Plan) error {
 
 // isMountpoint reports whether path is a mount point (from mountinfo).
 func isMountpoint(path string) (bool, error) {
-	b, err := os.ReadFile(filepath.Join(ProcRoot, "self/mountinfo"))
+	f, err := openMountinfo()
+	if err != nil {
+		return false, err
+	}
+	b, err := io.ReadAll(f)
+	f.Close()
 	if err != nil {
 		return false, err
 	}

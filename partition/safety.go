@@ -273,9 +273,20 @@ type mountEntry struct {
 	target string
 }
 
+// openMountinfo opens the calling thread's mountinfo: /proc/self is the
+// main thread's view, which is another mount namespace's while the main
+// thread is in one (a locked goroutine of this process may have put it
+// there); procfs without thread-self (a test's) gives self.
+func openMountinfo() (*os.File, error) {
+	if f, err := os.Open(filepath.Join(ProcRoot, "thread-self/mountinfo")); err == nil {
+		return f, nil
+	}
+	return os.Open(filepath.Join(ProcRoot, "self/mountinfo"))
+}
+
 // readMountList lists mounts in mount order.
 func readMountList() ([]mountEntry, error) {
-	f, err := os.Open(filepath.Join(ProcRoot, "self/mountinfo"))
+	f, err := openMountinfo()
 	if err != nil {
 		return nil, err
 	}
