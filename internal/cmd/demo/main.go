@@ -84,7 +84,7 @@ func (d *demo) step(name string, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	d.times = append(d.times, fmt.Sprintf("  %-38s %s", name, el))
+	d.times = append(d.times, fmt.Sprintf("  %-52s %s", name, el))
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.w, "\n==> the installed system reports (%s)\n%s\n", disk, booted.Report)
 	fmt.Fprintf(d.w, "\n==> times\n%s\n", strings.Join(d.times, "\n"))
-	fmt.Fprintf(d.w, "  %-38s %.1f s\n  %-38s %.1f s\n  %-38s %.1f s (%d passphrase prompt)\n  %-38s %s\n",
+	fmt.Fprintf(d.w, "  %-52s %.1f s\n  %-52s %.1f s\n  %-52s %.1f s (%d passphrase prompt)\n  %-52s %s\n",
 		"power-on → installer ready", bootReady.Seconds(),
 		"power-on → install complete", bootDone.Seconds(),
 		"power-on → booted (installed disk)", booted.Elapsed.Seconds(), booted.Prompts,
