@@ -265,6 +265,28 @@ func plan(kver string) (*buildPlan, error) {
 		p.libs = append(p.libs, b)
 		add("lib/"+b, l, 0o444)
 	}
+	// Libraries loaded at run time, not named in DT_NEEDED: glibc dlopens
+	// libgcc_s for pthread_exit/cancellation, which cryptsetup's threads
+	// reach on a machine with more than one CPU ("libgcc_s.so.1 must be
+	// installed for pthread_exit to work", then the LUKS open fails).
+	for _, b := range DlopenLibs {
+		if seen[b] {
+			continue
+		}
+		src := ""
+		for _, d := range initramfs.DefaultLibDirs() {
+			if isFile(filepath.Join(d, b)) {
+				src = filepath.Join(d, b)
+				break
+			}
+		}
+		if src == "" {
+			return nil, fmt.Errorf("standin: %s not found in %s (%s)", b, strings.Join(initramfs.DefaultLibDirs(), ", "), Hint)
+		}
+		seen[b] = true
+		p.libs = append(p.libs, b)
+		add("lib/"+b, src, 0o444)
+	}
 
 	// Boot loaders.
 	if err := need(SystemdBootPath, "systemd-boot"); err != nil {
@@ -292,6 +314,10 @@ func plan(kver string) (*buildPlan, error) {
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].Dst < p.files[j].Dst })
 	return p, nil
 }
+
+// DlopenLibs are libraries the tools load at run time (dlopen), which the
+// DT_NEEDED walk cannot find.
+var DlopenLibs = []string{"libgcc_s.so.1"}
 
 // defaultNix is the stand-in's default.nix: plain data about the tree.
 func (p *buildPlan) defaultNix() string {

@@ -32,7 +32,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 	kver := rep.KernelVersion
-	for _, p := range []string{"default.nix", "kernel/bzImage", "bin/busybox", "lib/ld-linux-x86-64.so.2",
+	for _, p := range []string{"default.nix", "kernel/bzImage", "bin/busybox", "lib/ld-linux-x86-64.so.2", "lib/libgcc_s.so.1",
 		"libexec/cryptsetup", "libexec/lvm", "libexec/dmsetup", "libexec/mdadm",
 		"libexec/grub-mkimage", "libexec/grub-bios-setup", "libexec/grub-probe",
 		"share/systemd-boot/systemd-bootx64.efi", "lib/grub/i386-pc/boot.img", "lib/grub/i386-pc/normal.mod",
