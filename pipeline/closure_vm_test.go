@@ -44,7 +44,7 @@ func TestInstallClosureFromMedia(t *testing.T) {
 	}{
 		// UEFI: the laptop boots with systemd-boot, which the install's
 		// pre-flight (rightly) refuses under BIOS.
-		{"iso-uefi-cd", vmtest.Options{CDROM: filepath.Join(out, image.ISOName), UEFI: true}, regexp.MustCompile(`from /dev/sr0 \(iso9660 NIXLOS\)`)},
+		{"iso-uefi-cd", vmtest.Options{CDROM: filepath.Join(out, image.ISOName), UEFI: true, DefaultCPU: true}, regexp.MustCompile(`from /dev/sr0 \(iso9660 NIXLOS\)`)},
 		{"usbimg-uefi", vmtest.Options{USB: privateCopy(t, filepath.Join(out, image.USBName)), UEFI: true}, regexp.MustCompile(`from /dev/sd[a-z]2 \(iso9660 NIXLOS_CACHE\)`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
