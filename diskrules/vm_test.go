@@ -1,10 +1,7 @@
 package diskrules
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +66,7 @@ echo partitioned
 			before := map[string]string{}
 			var vmDisks []vmtest.Disk
 			for _, name := range order {
-				before[name] = sha256File(t, disks[name].path)
+				before[name] = vmtest.FileSHA256(t, disks[name].path)
 				vmDisks = append(vmDisks, vmtest.Disk{Path: disks[name].path, Serial: disks[name].serial})
 			}
 			start := time.Now()
@@ -95,7 +92,7 @@ echo partitioned
 				t.Errorf("check output lacks the chosen disk's line matching %s", line)
 			}
 			for _, name := range order {
-				after := sha256File(t, disks[name].path)
+				after := vmtest.FileSHA256(t, disks[name].path)
 				switch {
 				case name == "mid" && after == before[name]:
 					t.Errorf("the chosen disk mid-2g was not written")
@@ -131,20 +128,6 @@ func readAt(t *testing.T, path string, off int64, n int) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func sha256File(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func repoRoot() string {

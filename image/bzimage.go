@@ -10,7 +10,7 @@ import (
 
 // KernelVersion reads the version string of an x86 bzImage from its setup
 // header (kernel_version at 0x20E points at a NUL-terminated string 0x200
-// bytes further). It returns the release ("6.1.0-56-amd64") and the whole
+// bytes further). It returns the release (e.g. "6.1.0-57-amd64") and the whole
 // banner.
 func KernelVersion(r io.ReaderAt) (release, banner string, err error) {
 	hdr := make([]byte, 0x210)

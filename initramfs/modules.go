@@ -108,7 +108,7 @@ func validModPath(p string) bool {
 }
 
 // LoadModuleIndex reads modules.dep and modules.builtin from dir
-// (e.g. /lib/modules/6.1.0-56-amd64).
+// (e.g. /lib/modules/<kernel version>).
 func LoadModuleIndex(dir string) (*ModuleIndex, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {

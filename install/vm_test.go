@@ -264,20 +264,6 @@ func plannedOn(t *testing.T, e *demoEnv, host string, disks ...string) *partitio
 	return p
 }
 
-func sha256File(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
@@ -370,7 +356,7 @@ func assertTarget(t *testing.T, e *demoEnv, host, out string) {
 		t.Errorf("installed key sha256 %s, want %s (the embedded key)", got, want)
 	}
 	for _, f := range []string{"flake.nix", "secrets"} {
-		want := sha256File(t, filepath.Join(e.flakeDir, f+map[string]string{"flake.nix": "", "secrets": "/secrets.yaml"}[f]))
+		want := vmtest.FileSHA256(t, filepath.Join(e.flakeDir, f+map[string]string{"flake.nix": "", "secrets": "/secrets.yaml"}[f]))
 		name := map[string]string{"flake.nix": "flake.nix-sha256", "secrets": "secrets-sha256"}[f]
 		if got := field(t, out, name); got != want {
 			t.Errorf("/etc/nixos: %s is %s, want %s", name, got, want)
@@ -559,7 +545,7 @@ func seededDisk(t *testing.T, name string) (string, string) {
 		}
 	}
 	f.Close()
-	return img, sha256File(t, img)
+	return img, vmtest.FileSHA256(t, img)
 }
 
 // expectFailure waits for the failure line, then kills the VM.
@@ -595,7 +581,7 @@ func TestWrongKey(t *testing.T) {
 	vm := boot(t, uefi, e.wrongKey, "wrongkey", "nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff", vmtest.Disk{Path: img})
 	reason := expectFailure(t, vm, "cannot decrypt")
 	t.Logf("reason: %s", reason)
-	if after := sha256File(t, img); after != before {
+	if after := vmtest.FileSHA256(t, img); after != before {
 		t.Errorf("disk changed after a failed key check: %s → %s", before, after)
 	}
 }
@@ -608,7 +594,7 @@ func TestUnknownHost(t *testing.T) {
 	vm := boot(t, uefi, e.initrd, "nosuch", "nixlos.host=nosuch nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff", vmtest.Disk{Path: img})
 	reason := expectFailure(t, vm, "nosuch")
 	t.Logf("reason: %s", reason)
-	if after := sha256File(t, img); after != before {
+	if after := vmtest.FileSHA256(t, img); after != before {
 		t.Errorf("disk changed: %s → %s", before, after)
 	}
 }

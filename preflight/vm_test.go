@@ -2,8 +2,6 @@ package preflight
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -96,7 +94,7 @@ func TestGateRefusesInGuest(t *testing.T) {
 				if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
 					t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 				}
-				before[p] = sha256File(t, p)
+				before[p] = vmtest.FileSHA256(t, p)
 				disks = append(disks, vmtest.Disk{Path: p, Serial: "d" + string(rune('0'+i))})
 			}
 			start := time.Now()
@@ -124,7 +122,7 @@ func TestGateRefusesInGuest(t *testing.T) {
 				}
 			}
 			for p, h := range before {
-				if sha256File(t, p) != h {
+				if vmtest.FileSHA256(t, p) != h {
 					t.Errorf("disk %s changed: the gate must refuse before any write", filepath.Base(p))
 				}
 			}
@@ -138,18 +136,4 @@ func tail(s, marker string) string {
 		return s[i:]
 	}
 	return s
-}
-
-func sha256File(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

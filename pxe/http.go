@@ -98,17 +98,12 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	f, err := os.OpenInRoot(filepath.Join(s.cfg.Bundle.Dir, CacheDir), name)
-	if err != nil {
+	f, fi, ok := openRegular(filepath.Join(s.cfg.Bundle.Dir, CacheDir), name)
+	if !ok {
 		http.NotFound(w, r)
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		http.NotFound(w, r)
-		return
-	}
 	switch {
 	case strings.HasSuffix(name, ".narinfo"):
 		w.Header().Set("Content-Type", "text/x-nix-narinfo")
@@ -118,6 +113,20 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
 	http.ServeContent(w, r, path.Base(name), fi.ModTime(), f)
+}
+
+// openRegular opens name below root (never outside it: os.OpenInRoot) when
+// it is a regular file; ok is false otherwise, and nothing is left open.
+func openRegular(root, name string) (f *os.File, fi os.FileInfo, ok bool) {
+	f, err := os.OpenInRoot(root, name)
+	if err != nil {
+		return nil, nil, false
+	}
+	if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, false
+	}
+	return f, fi, true
 }
 
 func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
@@ -255,17 +264,12 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	f, err := os.OpenInRoot(s.cfg.Bundle.Dir, name)
-	if err != nil {
+	f, fi, ok := openRegular(s.cfg.Bundle.Dir, name)
+	if !ok {
 		http.NotFound(w, r)
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		http.NotFound(w, r)
-		return
-	}
 	if name == InitrdFile && r.Header.Get("Range") == "" {
 		if mac := s.macForIP(r); mac != "" {
 			mc, _ := s.machineMap().Lookup(mac)

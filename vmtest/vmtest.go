@@ -50,6 +50,8 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -568,4 +570,20 @@ func NewDisk(t testing.TB, name string, size int64) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// FileSHA256 is the hex SHA-256 of a file: a virtual disk's bytes, to
+// show a test that a disk was (not) written.
+func FileSHA256(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
