@@ -2,7 +2,8 @@ package deploy
 
 import (
 	"bytes"
-	"fmt"
+
+	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/nixlos/nixlos/initramfs"
 )
@@ -10,28 +11,19 @@ import (
 // KeyArchive is an uncompressed newc cpio holding the age key at
 // initramfs.AgeKeyPath (mode 0600, owner root), padded to 512 bytes, to go
 // in front of the installer's initrd: the kernel unpacks it first, the
-// installer finds the key as an embedded one.
+// installer finds the key as an embedded one. Written with u-root's cpio
+// package, as the initramfs builder writes its segments.
 func KeyArchive(key []byte) []byte {
 	var b bytes.Buffer
-	ino := 1
-	add := func(name string, mode uint32, data []byte) {
-		fmt.Fprintf(&b, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-			ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
-		ino++
-		b.WriteString(name)
-		b.WriteByte(0)
-		for b.Len()%4 != 0 {
-			b.WriteByte(0)
-		}
-		b.Write(data)
-		for b.Len()%4 != 0 {
-			b.WriteByte(0)
-		}
+	w := cpio.Newc.Writer(&b)
+	recs := []cpio.Record{
+		cpio.Directory("etc", 0o755),
+		cpio.Directory("etc/nixlos", 0o755),
+		cpio.StaticFile(initramfs.AgeKeyPath, string(key), 0o600),
 	}
-	add("etc", 0o40755, nil)
-	add("etc/nixlos", 0o40755, nil)
-	add(initramfs.AgeKeyPath, 0o100600, key)
-	add("TRAILER!!!", 0, nil)
+	// Writing to a bytes.Buffer cannot fail.
+	cpio.WriteRecords(w, recs)
+	cpio.WriteTrailer(w)
 	for b.Len()%512 != 0 {
 		b.WriteByte(0)
 	}
