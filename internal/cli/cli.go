@@ -15,32 +15,13 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
-// InputError is bad usage or bad input: exit code 2. Its message names the
-// input; Fix, when set, says how to put it right.
-type InputError struct {
-	Input string // what was wrong: a path, a flag, a host name
-	Err   error  // what is wrong with it
-	Fix   string // how to fix it (optional)
-}
-
-func (e *InputError) Error() string {
-	var b strings.Builder
-	if e.Input != "" {
-		b.WriteString(e.Input)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Err.Error())
-	if e.Fix != "" {
-		b.WriteString(" (fix: ")
-		b.WriteString(e.Fix)
-		b.WriteString(")")
-	}
-	return b.String()
-}
-
-func (e *InputError) Unwrap() error { return e.Err }
+// InputError is package errs' input error (exit code 2); the name stays
+// here for the commands.
+type InputError = errs.InputError
 
 // BadInput returns an *InputError for input, with a formatted reason and a fix.
 func BadInput(input, fix, format string, args ...any) error {
@@ -48,25 +29,13 @@ func BadInput(input, fix, format string, args ...any) error {
 }
 
 // Usagef is bad usage of a command (exit 2).
-func Usagef(format string, args ...any) error {
-	return &InputError{Err: fmt.Errorf(format, args...)}
-}
+func Usagef(format string, args ...any) error { return errs.Usagef(format, args...) }
 
 // ErrHelp is returned when the user asked for help: printed usage, exit 0.
-var ErrHelp = flag.ErrHelp
+var ErrHelp = errs.ErrHelp
 
-// ExitCode maps an error to the process exit code. The only place that does.
-func ExitCode(err error) int {
-	var ie *InputError
-	switch {
-	case err == nil, errors.Is(err, ErrHelp):
-		return 0
-	case errors.As(err, &ie):
-		return 2
-	default:
-		return 1
-	}
-}
+// ExitCode maps an error to the process exit code (errs.Code).
+func ExitCode(err error) int { return errs.Code(err) }
 
 // Exit prints err (if any) as "prog: err" to stderr and exits with ExitCode.
 func Exit(prog string, err error) {
