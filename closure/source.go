@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"github.com/nixlos/nixlos/hw"
 )
 
@@ -106,7 +107,7 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 			devs = MediaCandidates(disks)
 		}
 		for _, dev := range devs {
-			vol, ok := ISOVolumeID(dev)
+			vol, ok := blockdev.ISOVolume(dev)
 			if !ok {
 				continue
 			}
@@ -187,21 +188,6 @@ func MediaCandidates(disks []hw.Disk) []string {
 		}
 	}
 	return out
-}
-
-// ISOVolumeID reads the ISO 9660 primary volume descriptor of dev (opened
-// read-only) and returns its volume ID.
-func ISOVolumeID(dev string) (string, bool) {
-	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	buf := make([]byte, 72)
-	if _, err := f.ReadAt(buf, 32768); err != nil || buf[0] != 1 || string(buf[1:6]) != "CD001" {
-		return "", false
-	}
-	return strings.TrimSpace(string(buf[40:72])), true
 }
 
 func mountISO(dev, mnt string) error {

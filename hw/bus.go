@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,7 +89,7 @@ func DisksHolding(opts Options, path string) ([]string, error) {
 		}
 	}
 	var out []string
-	for _, d := range disksBelow(opts, fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev)), 0) {
+	for _, d := range disksBelow(opts, fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))) {
 		if !contains(out, d) {
 			out = append(out, d)
 		}
@@ -99,24 +100,11 @@ func DisksHolding(opts Options, path string) ([]string, error) {
 // mountSource finds the block device a mount with the anonymous device
 // number dev was mounted from (btrfs), or 0.
 func mountSource(opts Options, dev uint64) uint64 {
-	b, err := os.ReadFile(opts.path("proc", "self", "mountinfo"))
-	if err != nil {
-		return 0
-	}
-	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 3 || f[2] != want {
-			continue
-		}
-		for i := 6; i+2 < len(f); i++ {
-			if f[i] == "-" {
-				var st unix.Stat_t
-				if unix.Stat(opts.path(unescapeOctal(f[i+2])), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
-					return st.Rdev
-				}
-				break
-			}
+	mounts, _ := blockdev.ReadMountinfo(opts.path("proc"))
+	for _, m := range mounts {
+		var st unix.Stat_t
+		if m.Dev() == dev && strings.HasPrefix(m.Source, "/") && unix.Stat(opts.path(m.Source), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			return st.Rdev
 		}
 	}
 	return 0

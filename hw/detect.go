@@ -1,7 +1,6 @@
 package hw
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/jaypipes/ghw"
+	"github.com/nixlos/nixlos/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -218,7 +218,7 @@ func Disks(opts Options) ([]Disk, error) {
 			}
 		}
 		if !d.BootMedium && !opts.NoDeviceReads && d.SizeBytes > 0 {
-			if vol, ok := isoImage(opts.path("dev", g.Name)); ok {
+			if vol, ok := blockdev.ISOVolume(opts.path("dev", g.Name)); ok {
 				d.BootMedium, d.BootReason = true, "holds an iso9660 image"
 				if vol != "" {
 					d.BootReason += " (volume " + vol + ")"
@@ -330,29 +330,6 @@ func deriveByID(d Disk, vendor string) []string {
 	return nil
 }
 
-// isoImage reports whether the device starts with an iso9660 volume (the
-// "CD001" primary volume descriptor at byte 32769) and its volume ID. It
-// opens the device read-only and non-blocking and reads 72 bytes.
-func isoImage(dev string) (string, bool) {
-	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || fi.Mode()&os.ModeDevice == 0 && !fi.Mode().IsRegular() {
-		return "", false
-	}
-	buf := make([]byte, 72)
-	if _, err := f.ReadAt(buf, 32768); err != nil {
-		return "", false
-	}
-	if buf[0] != 1 || string(buf[1:6]) != "CD001" {
-		return "", false
-	}
-	return strings.TrimSpace(string(buf[40:72])), true
-}
-
 // readGPTNames reads the GPT partition names of a device (read-only),
 // keyed by partition number; nil when there is no GPT. It serves kernels
 // that do not report PARTNAME (or parse GPT at all).
@@ -419,7 +396,7 @@ type diskUse struct {
 func usage(opts Options) map[string]diskUse {
 	m := map[string]diskUse{}
 	add := func(dev, what, boot string) {
-		for _, d := range disksBelow(opts, dev, 0) {
+		for _, d := range disksBelow(opts, dev) {
 			u := m[d]
 			if !contains(u.inUse, what) {
 				u.inUse = append(u.inUse, what)
@@ -430,115 +407,34 @@ func usage(opts Options) map[string]diskUse {
 			m[d] = u
 		}
 	}
-	if f, err := os.Open(opts.path("proc", "self", "mountinfo")); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			mi, ok := parseMountinfo(sc.Text())
-			if !ok || mi.major == 0 {
-				continue
-			}
-			boot := ""
-			switch {
-			case mi.mountpoint == "/":
-				boot = "holds the running system's root filesystem"
-			case mi.fstype == "iso9660":
-				boot = "holds the mounted iso9660 filesystem at " + mi.mountpoint
-			}
-			add(fmt.Sprintf("%d:%d", mi.major, mi.minor), mi.mountpoint, boot)
+	mounts, _ := blockdev.ReadMountinfo(opts.path("proc"))
+	for _, mi := range mounts {
+		if mi.Major == 0 {
+			continue
 		}
-		f.Close()
+		boot := ""
+		switch {
+		case mi.Mountpoint == "/":
+			boot = "holds the running system's root filesystem"
+		case mi.FSType == "iso9660":
+			boot = "holds the mounted iso9660 filesystem at " + mi.Mountpoint
+		}
+		add(fmt.Sprintf("%d:%d", mi.Major, mi.Minor), mi.Mountpoint, boot)
 	}
-	if b, err := os.ReadFile(opts.path("proc", "swaps")); err == nil {
-		for _, l := range strings.Split(string(b), "\n")[1:] {
-			f := strings.Fields(l)
-			if len(f) < 2 || f[1] != "partition" {
-				continue
-			}
-			if dev := readTrim(opts.path("sys", "class", "block", filepath.Base(f[0]), "dev")); dev != "" {
-				add(dev, "[SWAP]", "")
-			}
+	for _, sw := range blockdev.ReadSwaps(opts.path("proc")) {
+		if dev := readTrim(opts.path("sys", "class", "block", filepath.Base(sw), "dev")); dev != "" {
+			add(dev, "[SWAP]", "")
 		}
 	}
 	return m
 }
 
-type mountInfo struct {
-	major, minor int
-	mountpoint   string
-	fstype       string
-}
-
-// parseMountinfo parses one /proc/self/mountinfo line.
-func parseMountinfo(line string) (mountInfo, bool) {
-	f := strings.Fields(line)
-	if len(f) < 10 {
-		return mountInfo{}, false
-	}
-	var mi mountInfo
-	mm := strings.SplitN(f[2], ":", 2)
-	if len(mm) != 2 {
-		return mountInfo{}, false
-	}
-	var err1, err2 error
-	mi.major, err1 = strconv.Atoi(mm[0])
-	mi.minor, err2 = strconv.Atoi(mm[1])
-	if err1 != nil || err2 != nil {
-		return mountInfo{}, false
-	}
-	mi.mountpoint = unescapeOctal(f[4])
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" && i+1 < len(f) {
-			mi.fstype = f[i+1]
-			return mi, true
-		}
-	}
-	return mountInfo{}, false
-}
-
-// unescapeOctal undoes the kernel's \040-style escaping in mount paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// disksBelow resolves a block device number to the whole disks that hold it.
-func disksBelow(opts Options, majmin string, depth int) []string {
-	if depth > 8 {
-		return nil
-	}
+// disksBelow resolves a block device number ("MAJ:MIN") to the whole
+// disks that hold it (blockdev.Sys.DisksBelow).
+func disksBelow(opts Options, majmin string) []string {
 	link, err := filepath.EvalSymlinks(opts.path("sys", "dev", "block", majmin))
 	if err != nil {
 		return nil
 	}
-	name := filepath.Base(link)
-	if _, err := os.Stat(filepath.Join(link, "partition")); err == nil {
-		return disksBelow(opts, readTrim(filepath.Join(filepath.Dir(link), "dev")), depth+1)
-	}
-	var out []string
-	if slaves, err := os.ReadDir(filepath.Join(link, "slaves")); err == nil {
-		for _, s := range slaves {
-			out = append(out, disksBelow(opts, readTrim(filepath.Join(link, "slaves", s.Name(), "dev")), depth+1)...)
-		}
-	}
-	if bf := readTrim(filepath.Join(link, "loop", "backing_file")); bf != "" {
-		var st unix.Stat_t
-		if unix.Stat(opts.path(bf), &st) == nil && st.Dev != 0 {
-			out = append(out, disksBelow(opts, fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)), depth+1)...)
-		}
-	}
-	return append(out, name)
+	return blockdev.Sys(opts.path("sys")).DisksBelow(opts.root(), filepath.Base(link))
 }

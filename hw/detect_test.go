@@ -488,36 +488,6 @@ func TestDisksFakeTree(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	for _, tc := range []struct {
-		line string
-		want mountInfo
-		ok   bool
-	}{
-		{"36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue", mountInfo{98, 0, "/mnt2", "ext3"}, true},
-		{`24 22 8:1 / /run/a\040b\134c ro - iso9660 /dev/sda1 ro`, mountInfo{8, 1, `/run/a b\c`, "iso9660"}, true},
-		{"24 22 8:1 / /x ro shared:1", mountInfo{}, false},
-		{"garbage", mountInfo{}, false},
-	} {
-		got, ok := parseMountinfo(tc.line)
-		if ok != tc.ok || got != tc.want {
-			t.Errorf("parseMountinfo(%q) = %+v %v, want %+v %v", tc.line, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-// FuzzParseMountinfo: never panics; accepted lines have a mountpoint and fstype.
-func FuzzParseMountinfo(f *testing.F) {
-	f.Add("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue")
-	f.Add(`24 22 8:1 / /run/a\040b\ ro - iso9660 /dev/sda1 ro`)
-	f.Fuzz(func(t *testing.T, line string) {
-		mi, ok := parseMountinfo(line)
-		if ok && (mi.mountpoint == "" || mi.fstype == "") {
-			t.Fatalf("parseMountinfo(%q) = %+v", line, mi)
-		}
-	})
-}
-
 // gptImage builds a primary GPT in memory: header at LBA 1, entries at LBA 2.
 func gptImage(names ...string) []byte {
 	img := make([]byte, 512*2+128*128)

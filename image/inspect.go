@@ -16,6 +16,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat16"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"github.com/nixlos/nixlos/closure"
 )
 
@@ -151,11 +152,11 @@ func inspectFile(path string, info *Info) (kernel, initrd []byte, err error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	magic := make([]byte, 8)
-	if _, err := f.ReadAt(magic[:5], pvdSector*isoBlock+1); err == nil && string(magic[:5]) == "CD001" {
+	if _, ok := blockdev.ISOVolumeAt(f); ok {
 		info.Kind = FormatISO
 		return inspectISO(f, info)
 	}
+	magic := make([]byte, 8)
 	if _, err := f.ReadAt(magic, 512); err == nil && string(magic) == "EFI PART" {
 		info.Kind = FormatUSB
 		return inspectUSB(f, info)

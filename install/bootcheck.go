@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -615,9 +616,9 @@ func (c *BootCheck) fstab() (int, []string) {
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		dev, mp, fstype := fstabUnescape(f[0]), "", ""
+		dev, mp, fstype := blockdev.Unescape(f[0]), "", ""
 		if len(f) > 1 {
-			mp = fstabUnescape(f[1])
+			mp = blockdev.Unescape(f[1])
 		}
 		if len(f) > 2 {
 			fstype = f[2]
@@ -686,25 +687,6 @@ func lookupDevice(tag, value string) bool {
 	}
 	out, err := exec.Command("blkid", "-c", "/dev/null", "-o", "device", "-t", tag+"="+value).Output()
 	return err == nil && len(bytes.TrimSpace(out)) > 0
-}
-
-// fstabUnescape decodes fstab's octal escapes (\040 for a space).
-func fstabUnescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // udevEscape escapes a name as udev does in /dev/disk/by-* links.

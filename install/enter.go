@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,7 +115,7 @@ func enterTarget(root string, log io.Writer, keep ...string) (*target, error) {
 // pruneMounts detaches, in the calling thread's mount namespace, every
 // mount that the target does not need.
 func pruneMounts(root string, keep []string, log io.Writer) {
-	data, err := os.ReadFile("/proc/thread-self/mountinfo")
+	mounts, err := blockdev.ReadMountinfo("/proc")
 	if err != nil {
 		fmt.Fprintf(log, "enter: %v (keeping all mounts)\n", err)
 		return
@@ -135,13 +136,8 @@ func pruneMounts(root string, keep []string, log io.Writer) {
 		}
 		return false
 	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	for i := len(lines) - 1; i >= 0; i-- { // children before their parents
-		f := strings.Fields(lines[i])
-		if len(f) < 5 {
-			continue
-		}
-		if mp := fstabUnescape(f[4]); !need(mp) {
+	for i := len(mounts) - 1; i >= 0; i-- { // children before their parents
+		if mp := mounts[i].Mountpoint; !need(mp) {
 			unix.Unmount(mp, unix.MNT_DETACH) // already gone with its parent: fine
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -132,7 +133,7 @@ func TestTargetCloseLeavesNoThreadInside(t *testing.T) {
 		}
 		found := false
 		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 4 && fstabUnescape(f[4]) == root {
+			if f := strings.Fields(l); len(f) > 4 && blockdev.Unescape(f[4]) == root {
 				found = true
 			}
 		}

@@ -3,11 +3,11 @@ package partition
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,19 +106,13 @@ func (m *Mounter) Unmount(p *Plan) error {
 
 // isMountpoint reports whether path is a mount point (from mountinfo).
 func isMountpoint(path string) (bool, error) {
-	f, err := openMountinfo()
-	if err != nil {
-		return false, err
-	}
-	b, err := io.ReadAll(f)
-	f.Close()
+	mounts, err := blockdev.ReadMountinfo(ProcRoot)
 	if err != nil {
 		return false, err
 	}
 	clean := filepath.Clean(path)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMount(f[4]) == clean {
+	for _, m := range mounts {
+		if m.Mountpoint == clean {
 			return true, nil
 		}
 	}

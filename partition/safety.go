@@ -1,15 +1,13 @@
 package partition
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/nixlos/nixlos/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -131,7 +129,7 @@ func checkInUse(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uin
 		}
 	}
 	for _, n := range bd.nodes {
-		if h := holders(n.name); len(h) > 0 && !allow.holders(h) {
+		if h := sys().Holders(n.name); len(h) > 0 && !allow.holders(h) {
 			return bad("%s backs active md/dm device %s (stop or close it first)", n.name, strings.Join(h, ", "))
 		}
 	}
@@ -152,23 +150,15 @@ type blockDev struct {
 
 // stack is the disk, its partitions and every device built on them.
 func (b *blockDev) stack() []blockNode {
-	var out []blockNode
-	seen := map[string]bool{}
-	var walk func(n blockNode)
-	walk = func(n blockNode) {
-		if seen[n.name] {
-			return
-		}
-		seen[n.name] = true
-		out = append(out, n)
-		for _, h := range holders(n.name) {
-			if dn, err := sysNode(h); err == nil {
-				walk(dn)
-			}
-		}
+	names := make([]string, len(b.nodes))
+	for i, n := range b.nodes {
+		names[i] = n.name
 	}
-	for _, n := range b.nodes {
-		walk(n)
+	var out []blockNode
+	for _, name := range sys().Above(names...) {
+		if n, err := sysNode(name); err == nil {
+			out = append(out, n)
+		}
 	}
 	return out
 }
@@ -197,54 +187,29 @@ func openBlockDev(path string) (*blockDev, error) {
 	return bd, nil
 }
 
+// sys is the sysfs the safety checks read.
+func sys() blockdev.Sys { return blockdev.Sys(SysRoot) }
+
 // sysName finds the sysfs name of a device number.
-func sysName(dev uint64) (string, error) {
-	link, err := os.Readlink(filepath.Join(SysRoot, "dev/block", fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))))
-	if err != nil {
-		return "", fmt.Errorf("device %d:%d not in sysfs: %w", unix.Major(dev), unix.Minor(dev), err)
-	}
-	return filepath.Base(link), nil
-}
+func sysName(dev uint64) (string, error) { return sys().Name(dev) }
 
 func sysNode(name string) (blockNode, error) {
-	b, err := os.ReadFile(filepath.Join(SysRoot, "class/block", name, "dev"))
-	if err != nil {
-		return blockNode{}, err
-	}
-	maj, min, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
-	if !ok {
-		return blockNode{}, fmt.Errorf("bad dev file for %s", name)
-	}
-	ma, _ := strconv.ParseUint(maj, 10, 32)
-	mi, _ := strconv.ParseUint(min, 10, 32)
-	return blockNode{name, unix.Mkdev(uint32(ma), uint32(mi))}, nil
+	d, err := sys().Dev(name)
+	return blockNode{name, d}, err
 }
 
 // partitionsOf lists a disk's partitions with their numbers' nodes.
 func partitionsOf(disk string) ([]blockNode, error) {
-	entries, err := os.ReadDir(filepath.Join(SysRoot, "class/block", disk))
-	if err != nil {
+	if _, err := os.Stat(filepath.Join(SysRoot, "class/block", disk)); err != nil {
 		return nil, err
 	}
 	var out []blockNode
-	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(SysRoot, "class/block", disk, e.Name(), "partition")); err != nil {
-			continue
-		}
-		if n, err := sysNode(e.Name()); err == nil {
+	for _, p := range sys().Partitions(disk) {
+		if n, err := sysNode(p); err == nil {
 			out = append(out, n)
 		}
 	}
 	return out, nil
-}
-
-func holders(name string) []string {
-	entries, _ := os.ReadDir(filepath.Join(SysRoot, "class/block", name, "holders"))
-	var out []string
-	for _, e := range entries {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 // readMounts maps device numbers to a mountpoint (from mountinfo), the
@@ -273,70 +238,32 @@ type mountEntry struct {
 	target string
 }
 
-// openMountinfo opens the calling thread's mountinfo: /proc/self is the
-// main thread's view, which is another mount namespace's while the main
-// thread is in one (a locked goroutine of this process may have put it
-// there); procfs without thread-self (a test's) gives self.
-func openMountinfo() (*os.File, error) {
-	if f, err := os.Open(filepath.Join(ProcRoot, "thread-self/mountinfo")); err == nil {
-		return f, nil
-	}
-	return os.Open(filepath.Join(ProcRoot, "self/mountinfo"))
-}
-
-// readMountList lists mounts in mount order.
+// readMountList lists mounts in mount order (blockdev.ReadMountinfo).
 func readMountList() ([]mountEntry, error) {
-	f, err := openMountinfo()
+	mounts, err := blockdev.ReadMountinfo(ProcRoot)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out []mountEntry
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 {
-			continue
+	out := make([]mountEntry, 0, len(mounts))
+	for _, m := range mounts {
+		e := mountEntry{target: m.Mountpoint}
+		if m.Major != 0 {
+			e.devs = append(e.devs, m.Dev())
 		}
-		e := mountEntry{target: unescapeMount(fields[4])}
-		var ma, mi uint32
-		if _, err := fmt.Sscanf(fields[2], "%d:%d", &ma, &mi); err == nil && ma != 0 {
-			e.devs = append(e.devs, unix.Mkdev(ma, mi))
-		}
-		for i := 5; i+2 < len(fields); i++ {
-			if fields[i] == "-" {
-				var st unix.Stat_t
-				if src := unescapeMount(fields[i+2]); strings.HasPrefix(src, "/") && unix.Stat(src, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
-					e.devs = append(e.devs, st.Rdev)
-				}
-				break
-			}
+		var st unix.Stat_t
+		if strings.HasPrefix(m.Source, "/") && unix.Stat(m.Source, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			e.devs = append(e.devs, st.Rdev)
 		}
 		out = append(out, e)
 	}
-	return out, s.Err()
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
+	return out, nil
 }
 
 // readSwaps maps device numbers of active swap devices to their names.
 func readSwaps() map[uint64]string {
 	m := map[uint64]string{}
-	b, err := os.ReadFile(filepath.Join(ProcRoot, "swaps"))
-	if err != nil {
-		return m
-	}
-	for i, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if i == 0 || len(f) < 2 || f[1] != "partition" {
-			continue
-		}
+	for _, name := range blockdev.ReadSwaps(ProcRoot) {
 		var st unix.Stat_t
-		name := unescapeMount(f[0])
 		if unix.Stat(name, &st) == nil {
 			m[st.Rdev] = name
 		}
@@ -346,18 +273,6 @@ func readSwaps() map[uint64]string {
 
 // isBootMedium reports whether dev carries the nixlos ISO 9660 volume.
 func isBootMedium(dev string) (string, bool) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	b := make([]byte, 80)
-	if _, err := f.ReadAt(b, 32768); err != nil {
-		return "", false
-	}
-	if !bytes.Equal(b[1:6], []byte("CD001")) {
-		return "", false
-	}
-	label := strings.TrimSpace(string(b[40:72]))
-	return label, strings.HasPrefix(label, "NIXLOS")
+	label, ok := blockdev.ISOVolume(dev)
+	return label, ok && strings.HasPrefix(label, "NIXLOS")
 }
