@@ -119,7 +119,7 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	for _, w := range c.Warnings {
 		fmt.Fprintf(b.out, "nixlos: warning: %s\n", w)
 	}
-	m, err := loadManifest(defaultManifest)
+	m, err := flake.LoadManifest(defaultManifest)
 	if err != nil {
 		return c.After, err
 	}

@@ -11,11 +11,12 @@ import (
 	"slices"
 	"strings"
 
+	"reflect"
+	"testing"
+
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/install"
-	"reflect"
-	"testing"
 )
 
 func TestConsoleNames(t *testing.T) {

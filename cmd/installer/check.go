@@ -67,7 +67,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return cli.Usagef("check takes no arguments, got %q (fix: use --host NAME)", pos)
 	}
-	m, err := loadManifest(*manifest)
+	m, err := flake.LoadManifest(*manifest)
 	if err != nil {
 		return err
 	}

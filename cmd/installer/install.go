@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/term"
 
@@ -68,7 +67,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	if *host == "" {
 		return cli.Usagef("install needs --host NAME (fix: installer install --host NAME --disk KEY=DEV)")
 	}
-	m, err := loadManifest(*manifest)
+	m, err := flake.LoadManifest(*manifest)
 	if err != nil {
 		return err
 	}
@@ -118,22 +117,6 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "nixlos: system %s\nnixlos: bootloader %s\n", res.System, res.Bootloader)
 	fmt.Fprintf(stdout, "nixlos: install complete host=%s\n", *host)
 	return nil
-}
-
-// loadManifest reads a nixlos manifest; problems are input errors.
-func loadManifest(path string) (*flake.Manifest, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, cli.BadInput(path, "give the manifest with --manifest FILE (mkiso manifest FLAKE writes one)", "cannot read manifest: %v", err)
-	}
-	m, err := flake.Decode(data)
-	if err != nil {
-		return nil, cli.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "%v", err)
-	}
-	if m.Flake.Dir != "" && !filepath.IsAbs(m.Flake.Dir) {
-		m.Flake.Dir = filepath.Join(filepath.Dir(path), m.Flake.Dir)
-	}
-	return m, nil
 }
 
 // loadKey loads --age-key, or the embedded key when present.

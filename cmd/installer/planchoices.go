@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/nixlos/nixlos/bootcfg"
@@ -17,19 +16,6 @@ import (
 type choicePlan struct {
 	*partition.Plan
 	Choices bootcfg.Choices `json:"choices"`
-}
-
-// readManifest reads and decodes the manifest file (exit 2 when bad).
-func readManifest(path string) (*flake.Manifest, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, cli.BadInput(path, "give the manifest with --manifest FILE", "cannot read manifest: %v", err)
-	}
-	m, err := flake.Decode(data)
-	if err != nil {
-		return nil, cli.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "not a nixlos manifest: %v", err)
-	}
-	return m, nil
 }
 
 // planCmdline makes the boot flow's choices from a kernel command line
@@ -47,7 +33,7 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := readManifest(l.manifest)
+	m, err := flake.LoadManifest(l.manifest)
 	if err != nil {
 		return nil, err
 	}
