@@ -34,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // DefaultDir is the conventional place of the stand-in: the example
@@ -373,7 +374,7 @@ func (p *buildPlan) write(dir string) error {
 		}
 		var err error
 		if f.Src != "" {
-			err = copyFile(f.Src, dst, f.Mode)
+			err = fsutil.CopyFile(f.Src, dst, f.Mode)
 		} else {
 			err = os.WriteFile(dst, f.Data, f.Mode)
 		}
@@ -407,26 +408,6 @@ func (p *buildPlan) write(dir string) error {
 		}
 		return os.Chmod(path, info.Mode().Perm()&^0o222)
 	})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }
 
 func isDynamic(path string) (bool, error) {
