@@ -17,6 +17,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // Boot modes Inspect reports.
@@ -134,7 +135,7 @@ func fillFromBoot(info *Info, kernel, initrd []byte) error {
 		Hosts map[string]json.RawMessage `json:"hosts"`
 	}
 	if err := json.Unmarshal(c.Manifest, &m); err != nil {
-		return fmt.Errorf("%s in the initrd: %w", ManifestPath, err)
+		return fmt.Errorf("%s in the initrd: %w", imagepath.Manifest, err)
 	}
 	info.Manifest = c.Manifest
 	for h := range m.Hosts {

@@ -13,7 +13,7 @@
 //     ~40 s, so this is the segment the cache exists for);
 //  2. modules: .ko files as the kernel ships them plus modules.dep etc.,
 //     cached by kernel version, module list and the files' identity;
-//  3. key (only with an age key): /AgeKeyPath alone, 0600, never cached,
+//  3. key (only with an age key): /imagepath.AgeKey alone, 0600, never cached,
 //     zstd where the profile says lz4 (lz4 would keep the key readable);
 //  4. tools: host tools, libraries (ELF DT_NEEDED walk; ICU's data library
 //     replaced by a stub, see stublib.go), /etc files, cached by the tool
@@ -44,7 +44,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/nixlos/nixlos/kernel"
 	"io"
 	"io/fs"
 	"os"
@@ -56,14 +55,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// Paths inside the image (relative to /), shared with image.Inspect and the
-// installer.
-const (
-	FlakePath    = "etc/nixlos/flake"
-	ManifestPath = "etc/nixlos/manifest.json"
-	AgeKeyPath   = "etc/nixlos/age.key"
+	"github.com/nixlos/nixlos/internal/imagepath"
+	"github.com/nixlos/nixlos/kernel"
 )
 
 // File is an extra file for the per-build segment.
@@ -111,11 +105,11 @@ type Spec struct {
 	Tools     []string
 	ExtraLibs []string
 
-	// FlakeDir is copied to /FlakePath (all files, as given).
+	// FlakeDir is copied to /imagepath.Flake (all files, as given).
 	FlakeDir string
-	// Manifest is written to /ManifestPath when not nil.
+	// Manifest is written to /imagepath.Manifest when not nil.
 	Manifest []byte
-	// AgeKey, when not nil, is written to /AgeKeyPath, mode 0600; the
+	// AgeKey, when not nil, is written to /imagepath.AgeKey, mode 0600; the
 	// output file is then 0600 too.
 	AgeKey []byte
 	// Files are extra files for the per-build segment.
@@ -162,18 +156,15 @@ type Report struct {
 // InstallerVersionDefault is used when Spec.Version is empty.
 const InstallerVersionDefault = "dev"
 
+// loadBootModules starts a UinitScript the way the installer starts: it
+// loads the modules imagepath.BootModules lists (Spec.BootModules present
+// in the image) with kmod's modprobe in one call, right after the ready
+// line, rather than u-root's init loading them one by one before uinit
+// starts: under TCG that took ~9 s of the ~20 s to the ready line.
+const loadBootModules = "/sbin/modprobe -a $(cat /" + imagepath.BootModules + ") 2>/dev/null || true\n"
+
 // formatVersion changes whenever segment contents change for the same
 // inputs, invalidating old cache entries.
-// BootModulesPath lists, one per line, the modules to load at boot
-// (Spec.BootModules present in the image). The installer loads them right
-// after printing its ready line, with kmod's modprobe in one call, rather
-// than u-root's init loading them one by one before uinit starts: under TCG
-// that took ~9 s of the ~20 s to the ready line.
-const BootModulesPath = "etc/nixlos/boot-modules"
-
-// loadBootModules starts a UinitScript the way the installer starts.
-const loadBootModules = "/sbin/modprobe -a $(cat /" + BootModulesPath + ") 2>/dev/null || true\n"
-
 const formatVersion = "nixlos-initramfs-5"
 
 // baseFormat versions the u-root base archive's key on its own, so that a
@@ -482,8 +473,8 @@ func DefaultKernelVersion() (string, error) {
 // in the media with strings(1).
 func (s Spec) keyTree() *tree {
 	t := newTree()
-	t.dir("etc/nixlos", 0o755)
-	t.file(AgeKeyPath, s.AgeKey, 0o600)
+	t.dir(imagepath.Dir, 0o755)
+	t.file(imagepath.AgeKey, s.AgeKey, 0o600)
 	return t
 }
 
@@ -498,14 +489,14 @@ func (s Spec) buildTree(t *tree, installer string) error {
 	} else {
 		t.symlink("bin/uinit", "installer")
 	}
-	t.dir("etc/nixlos", 0o755)
+	t.dir(imagepath.Dir, 0o755)
 	if s.FlakeDir != "" {
-		if err := addDir(t, s.FlakeDir, FlakePath); err != nil {
+		if err := addDir(t, s.FlakeDir, imagepath.Flake); err != nil {
 			return fmt.Errorf("flake %s: %w", s.FlakeDir, err)
 		}
 	}
 	if s.Manifest != nil {
-		t.file(ManifestPath, s.Manifest, 0o644)
+		t.file(imagepath.Manifest, s.Manifest, 0o644)
 	}
 	for _, f := range s.Files {
 		m := f.Mode.Perm()
@@ -880,7 +871,7 @@ func modulesSegment(s Spec, cacheDir string, rep *Report) (Segment, error) {
 				boot = append(boot, ModuleName(m))
 			}
 		}
-		tr.file(BootModulesPath, []byte(strings.Join(boot, "\n")+"\n"), 0o644)
+		tr.file(imagepath.BootModules, []byte(strings.Join(boot, "\n")+"\n"), 0o644)
 		if _, err := writeSegment(tr, c, s.SourceDateEpoch, p); err != nil {
 			return seg, err
 		}

@@ -36,7 +36,7 @@ var DefaultModules = []string{
 }
 
 // DefaultBootModules are loaded at boot by the installer (listed in
-// BootModulesPath): the disk, CD, USB and NIC drivers, so
+// imagepath.BootModules): the disk, CD, USB and NIC drivers, so
 // the installer sees the hardware. Everything else is loaded on demand by
 // the kernel (request_module → /sbin/modprobe, kmod) or by the installer.
 var DefaultBootModules = []string{

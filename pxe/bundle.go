@@ -12,6 +12,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/fsutil"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // Bundle is a directory holding what network boot serves: vmlinuz, initrd and
@@ -167,7 +168,7 @@ func (b *Bundle) Hosts() (map[string][]string, error) {
 		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
 	}
 	if c.Manifest == nil {
-		return nil, fmt.Errorf("bundle %s: the initrd has no %s", b.Dir, image.ManifestPath)
+		return nil, fmt.Errorf("bundle %s: the initrd has no %s", b.Dir, imagepath.Manifest)
 	}
 	m, err := flake.Decode(c.Manifest)
 	if err != nil {
