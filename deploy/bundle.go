@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe"
@@ -55,7 +56,7 @@ func readBuild(dir string) (*buildInfo, error) {
 	defer f.Close()
 	files := map[string][]byte{}
 	flakePrefix := imagepath.Flake + "/"
-	err = initramfs.Walk(f, func(e initramfs.Entry, data io.Reader) error {
+	err = cpio.Walk(f, func(e cpio.Entry, data io.Reader) error {
 		name := strings.TrimPrefix(path.Clean("/"+e.Name), "/")
 		switch {
 		case name == imagepath.Manifest, name == "bin/installer", strings.HasPrefix(name, flakePrefix) && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".json")):

@@ -21,7 +21,7 @@ import (
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe"
@@ -436,7 +436,7 @@ func TestKeyArchive(t *testing.T) {
 		t.Fatalf("length %d is not a multiple of 512", len(a))
 	}
 	found := false
-	err := initramfs.Walk(bytes.NewReader(append(a, newc([]cpioEntry{{name: "x", mode: 0o100644, data: []byte("y")}})...)), func(e initramfs.Entry, r io.Reader) error {
+	err := cpio.Walk(bytes.NewReader(append(a, newc([]cpioEntry{{name: "x", mode: 0o100644, data: []byte("y")}})...)), func(e cpio.Entry, r io.Reader) error {
 		if e.Name == imagepath.AgeKey {
 			d, _ := io.ReadAll(r)
 			found = bytes.Equal(d, key) && e.Mode == 0o100600 && e.UID == 0

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
-	"github.com/nixlos/nixlos/initramfs"
+	initrd "github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -65,7 +65,7 @@ func walkInitrd(b []byte, c *InitrdContents, depth int) error {
 // decompressed unpacks the compressed segment at the start of b and walks
 // what it holds; it returns the segment's compressed length.
 func decompressed(b []byte, c *InitrdContents, depth int) (int, error) {
-	data, n, _, err := initramfs.DecodeSegment(b, maxInitrdSize)
+	data, n, _, err := initrd.DecodeSegment(b, maxInitrdSize)
 	if err != nil {
 		return 0, fmt.Errorf("not a cpio archive or a gzip/xz/zstd/lz4 stream (bytes % x): %w", b[:min(len(b), 6)], err)
 	}

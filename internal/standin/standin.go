@@ -34,6 +34,8 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/elfdeps"
+	"github.com/nixlos/nixlos/initramfs/kmod"
 	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
@@ -203,7 +205,7 @@ func plan(kver string) (*buildPlan, error) {
 	}
 	add("kernel/bzImage", kernel, 0o444)
 	modDir := filepath.Join("/lib/modules", kver)
-	idx, err := initramfs.LoadModuleIndex(modDir)
+	idx, err := kmod.LoadModuleIndex(modDir)
 	if err != nil {
 		return nil, fmt.Errorf("standin: %w", err)
 	}
@@ -247,7 +249,7 @@ func plan(kver string) (*buildPlan, error) {
 		srcs = append(srcs, src)
 		p.tools = append(p.tools, t.Name)
 	}
-	deps, err := initramfs.LibResolver{}.Walk(srcs...)
+	deps, err := elfdeps.LibResolver{}.Walk(srcs...)
 	if err != nil {
 		return nil, fmt.Errorf("standin: %w", err)
 	}
@@ -275,14 +277,14 @@ func plan(kver string) (*buildPlan, error) {
 			continue
 		}
 		src := ""
-		for _, d := range initramfs.DefaultLibDirs() {
+		for _, d := range elfdeps.DefaultLibDirs() {
 			if isFile(filepath.Join(d, b)) {
 				src = filepath.Join(d, b)
 				break
 			}
 		}
 		if src == "" {
-			return nil, fmt.Errorf("standin: %s not found in %s (%s)", b, strings.Join(initramfs.DefaultLibDirs(), ", "), Hint)
+			return nil, fmt.Errorf("standin: %s not found in %s (%s)", b, strings.Join(elfdeps.DefaultLibDirs(), ", "), Hint)
 		}
 		seen[b] = true
 		p.libs = append(p.libs, b)
