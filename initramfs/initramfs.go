@@ -13,16 +13,31 @@
 //     ~40 s, so this is the segment the cache exists for);
 //  2. modules: .ko files as the kernel ships them plus modules.dep etc.,
 //     cached by kernel version, module list and the files' identity;
-//  3. key (only with an age key): /imagepath.AgeKey alone, 0600, never cached,
-//     zstd where the profile says lz4 (lz4 would keep the key readable);
+//  3. key (only with an age key): imagepath.AgeKey alone, 0600, never
+//     cached, zstd where the profile says lz4 (lz4 would keep the key
+//     readable);
 //  4. tools: host tools, libraries (ELF DT_NEEDED walk; ICU's data library
-//     replaced by a stub, see stublib.go), /etc files, cached by the tool
-//     list and the identity (size, mtime, inode) of every host file read;
+//     replaced by a stub, see elfdeps.StubLibrary), /etc files, cached by
+//     the tool list and the identity (size, mtime, inode) of every host
+//     file read;
 //  5. build: the installer (plain `go build`), the flake, the manifest,
 //     extra files; rebuilt every time, never cached,
 //     streamed straight into the output.
 //
-// Compression is per segment (Compression.ForSegment): by default zstd for
+// Build composes them: a producer per cached segment (baseSegment,
+// modulesSegment, toolsSegment) behind one cache driver (builder.cached),
+// the installer built concurrently, then the output assembled from the
+// cached files and the two per-build trees. The mechanisms live in
+// subpackages, the policy (which tools, modules, compression) here:
+//
+//   - initramfs/cpio: the archive tree and writer, the codecs, segment
+//     decoding and Walk, which reads an initrd back;
+//   - initramfs/elfdeps: the shared libraries a program loads, stub
+//     libraries, tool lookup;
+//   - initramfs/kmod: the kernel's module index and dependency closure;
+//   - internal/imagepath: the paths inside the image the installer reads.
+//
+// Compression is per segment (SegmentCompression): by default zstd for
 // base and modules and legacy lz4, which the kernel decodes fastest, for
 // tools and build; lz4 segments come last because a legacy lz4 stream
 // runs to the end of the initrd.
@@ -101,11 +116,11 @@ type Spec struct {
 	Tools     []string
 	ExtraLibs []string
 
-	// FlakeDir is copied to /imagepath.Flake (all files, as given).
+	// FlakeDir is copied to imagepath.Flake (all files, as given).
 	FlakeDir string
-	// Manifest is written to /imagepath.Manifest when not nil.
+	// Manifest is written to imagepath.Manifest when not nil.
 	Manifest []byte
-	// AgeKey, when not nil, is written to /imagepath.AgeKey, mode 0600; the
+	// AgeKey, when not nil, is written to imagepath.AgeKey, mode 0600; the
 	// output file is then 0600 too.
 	AgeKey []byte
 	// Files are extra files for the per-build segment.
