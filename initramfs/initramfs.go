@@ -60,7 +60,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -195,49 +194,26 @@ func Build(ctx context.Context, spec Spec, progress io.Writer) (string, *Report,
 		return "", nil, err
 	}
 	defer b.close()
-	s := b.spec
-	rep := &Report{Path: s.Output, Compression: s.Compression, AgeKey: s.AgeKey != nil, KernelVersion: filepath.Base(s.ModulesDir)}
+	rep := &Report{Path: b.spec.Output, Compression: b.spec.Compression, AgeKey: b.spec.AgeKey != nil, KernelVersion: filepath.Base(b.spec.ModulesDir)}
 	installer := b.startInstaller(ctx)
-	var parts []part
-	for _, p := range []producer{baseSegment{}, modulesSegment{}, toolsSegment{}} {
-		seg, err := b.cached(ctx, p, rep)
-		if err != nil {
-			<-installer
-			return "", nil, err
-		}
-		parts = append(parts, part{seg: seg})
-	}
+	parts, err := b.cachedParts(ctx, []producer{baseSegment{}, modulesSegment{}, toolsSegment{}}, rep)
 	bin := <-installer
-	if bin.err != nil {
-		return "", nil, bin.err
+	if err == nil {
+		err = bin.err
 	}
-	t := time.Now()
-	build, err := s.buildTree(bin.path)
 	if err != nil {
 		return "", nil, err
 	}
-	mode := os.FileMode(0o644)
-	if s.AgeKey != nil {
-		// Before tools: lz4 segments come last.
-		parts = slices.Insert(parts, len(parts)-1, part{seg: Segment{Name: "key"}, tree: s.keyTree()})
-		mode = 0o600
+	t := time.Now()
+	if parts, err = b.perBuildParts(parts, bin.path); err != nil {
+		return "", nil, err
 	}
-	parts = append(parts, part{seg: Segment{Name: "build"}, tree: build})
-	if rep.Bytes, err = b.assemble(parts, mode); err != nil {
-		return "", nil, fmt.Errorf("write initramfs %s: %w", s.Output, err)
+	if rep.Bytes, err = b.assemble(parts); err != nil {
+		return "", nil, fmt.Errorf("write initramfs %s: %w", b.spec.Output, err)
 	}
-	for _, p := range parts {
-		rep.Segments = append(rep.Segments, p.seg)
-	}
-	last := &rep.Segments[len(rep.Segments)-1]
-	last.Duration = time.Since(t) + bin.dur
-	rep.InstallerCached = bin.hit
-	fmt.Fprintf(b.progress, "initramfs: %-7s %s %8s  %s (installer %s %s)\n", last.Name, "built ", humanBytes(last.Bytes), last.Duration.Round(time.Millisecond), bin.how(s), bin.dur.Round(time.Millisecond))
+	b.finish(rep, parts, bin, time.Since(t))
 	rep.Duration = time.Since(start)
-	if !s.NoCache {
-		b.cache.prune(b.used(bin, rep), cacheKeep)
-	}
-	return s.Output, rep, nil
+	return b.spec.Output, rep, nil
 }
 
 // newBuilder checks spec, fills in its defaults and prepares the cache.

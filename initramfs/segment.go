@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs/cpio"
@@ -84,6 +85,50 @@ func (b *builder) cached(ctx context.Context, p producer, rep *Report) (Segment,
 	return seg, nil
 }
 
+// cachedParts runs the producers in order.
+func (b *builder) cachedParts(ctx context.Context, producers []producer, rep *Report) ([]part, error) {
+	var parts []part
+	for _, p := range producers {
+		seg, err := b.cached(ctx, p, rep)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, part{seg: seg})
+	}
+	return parts, nil
+}
+
+// perBuildParts adds the segments never cached to the cached ones: the
+// age key (if any) before tools, as lz4 segments must come last, and the
+// build segment at the end.
+func (b *builder) perBuildParts(parts []part, installer string) ([]part, error) {
+	build, err := b.spec.buildTree(installer)
+	if err != nil {
+		return nil, err
+	}
+	if b.spec.AgeKey != nil {
+		i := slices.IndexFunc(parts, func(p part) bool { return p.seg.Name == "tools" })
+		parts = slices.Insert(parts, i, part{seg: Segment{Name: "key"}, tree: b.spec.keyTree()})
+	}
+	return append(parts, part{seg: Segment{Name: "build"}, tree: build}), nil
+}
+
+// finish reports the segments, prints the build segment's line and
+// prunes the cache. d is the time the per-build segments took.
+func (b *builder) finish(rep *Report, parts []part, bin installerResult, d time.Duration) {
+	for _, p := range parts {
+		rep.Segments = append(rep.Segments, p.seg)
+	}
+	last := &rep.Segments[len(rep.Segments)-1]
+	last.Duration = d + bin.dur
+	rep.InstallerCached = bin.hit
+	fmt.Fprintf(b.progress, "initramfs: %-7s %s %8s  %s (installer %s %s)\n", last.Name, "built ", humanBytes(last.Bytes),
+		last.Duration.Round(time.Millisecond), bin.how(b.spec), bin.dur.Round(time.Millisecond))
+	if !b.spec.NoCache {
+		b.cache.prune(b.used(bin, rep), cacheKeep)
+	}
+}
+
 // A part is one segment of the output: a cached file (Segment.Path) or,
 // for the segments never cached (key, build), a tree written in place.
 type part struct {
@@ -91,9 +136,14 @@ type part struct {
 	tree *cpio.Tree
 }
 
-// assemble writes the parts, in order, to the output with mode, filling
-// in the size of each tree part, and returns the output's size.
-func (b *builder) assemble(parts []part, mode os.FileMode) (int64, error) {
+// assemble writes the parts, in order, to the output, filling in the size
+// of each tree part, and returns the output's size. With an age key the
+// output is 0600 from its first byte.
+func (b *builder) assemble(parts []part) (int64, error) {
+	mode := os.FileMode(0o644)
+	if b.spec.AgeKey != nil {
+		mode = 0o600
+	}
 	return fsutil.WriteAtomic(b.spec.Output, mode, func(w io.Writer) error {
 		for i := range parts {
 			if err := b.writePart(w, &parts[i]); err != nil {
