@@ -133,3 +133,27 @@ func FuzzWalk(f *testing.F) {
 		})
 	})
 }
+
+// TestTreeChmod: Chmod changes the permission bits of an entry (a host
+// file keeps its own otherwise) and leaves the type; absent names are
+// ignored.
+func TestTreeChmod(t *testing.T) {
+	tr := NewTree()
+	tr.File("bin/tool", []byte("x"), 0o600)
+	tr.Symlink("bin/link", "tool")
+	tr.Chmod("bin/tool", 0o755)
+	tr.Chmod("/bin/../bin/link", 0o700)
+	tr.Chmod("nope", 0o755)
+	var buf bytes.Buffer
+	if err := tr.Write(&buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	modes := map[string]uint32{}
+	if err := Walk(&buf, func(e Entry, r io.Reader) error { modes[e.Name] = e.Mode; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint32{"bin": ModeDir | 0o755, "bin/tool": ModeRegular | 0o755, "bin/link": ModeSymlink | 0o700}
+	if fmt.Sprint(modes) != fmt.Sprint(want) {
+		t.Errorf("modes %v, want %v", modes, want)
+	}
+}
