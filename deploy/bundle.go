@@ -15,7 +15,9 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -53,17 +55,17 @@ func readBuild(dir string) (*buildInfo, error) {
 	}
 	defer f.Close()
 	files := map[string][]byte{}
-	flakePrefix := initramfs.FlakePath + "/"
-	err = initramfs.Walk(f, func(e initramfs.Entry, data io.Reader) error {
+	flakePrefix := imagepath.Flake + "/"
+	err = cpio.Walk(f, func(e cpio.Entry, data io.Reader) error {
 		name := strings.TrimPrefix(path.Clean("/"+e.Name), "/")
 		switch {
-		case name == initramfs.ManifestPath, name == "bin/installer", strings.HasPrefix(name, flakePrefix) && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".json")):
+		case name == imagepath.Manifest, name == "bin/installer", strings.HasPrefix(name, flakePrefix) && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".json")):
 			d, err := io.ReadAll(data)
 			if err != nil {
 				return err
 			}
 			files[name] = d
-		case name == initramfs.AgeKeyPath:
+		case name == imagepath.AgeKey:
 			bi.KeyInside = true
 		}
 		return nil
@@ -71,7 +73,7 @@ func readBuild(dir string) (*buildInfo, error) {
 	if err != nil {
 		return nil, cli.BadInput(bi.Initrd, fix, "cannot read the initrd: %v", err)
 	}
-	bi.Manifest, bi.Installer = files[initramfs.ManifestPath], files["bin/installer"]
+	bi.Manifest, bi.Installer = files[imagepath.Manifest], files["bin/installer"]
 	if bi.Manifest == nil || bi.Installer == nil {
 		return nil, cli.BadInput(bi.Initrd, fix, "not a nixlos installer initrd (no manifest or installer)")
 	}

@@ -3,13 +3,12 @@ package deploy
 import (
 	"bytes"
 
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/u-root/u-root/pkg/cpio"
-
-	"github.com/nixlos/nixlos/initramfs"
 )
 
 // KeyArchive is an uncompressed newc cpio holding the age key at
-// initramfs.AgeKeyPath (mode 0600, owner root), padded to 512 bytes, to go
+// imagepath.AgeKey (mode 0600, owner root), padded to 512 bytes, to go
 // in front of the installer's initrd: the kernel unpacks it first, the
 // installer finds the key as an embedded one. Written with u-root's cpio
 // package, as the initramfs builder writes its segments.
@@ -18,8 +17,8 @@ func KeyArchive(key []byte) []byte {
 	w := cpio.Newc.Writer(&b)
 	recs := []cpio.Record{
 		cpio.Directory("etc", 0o755),
-		cpio.Directory("etc/nixlos", 0o755),
-		cpio.StaticFile(initramfs.AgeKeyPath, string(key), 0o600),
+		cpio.Directory(imagepath.Dir, 0o755),
+		cpio.StaticFile(imagepath.AgeKey, string(key), 0o600),
 	}
 	// Writing to a bytes.Buffer cannot fail.
 	cpio.WriteRecords(w, recs)

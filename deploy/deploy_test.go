@@ -21,8 +21,9 @@ import (
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -37,7 +38,7 @@ func fakeBuild(t *testing.T) string {
 	manifest := `{"version":1,"flake":{"dir":"/etc/nixlos/flake"},"hosts":{"laptop":{"system":"x86_64-linux",
 	  "disko":{"disk":{"main":{"type":"disk","device":"/dev/vda","content":{"type":"gpt","partitions":{}}}}},"ageKeyFile":"/var/lib/sops-nix/key.txt"}}}`
 	initrd := newc([]cpioEntry{{name: "etc", mode: 0o40755}, {name: "etc/nixlos", mode: 0o40755},
-		{name: initramfs.ManifestPath, mode: 0o100644, data: []byte(manifest)},
+		{name: imagepath.Manifest, mode: 0o100644, data: []byte(manifest)},
 		{name: "bin", mode: 0o40755}, {name: "bin/installer", mode: 0o100755, data: []byte("#!/bin/sh\nexit 3\n")}})
 	for name, data := range map[string][]byte{"vmlinuz": []byte("kernel"), "initrd": initrd, "undionly.kpxe": nil, "ipxe.efi": nil} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
@@ -435,8 +436,8 @@ func TestKeyArchive(t *testing.T) {
 		t.Fatalf("length %d is not a multiple of 512", len(a))
 	}
 	found := false
-	err := initramfs.Walk(bytes.NewReader(append(a, newc([]cpioEntry{{name: "x", mode: 0o100644, data: []byte("y")}})...)), func(e initramfs.Entry, r io.Reader) error {
-		if e.Name == initramfs.AgeKeyPath {
+	err := cpio.Walk(bytes.NewReader(append(a, newc([]cpioEntry{{name: "x", mode: 0o100644, data: []byte("y")}})...)), func(e cpio.Entry, r io.Reader) error {
+		if e.Name == imagepath.AgeKey {
 			d, _ := io.ReadAll(r)
 			found = bytes.Equal(d, key) && e.Mode == 0o100600 && e.UID == 0
 		}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -145,7 +145,7 @@ func replaceInstaller(t *testing.T, initrd, bin string) {
 	var es []cpioEntry
 	f, _ := os.Open(initrd)
 	defer f.Close()
-	initramfs.Walk(f, func(e initramfs.Entry, r io.Reader) error {
+	cpio.Walk(f, func(e cpio.Entry, r io.Reader) error {
 		d, _ := io.ReadAll(r)
 		if e.Name == "bin/installer" {
 			d = data

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/vmtest"
 )
@@ -146,7 +147,7 @@ func TestToplevel(t *testing.T) {
 			f.Seek(0, 0)
 			names := map[string]bool{}
 			var mounts string
-			err = initramfs.Walk(f, func(e initramfs.Entry, data io.Reader) error {
+			err = cpio.Walk(f, func(e cpio.Entry, data io.Reader) error {
 				names[strings.TrimPrefix(e.Name, "./")] = true
 				if strings.HasSuffix(e.Name, "etc/nixlos-mounts") {
 					b, _ := io.ReadAll(data)

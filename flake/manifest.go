@@ -8,11 +8,12 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // EmbeddedDir is where the flake lives inside the installer image; it is
 // the manifest's flake.dir unless told otherwise.
-const EmbeddedDir = "/etc/nixlos/flake"
+const EmbeddedDir = "/" + imagepath.Flake
 
 // DefaultAgeKeyFile is sops-nix's usual key path, used when a host does not
 // set sops.age.keyFile.

@@ -19,6 +19,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // The media's binary cache (Spec.NixCache) lives at closure.CacheDir of the
@@ -70,7 +71,7 @@ func copyCache(src, dst string) error {
 			return os.MkdirAll(target, 0o755)
 		}
 		os.Remove(target)
-		return copyFile(p, target)
+		return fsutil.CopyFile(p, target, 0o644)
 	})
 }
 

@@ -4,14 +4,9 @@ import (
 	"bytes"
 	"fmt"
 
-	"github.com/nixlos/nixlos/initramfs"
+	initrd "github.com/nixlos/nixlos/initramfs/cpio"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/u-root/u-root/pkg/cpio"
-)
-
-// Paths inside the installer initrd that Inspect looks at.
-const (
-	ManifestPath = "etc/nixlos/manifest.json"
-	AgeKeyPath   = "etc/nixlos/age.key"
 )
 
 // maxInitrdSize caps what one compressed segment may decompress to.
@@ -24,8 +19,8 @@ const maxInitrdEntry = 16 << 20
 // itself is never read into it: only whether it is there and its mode.
 type InitrdContents struct {
 	Archives   int    // cpio archives found (compressed or not)
-	Manifest   []byte // ManifestPath, nil when absent
-	AgeKey     bool   // AgeKeyPath present (the last archive that names it wins)
+	Manifest   []byte // imagepath.Manifest, nil when absent
+	AgeKey     bool   // imagepath.AgeKey present (the last archive that names it wins)
 	AgeKeyMode uint32 // its permission bits
 	// Names lists every entry of every archive, in order.
 	Names []string
@@ -70,7 +65,7 @@ func walkInitrd(b []byte, c *InitrdContents, depth int) error {
 // decompressed unpacks the compressed segment at the start of b and walks
 // what it holds; it returns the segment's compressed length.
 func decompressed(b []byte, c *InitrdContents, depth int) (int, error) {
-	data, n, _, err := initramfs.DecodeSegment(b, maxInitrdSize)
+	data, n, _, err := initrd.DecodeSegment(b, maxInitrdSize)
 	if err != nil {
 		return 0, fmt.Errorf("not a cpio archive or a gzip/xz/zstd/lz4 stream (bytes % x): %w", b[:min(len(b), 6)], err)
 	}
@@ -102,12 +97,12 @@ func readNewc(b []byte, c *InitrdContents) (int, error) {
 		pos = (end + 3) &^ 3
 		c.Names = append(c.Names, rec.Name)
 		switch rec.Name {
-		case ManifestPath:
+		case imagepath.Manifest:
 			if rec.FileSize > maxInitrdEntry {
-				return 0, fmt.Errorf("%s: %d bytes, too large", ManifestPath, rec.FileSize)
+				return 0, fmt.Errorf("%s: %d bytes, too large", imagepath.Manifest, rec.FileSize)
 			}
 			c.Manifest = append([]byte(nil), b[rec.FilePos:end]...)
-		case AgeKeyPath:
+		case imagepath.AgeKey:
 			c.AgeKey = rec.Mode&0o170000 == 0o100000
 			c.AgeKeyMode = uint32(rec.Mode & 0o7777)
 		}

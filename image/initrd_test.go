@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/ulikunitz/xz"
 )
@@ -45,8 +46,8 @@ func zstdAll(d []byte) []byte {
 }
 
 func TestReadInitrd(t *testing.T) {
-	manifest := func(v string) cpio.Record { return cpio.StaticFile(ManifestPath, v, 0o644) }
-	key := cpio.StaticFile(AgeKeyPath, testAgeKey, 0o600)
+	manifest := func(v string) cpio.Record { return cpio.StaticFile(imagepath.Manifest, v, 0o644) }
+	key := cpio.StaticFile(imagepath.AgeKey, testAgeKey, 0o600)
 	other := cpio.StaticFile("bin/x", string(bytes.Repeat([]byte("x"), 5000)), 0o755)
 	tests := []struct {
 		name         string
@@ -89,7 +90,7 @@ func TestReadInitrd(t *testing.T) {
 }
 
 func FuzzReadInitrd(f *testing.F) {
-	f.Add(newcArchive(f, []cpio.Record{cpio.StaticFile(ManifestPath, "{}", 0o644)}))
+	f.Add(newcArchive(f, []cpio.Record{cpio.StaticFile(imagepath.Manifest, "{}", 0o644)}))
 	f.Add(compress(f, "zstd", newcArchive(f, []cpio.Record{cpio.StaticFile("a", "b", 0o644)})))
 	f.Add(compress(f, "xz", newcArchive(f, []cpio.Record{cpio.StaticFile("a", "b", 0o644)})))
 	f.Add(compress(f, "gzip", []byte("070701")))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nixlos/nixlos/blockdev"
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // Boot modes Inspect reports.
@@ -135,7 +136,7 @@ func fillFromBoot(info *Info, kernel, initrd []byte) error {
 		Hosts map[string]json.RawMessage `json:"hosts"`
 	}
 	if err := json.Unmarshal(c.Manifest, &m); err != nil {
-		return fmt.Errorf("%s in the initrd: %w", ManifestPath, err)
+		return fmt.Errorf("%s in the initrd: %w", imagepath.Manifest, err)
 	}
 	info.Manifest = c.Manifest
 	for h := range m.Hosts {

@@ -3,7 +3,6 @@ package image
 import (
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // Paths inside the ISO.
@@ -169,20 +169,7 @@ func linkOrCopy(src, dst string) error {
 	if err := os.Link(src, dst); err == nil {
 		return nil
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return out.Close()
+	return fsutil.CopyFile(src, dst, 0o644)
 }
 
 func writeFile(path string, data []byte) error {

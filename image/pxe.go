@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // Files of the PXE bundle, relative to its directory (the TFTP/HTTP root).
@@ -45,7 +46,7 @@ func BuildPXE(spec Spec, dir string) (int64, error) {
 	for dst, src := range copies {
 		p := filepath.Join(dir, dst)
 		os.Remove(p)
-		if err := copyFile(src, p); err != nil {
+		if err := fsutil.CopyFile(src, p, 0o644); err != nil {
 			return 0, fmt.Errorf("pxe %s: %w", dst, err)
 		}
 	}
@@ -70,14 +71,4 @@ func BuildPXE(spec Spec, dir string) (int64, error) {
 		return err
 	})
 	return total, err
-}
-
-// copyFile copies src to dst (never a hard link: the bundle is served and
-// may be edited, and its mode must be 0644).
-func copyFile(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return writeFile(dst, data)
 }

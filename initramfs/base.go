@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,11 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
+	"github.com/nixlos/nixlos/initramfs/cpio"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/u-root/gobusybox/src/pkg/golang"
 	"github.com/u-root/mkuimage/uimage"
-	"github.com/u-root/u-root/pkg/cpio"
+	ucpio "github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/uio/llog"
 )
 
@@ -97,26 +101,81 @@ func goVersion(ctx context.Context, dir string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// baseSegment is u-root: the commands compiled as one busybox binary with
+// u-root's builder, and u-root's DefaultRamfs. The uncompressed archive is
+// cached on its own (key: baseFormat, go.mod, go.sum, the Go version, the
+// commands, SourceDateEpoch); each compression of it is cached beside it,
+// so a new profile does not compile u-root again.
+type baseSegment struct{}
+
+func (baseSegment) name() string { return "base" }
+
+// rawKey names the uncompressed u-root archive.
+func (baseSegment) rawKey(ctx context.Context, b *builder) (string, error) {
+	gomod, err := os.ReadFile(filepath.Join(b.modDir, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	gosum, _ := os.ReadFile(filepath.Join(b.modDir, "go.sum"))
+	gv, err := goVersion(ctx, b.modDir)
+	if err != nil {
+		return "", err
+	}
+	return hashKey(baseFormat, "base", string(gomod), string(gosum), gv, strings.Join(b.spec.Commands, "\n"),
+		strconv.FormatInt(b.spec.SourceDateEpoch, 10)), nil
+}
+
+func (s baseSegment) key(ctx context.Context, b *builder, c cpio.Compression) (string, error) {
+	raw, err := s.rawKey(ctx, b)
+	if err != nil || c == cpio.None {
+		return raw, err // uncompressed: the raw archive itself
+	}
+	return hashKey(raw, string(c)), nil
+}
+
+func (s baseSegment) make(ctx context.Context, b *builder, c cpio.Compression, dst string) ([]string, any, error) {
+	rawKey, err := s.rawKey(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := b.cache.path("base", rawKey, cpio.None)
+	if raw == dst {
+		return nil, nil, buildBase(ctx, b, raw)
+	}
+	if hit, _ := b.cache.lookup(raw); !hit {
+		if err := buildBase(ctx, b, raw); err != nil {
+			return nil, nil, err
+		}
+		if _, err := b.cache.store(raw, nil, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, compressFile(raw, dst, c)
+}
+
+func (baseSegment) report(json.RawMessage, *Report) error { return nil }
+
 // buildBase compiles the u-root commands as one busybox binary with u-root's
 // builder (mkuimage/uimage) and writes the base archive, normalised (uid/gid
-// 0, fixed mtimes), compressed with c, to dst.
-func buildBase(ctx context.Context, modDir string, commands []string, c Compression, mtime int64, dst string, progress io.Writer) (int64, error) {
-	tmp, err := os.MkdirTemp("", "nixlos-uroot-")
+// 0, fixed mtimes), uncompressed, to dst.
+func buildBase(ctx context.Context, b *builder, dst string) error {
+	gv, err := goVersion(ctx, b.modDir)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer os.RemoveAll(tmp)
+	fmt.Fprintf(b.progress, "initramfs: base    building u-root (%d command patterns, Go %s)...\n", len(b.spec.Commands), gv)
+	tmp, err := b.tempDir("nixlos-uroot-")
+	if err != nil {
+		return err
+	}
 	raw := filepath.Join(tmp, "base.cpio")
-	logw := bufio.NewWriter(io.Discard)
-	if progress != nil {
-		logw = bufio.NewWriter(&prefixWriter{w: progress, prefix: "  u-root: "})
-	}
+	logw := bufio.NewWriter(fsutil.NewPrefixWriter(b.progress, "  u-root: "))
 	l := llog.New(slog.LevelWarn, llog.WritePrintf(logw))
-	env := golang.Default(golang.WithWorkingDir(modDir), golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"))
+	env := golang.Default(golang.WithWorkingDir(b.modDir), golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"))
 	err = uimage.Create(l,
 		uimage.WithReplaceEnv(env),
 		uimage.WithBaseArchive(uimage.DefaultRamfs()),
-		uimage.WithBusyboxCommands(commands...),
+		uimage.WithBusyboxCommands(b.spec.Commands...),
 		uimage.WithInit("init"),
 		uimage.WithShell("gosh"),
 		uimage.WithUinitCommand(""),
@@ -126,61 +185,60 @@ func buildBase(ctx context.Context, modDir string, commands []string, c Compress
 	)
 	logw.Flush()
 	if err != nil {
-		return 0, fmt.Errorf("u-root build (module dir %s): %w", modDir, err)
+		return fmt.Errorf("u-root build (module dir %s): %w", b.modDir, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return err
 	}
-	// Re-write the archive normalised, in its own order.
-	f, err := os.Open(raw)
+	return normalise(raw, dst, b.spec.SourceDateEpoch)
+}
+
+// normalise re-writes the cpio archive src to dst reproducibly, in its
+// own order: uid/gid 0, no device numbers, every mtime set to mtime.
+func normalise(src, dst string, mtime int64) error {
+	f, err := os.Open(src)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
-	rr, err := cpio.Newc.NewFileReader(f)
+	rr, err := ucpio.Newc.NewFileReader(f)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	recs, err := cpio.ReadAllRecords(rr)
+	recs, err := ucpio.ReadAllRecords(rr)
 	if err != nil {
-		return 0, fmt.Errorf("read u-root archive: %w", err)
+		return fmt.Errorf("read u-root archive: %w", err)
 	}
-	return writeAtomic(dst, func(w io.Writer) error {
-		cw, err := compressTo(c, w)
-		if err != nil {
-			return err
-		}
-		rw := cpio.Newc.Writer(cw)
+	_, err = fsutil.WriteAtomic(dst, 0o644, func(w io.Writer) error {
+		rw := ucpio.Newc.Writer(w)
 		for _, r := range recs {
-			r = cpio.MakeReproducible(r)
+			r = ucpio.MakeReproducible(r)
 			r.MTime = uint64(mtime)
 			if err := rw.WriteRecord(r); err != nil {
 				return err
 			}
 		}
-		if err := cpio.WriteTrailer(rw); err != nil {
+		return ucpio.WriteTrailer(rw)
+	})
+	return err
+}
+
+// compressFile writes src compressed with c to dst.
+func compressFile(src, dst string, c cpio.Compression) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = fsutil.WriteAtomic(dst, 0o644, func(w io.Writer) error {
+		cw, err := cpio.NewCompressor(c, w)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(cw, in); err != nil {
 			return err
 		}
 		return cw.Close()
 	})
-}
-
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-	mid    bool
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		if !p.mid {
-			io.WriteString(p.w, p.prefix)
-		}
-		p.w.Write(line)
-		p.mid = line[len(line)-1] != '\n'
-	}
-	return len(b), nil
+	return err
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"debug/elf"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixlos/nixlos/initramfs/cpio"
+	"github.com/nixlos/nixlos/initramfs/elfdeps"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -46,7 +47,7 @@ func skipSlowBuild(t testing.TB) {
 // archive is an initramfs read back: the effective entry per name (later
 // wins, as when the kernel unpacks) and file contents hashes.
 type archive struct {
-	entries map[string]Entry
+	entries map[string]cpio.Entry
 	data    map[string][]byte // symlink targets and files ≤ 64 KiB
 	sums    map[string][32]byte
 	order   []string
@@ -59,8 +60,8 @@ func readArchive(t testing.TB, p string) *archive {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := &archive{entries: map[string]Entry{}, data: map[string][]byte{}, sums: map[string][32]byte{}}
-	err = Walk(f, func(e Entry, r io.Reader) error {
+	a := &archive{entries: map[string]cpio.Entry{}, data: map[string][]byte{}, sums: map[string][32]byte{}}
+	err = cpio.Walk(f, func(e cpio.Entry, r io.Reader) error {
 		b, err := io.ReadAll(r)
 		if err != nil {
 			return err
@@ -68,7 +69,7 @@ func readArchive(t testing.TB, p string) *archive {
 		a.entries[e.Name] = e
 		a.order = append(a.order, e.Name)
 		a.sums[e.Name] = sha256.Sum256(b)
-		if len(b) <= 64<<10 || e.Mode&ModeType == ModeSymlink {
+		if len(b) <= 64<<10 || e.Mode&cpio.ModeType == cpio.ModeSymlink {
 			a.data[e.Name] = b
 		} else {
 			delete(a.data, e.Name)
@@ -95,7 +96,7 @@ func (a *archive) resolve(name string) string {
 			if !ok {
 				return ""
 			}
-			if e.Mode&ModeType == ModeSymlink {
+			if e.Mode&cpio.ModeType == cpio.ModeSymlink {
 				target := string(a.data[next])
 				var base string
 				if strings.HasPrefix(target, "/") {
@@ -108,7 +109,7 @@ func (a *archive) resolve(name string) string {
 			}
 			cur = next
 		}
-		if a.entries[name].Mode&ModeType == ModeRegular {
+		if a.entries[name].Mode&cpio.ModeType == cpio.ModeRegular {
 			return name
 		}
 		return ""
@@ -167,7 +168,7 @@ func TestBuild(t *testing.T) {
 	if a.resolve("init") == "" {
 		t.Error("no /init")
 	}
-	if got := string(a.data["bin/uinit"]); a.entries["bin/uinit"].Mode&ModeType != ModeSymlink || got != "installer" {
+	if got := string(a.data["bin/uinit"]); a.entries["bin/uinit"].Mode&cpio.ModeType != cpio.ModeSymlink || got != "installer" {
 		t.Errorf("bin/uinit = %q (mode %o), want symlink to installer", got, a.entries["bin/uinit"].Mode)
 	}
 	inst := a.resolve("bin/uinit")
@@ -288,7 +289,7 @@ func TestBuild(t *testing.T) {
 	// must be in the archive (at the path the tool's loader will open).
 	checked := 0
 	for _, tool := range DefaultTools {
-		hp := LookTool(tool)
+		hp := elfdeps.LookTool(tool)
 		if hp == "" {
 			continue
 		}
@@ -336,7 +337,7 @@ func installerBytes(t testing.TB, p string) []byte {
 	}
 	defer f.Close()
 	var out []byte
-	err = Walk(f, func(e Entry, r io.Reader) error {
+	err = cpio.Walk(f, func(e cpio.Entry, r io.Reader) error {
 		if e.Name == "bin/installer" {
 			b, err := io.ReadAll(r)
 			out = b
@@ -382,12 +383,12 @@ func TestELFWalkMatchesLdd(t *testing.T) {
 	testenv.Tools(t, "ldd")
 	n := 0
 	for _, tool := range DefaultTools {
-		p := LookTool(tool)
+		p := elfdeps.LookTool(tool)
 		if p == "" {
 			continue
 		}
 		n++
-		deps, err := LibResolver{}.Walk(p)
+		deps, err := elfdeps.LibResolver{}.Walk(p)
 		if err != nil {
 			t.Errorf("%s: %v", tool, err)
 			continue
@@ -416,42 +417,6 @@ func TestELFWalkMatchesLdd(t *testing.T) {
 		testenv.Missing(t, "the default tools (util-linux, cryptsetup, lvm2, mdadm, …)", "`make deps`")
 	}
 	t.Logf("%d tools compared with ldd", n)
-}
-
-// TestELFWalkStaticAndScript: static binaries and scripts need nothing.
-func TestELFWalkStaticAndScript(t *testing.T) {
-	dir := t.TempDir()
-	script := filepath.Join(dir, "s.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho hi\n"), 0o755)
-	deps, err := LibResolver{}.Walk(script)
-	if err != nil || len(deps.Libs) != 0 || len(deps.Interpreters) != 0 {
-		t.Errorf("script: %+v, %v", deps, err)
-	}
-	if bb := LookTool("busybox"); bb != "" {
-		if f, err := elf.Open(bb); err == nil {
-			f.Close()
-			deps, err := LibResolver{}.Walk(bb)
-			if err != nil || len(deps.Libs) != 0 {
-				t.Errorf("static busybox: %+v, %v", deps, err)
-			}
-		}
-	}
-	if _, err := (LibResolver{Dirs: []string{dir}}).Walk("/usr/bin/ls"); err == nil {
-		t.Error("walk with an empty search path found ls's libraries")
-	}
-}
-
-func TestParseLdSoConf(t *testing.T) {
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
-	os.WriteFile(filepath.Join(dir, "ld.so.conf"), []byte("# comment\ninclude conf.d/*.conf\n/opt/lib\n\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "conf.d", "b.conf"), []byte("/b/lib # trailing\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "conf.d", "a.conf"), []byte("/a/lib:/a/lib2\nrelative/ignored\n"), 0o644)
-	got := parseLdSoConf(filepath.Join(dir, "ld.so.conf"), 0)
-	want := []string{"/a/lib", "/a/lib2", "/b/lib", "/opt/lib"}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("got %v want %v", got, want)
-	}
 }
 
 func equalSets(a, b map[string]bool) bool {
@@ -507,7 +472,7 @@ func TestBuildAgeKey(t *testing.T) {
 	if !ok {
 		t.Fatal("age key missing")
 	}
-	if e.Mode&0o7777 != 0o600 || e.Mode&ModeType != ModeRegular || e.UID != 0 {
+	if e.Mode&0o7777 != 0o600 || e.Mode&cpio.ModeType != cpio.ModeRegular || e.UID != 0 {
 		t.Errorf("age key mode %o uid %d, want regular 0600 root", e.Mode, e.UID)
 	}
 	if !bytes.Equal(a.data["etc/nixlos/age.key"], key) {

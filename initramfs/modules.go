@@ -1,14 +1,17 @@
 package initramfs
 
 import (
-	"bufio"
-	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
-	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/nixlos/nixlos/initramfs/cpio"
+	"github.com/nixlos/nixlos/initramfs/kmod"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // DefaultModules are the kernel modules the installer needs: disk and CD
@@ -36,7 +39,7 @@ var DefaultModules = []string{
 }
 
 // DefaultBootModules are loaded at boot by the installer (listed in
-// BootModulesPath): the disk, CD, USB and NIC drivers, so
+// imagepath.BootModules): the disk, CD, USB and NIC drivers, so
 // the installer sees the hardware. Everything else is loaded on demand by
 // the kernel (request_module → /sbin/modprobe, kmod) or by the installer.
 var DefaultBootModules = []string{
@@ -45,117 +48,86 @@ var DefaultBootModules = []string{
 	"e1000", "e1000e", "igb", "igc", "r8169",
 }
 
-// ModuleIndex is a parsed modules.dep (plus modules.builtin) of one kernel.
-type ModuleIndex struct {
-	// Paths maps a module name (dashes as underscores) to its path relative
-	// to the modules directory, as modules.dep writes it.
-	Paths map[string]string
-	// Deps maps a module's relative path to the relative paths it depends on.
-	Deps map[string][]string
-	// Builtin holds the names of modules built into the kernel.
-	Builtin map[string]bool
+// modulesSegment holds Spec.Modules with their modules.dep closure, files
+// as the kernel ships them, every modules.* index (so kmod's modprobe
+// resolves names, aliases and softdeps) and the imagepath.BootModules list.
+type modulesSegment struct{}
+
+type modulesExtra struct {
+	Modules []string `json:"modules"`
+	Missing []string `json:"missing"`
 }
 
-// ModuleName returns the canonical module name of a path or name:
-// directory and .ko[.xz|.zst|.gz] stripped, dashes as underscores.
-func ModuleName(p string) string {
-	b := path.Base(p)
-	for _, ext := range []string{".xz", ".zst", ".gz"} {
-		b = strings.TrimSuffix(b, ext)
+func (modulesSegment) name() string { return "modules" }
+
+func (modulesSegment) key(_ context.Context, b *builder, c cpio.Compression) (string, error) {
+	s := b.spec
+	return hashKey(formatVersion, "modules", string(c), strconv.FormatInt(s.SourceDateEpoch, 10),
+		s.ModulesDir, strings.Join(s.Modules, ","), strings.Join(s.BootModules, ","),
+		fileIdentity(filepath.Join(s.ModulesDir, "modules.dep"))), nil
+}
+
+func (modulesSegment) make(_ context.Context, b *builder, c cpio.Compression, dst string) ([]string, any, error) {
+	s := b.spec
+	idx, err := kmod.LoadModuleIndex(s.ModulesDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("initramfs modules: %w (set the kernel's modules directory)", err)
 	}
-	b = strings.TrimSuffix(b, ".ko")
-	return strings.ReplaceAll(b, "-", "_")
-}
-
-// ParseModulesDep parses modules.dep ("path: dep dep ...") content.
-func ParseModulesDep(data []byte) (map[string][]string, error) {
-	deps := map[string][]string{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+	paths, missing := idx.Resolve(s.Modules)
+	tr := cpio.NewTree()
+	// Inside the image /lib may be the merged-/usr symlink the tools
+	// segment makes; never replace it with a directory.
+	libDir := "lib"
+	if target, err := os.Readlink("/lib"); err == nil && strings.Trim(target, "/") == "usr/lib" {
+		libDir = "usr/lib"
+	}
+	inImage := filepath.Join(libDir, "modules", filepath.Base(s.ModulesDir))
+	var files []string
+	for _, rel := range paths {
+		src := filepath.Join(s.ModulesDir, rel)
+		if err := tr.HostFile(filepath.Join(inImage, rel), src); err != nil {
+			return nil, nil, fmt.Errorf("module %s: %w", rel, err)
 		}
-		mod, rest, ok := strings.Cut(line, ":")
-		mod = strings.TrimSpace(mod)
-		if !ok || mod == "" || strings.ContainsAny(mod, " \t") {
-			return nil, fmt.Errorf("modules.dep line %d: want \"path: deps\", got %q", n, line)
-		}
-		if !validModPath(mod) {
-			return nil, fmt.Errorf("modules.dep line %d: bad module path %q", n, mod)
-		}
-		var ds []string
-		for _, d := range strings.Fields(rest) {
-			if !validModPath(d) {
-				return nil, fmt.Errorf("modules.dep line %d: bad dependency path %q", n, d)
+		files = append(files, src)
+	}
+	// Every index (text and kmod's .bin) so modprobe resolves names,
+	// aliases and softdeps.
+	idxFiles, _ := filepath.Glob(filepath.Join(s.ModulesDir, "modules.*"))
+	for _, src := range idxFiles {
+		if isFile(src) {
+			if err := tr.HostFile(filepath.Join(inImage, filepath.Base(src)), src); err != nil {
+				return nil, nil, err
 			}
-			ds = append(ds, d)
+			files = append(files, src)
 		}
-		deps[mod] = ds
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("modules.dep: %w", err)
+	tr.File(imagepath.BootModules, []byte(strings.Join(bootModules(paths, s.BootModules), "\n")+"\n"), 0o644)
+	if err := writeSegment(tr, c, s.SourceDateEpoch, dst); err != nil {
+		return nil, nil, err
 	}
-	return deps, nil
+	return files, modulesExtra{Modules: paths, Missing: missing}, nil
 }
 
-// validModPath accepts a relative, clean path without "..".
-func validModPath(p string) bool {
-	return p != "" && !path.IsAbs(p) && path.Clean(p) == p && !strings.HasPrefix(p, "../") && p != ".."
+func (modulesSegment) report(extra json.RawMessage, rep *Report) error {
+	var ex modulesExtra
+	if err := json.Unmarshal(extra, &ex); err != nil {
+		return err
+	}
+	rep.Modules, rep.MissingMods = ex.Modules, ex.Missing
+	return nil
 }
 
-// LoadModuleIndex reads modules.dep and modules.builtin from dir
-// (e.g. /lib/modules/<kernel version>).
-func LoadModuleIndex(dir string) (*ModuleIndex, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
-	if err != nil {
-		return nil, fmt.Errorf("kernel modules: %w", err)
+// bootModules returns the names of boot that are in the image (paths).
+func bootModules(paths, boot []string) []string {
+	inImage := map[string]bool{}
+	for _, p := range paths {
+		inImage[kmod.ModuleName(p)] = true
 	}
-	deps, err := ParseModulesDep(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	idx := &ModuleIndex{Paths: map[string]string{}, Deps: deps, Builtin: map[string]bool{}}
-	for p := range deps {
-		idx.Paths[ModuleName(p)] = p
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
-		for _, l := range strings.Fields(string(b)) {
-			idx.Builtin[ModuleName(l)] = true
+	var out []string
+	for _, m := range boot {
+		if inImage[kmod.ModuleName(m)] {
+			out = append(out, kmod.ModuleName(m))
 		}
 	}
-	return idx, nil
-}
-
-// Resolve returns the sorted relative paths of the named modules and all
-// their dependencies. Built-in names are skipped; a name that is neither
-// a module nor built in is returned in missing.
-func (idx *ModuleIndex) Resolve(names []string) (paths, missing []string) {
-	set := map[string]bool{}
-	var visit func(p string)
-	visit = func(p string) {
-		if set[p] {
-			return
-		}
-		set[p] = true
-		for _, d := range idx.Deps[p] {
-			visit(d)
-		}
-	}
-	for _, n := range names {
-		name := ModuleName(n)
-		if p, ok := idx.Paths[name]; ok {
-			visit(p)
-		} else if !idx.Builtin[name] {
-			missing = append(missing, n)
-		}
-	}
-	for p := range set {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	return paths, missing
+	return out
 }

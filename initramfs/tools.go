@@ -1,15 +1,21 @@
 package initramfs
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/nixlos/nixlos/initramfs/cpio"
+	"github.com/nixlos/nixlos/initramfs/elfdeps"
 )
 
 // DefaultTools are the host programs the partitioner and installer call.
-// Names are looked up in ToolPath; each is copied with its symlink chain
+// Names are looked up in elfdeps.ToolPath; each is copied with its symlink chain
 // and every shared library it loads. Missing default tools are skipped
 // (and listed in the Report); tools named in Spec.Tools must exist.
 var DefaultTools = []string{
@@ -39,40 +45,211 @@ var DefaultTools = []string{
 // modules /etc/nsswitch.conf names (files, dns). Missing ones are skipped.
 var DefaultExtraLibs = []string{"libgcc_s.so.1", "libnss_files.so.2", "libnss_dns.so.2"}
 
-// ToolPath is where tools are looked up on the host.
-var ToolPath = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+// toolsSegment holds the host tools (Spec.Tools, else DefaultTools), every
+// library they load and their loader, the merged-/usr top-level symlinks
+// and the /etc files the tools need. The key covers the inputs and the
+// identity of each tool itself; the cache metadata covers every library
+// and /etc file read.
+type toolsSegment struct{}
 
-// LookTool returns the host path of a tool name (or the path itself when
-// absolute), or "" when it is not found.
-func LookTool(name string) string {
-	if filepath.IsAbs(name) {
-		if isExec(name) {
-			return name
-		}
-		return ""
+func (toolsSegment) name() string { return "tools" }
+
+// names returns the tools to copy and whether each must exist.
+func (toolsSegment) names(s Spec) ([]string, bool) {
+	if s.Tools == nil {
+		return DefaultTools, false
 	}
-	for _, d := range ToolPath {
-		p := filepath.Join(d, name)
-		if isExec(p) {
-			return p
-		}
-	}
-	return ""
+	return s.Tools, true
 }
 
-func isExec(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+func (t toolsSegment) key(_ context.Context, b *builder, c cpio.Compression) (string, error) {
+	s := b.spec
+	names, required := t.names(s)
+	parts := []string{formatVersion, "tools", string(c), strconv.FormatInt(s.SourceDateEpoch, 10),
+		strconv.FormatBool(required), strings.Join(s.ExtraLibs, ","), strings.Join(elfdeps.DefaultLibDirs(), ":")}
+	for _, n := range names {
+		p := elfdeps.LookTool(n)
+		parts = append(parts, n+"="+p+"@"+fileIdentity(p))
+	}
+	return hashKey(parts...), nil
+}
+
+func (t toolsSegment) make(_ context.Context, b *builder, c cpio.Compression, dst string) ([]string, any, error) {
+	names, required := t.names(b.spec)
+	ts, err := resolveTools(names, required, b.spec.ExtraLibs, elfdeps.LibResolver{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("initramfs tools: %w", err)
+	}
+	if err := writeSegment(ts.tree, c, b.spec.SourceDateEpoch, dst); err != nil {
+		return nil, nil, err
+	}
+	return ts.hostFiles(), ts.missing, nil
+}
+
+func (toolsSegment) report(extra json.RawMessage, rep *Report) error {
+	json.Unmarshal(extra, &rep.MissingTools) // older entries may lack it
+	return nil
 }
 
 // toolSet is the resolved tools segment: archive entries and the host
 // files read (for the cache check).
 type toolSet struct {
-	tree    *tree
-	files   []string // host files whose contents are in the archive
-	missing []string // default tools not on this host
-	libs    []string // resolved libraries (host paths)
-	stubbed []string // libraries written as stubs (isStubLib)
+	tree    *cpio.Tree
+	files   map[string]bool // host files whose contents are in the archive
+	missing []string        // default tools not on this host
+	sh      string          // what /bin/sh links to: dash, else busybox
+}
+
+func (ts *toolSet) hostFiles() []string {
+	var out []string
+	for f := range ts.files {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// resolveTools builds the tools segment: the tools, their libraries and
+// interpreter, merged-/usr top-level symlinks, and the /etc files.
+func resolveTools(names []string, required bool, extraLibs []string, r elfdeps.LibResolver) (*toolSet, error) {
+	ts := &toolSet{tree: cpio.NewTree(), files: map[string]bool{}}
+	elfs, err := ts.addTools(names, required)
+	if err != nil {
+		return nil, err
+	}
+	if ts.sh != "" {
+		ts.tree.Symlink("bin/sh", ts.sh)
+	}
+	dirs := r.Dirs
+	if dirs == nil {
+		dirs = elfdeps.DefaultLibDirs()
+	}
+	extra := findLibs(extraLibs, dirs)
+	deps, err := r.Walk(append(elfs, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	if err := ts.addLibs(append(deps.Libs, extra...)); err != nil {
+		return nil, err
+	}
+	if err := ts.addInterpreters(deps.Interpreters); err != nil {
+		return nil, err
+	}
+	if err := ts.addSystemFiles(); err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+// addTools adds the named tools and returns the ELF files to walk.
+func (ts *toolSet) addTools(names []string, required bool) ([]string, error) {
+	var elfs []string
+	for _, n := range names {
+		p := elfdeps.LookTool(n)
+		if p == "" {
+			if required {
+				return nil, fmt.Errorf("tool %s: not found in %s", n, strings.Join(elfdeps.ToolPath, ":"))
+			}
+			ts.missing = append(ts.missing, n)
+			continue
+		}
+		if n == "busybox" || filepath.Base(p) == "busybox" {
+			// busybox goes to /bin/busybox.
+			if err := ts.tree.HostFile("bin/busybox", p); err != nil {
+				return nil, err
+			}
+			ts.files[p] = true
+			if ts.sh == "" {
+				ts.sh = "busybox"
+			}
+			elfs = append(elfs, p)
+			continue
+		}
+		real, err := addChain(ts.tree, p, ts.files)
+		if err != nil {
+			return nil, fmt.Errorf("tool %s: %w", n, err)
+		}
+		if n == "dash" {
+			ts.sh = real
+		}
+		elfs = append(elfs, real)
+	}
+	return elfs, nil
+}
+
+// findLibs returns the host path of each library name found in dirs.
+func findLibs(names, dirs []string) []string {
+	var out []string
+	for _, l := range names {
+		for _, d := range dirs {
+			if p := filepath.Join(d, l); isFile(p) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// addLibs adds libraries with their symlink chains, data-only ones
+// (elfdeps.IsStubLib) as stubs.
+func (ts *toolSet) addLibs(libs []string) error {
+	for _, l := range libs {
+		real, err := addChain(ts.tree, l, ts.files)
+		if err != nil {
+			return fmt.Errorf("library %s: %w", l, err)
+		}
+		if elfdeps.IsStubLib(real) {
+			stub, err := elfdeps.StubLibrary(real)
+			if err != nil {
+				return fmt.Errorf("library %s: %w", l, err)
+			}
+			ts.tree.File(real, stub, 0o644)
+		}
+	}
+	return nil
+}
+
+// addInterpreters adds the ELF loaders. The kernel opens PT_INTERP by its
+// literal path; /lib64 is a directory in the u-root base, so the loader
+// is linked there.
+func (ts *toolSet) addInterpreters(interps []string) error {
+	for _, ip := range interps {
+		real, err := addChain(ts.tree, ip, ts.files)
+		if err != nil {
+			return fmt.Errorf("interpreter %s: %w", ip, err)
+		}
+		if c, _ := canonical(ip); c != ip {
+			ts.tree.Symlink(ip, real)
+		}
+	}
+	return nil
+}
+
+// addSystemFiles adds Debian's merged-/usr symlinks (/lib and /sbin; /bin
+// and /lib64 are u-root directories), the /etc files and the empty
+// directories the tools expect.
+func (ts *toolSet) addSystemFiles() error {
+	for _, top := range []string{"lib", "sbin"} {
+		if target, err := os.Readlink("/" + top); err == nil {
+			ts.tree.Symlink(top, target)
+		}
+	}
+	for name, data := range etcFiles {
+		ts.tree.File(name, []byte(data), 0o644)
+	}
+	for _, f := range hostEtcFiles {
+		if isFile(f) {
+			if err := ts.tree.HostFile(f, f); err != nil {
+				return err
+			}
+			ts.files[f] = true
+		}
+	}
+	for _, d := range []string{"run", "run/lock", "mnt"} {
+		ts.tree.Dir(d, 0o755)
+	}
+	return nil
 }
 
 // canonical resolves the directory part of p through symlinks, keeping
@@ -88,7 +265,7 @@ func canonical(p string) (string, error) {
 // addChain adds host path p to t at its canonical path, following a chain
 // of symlinks (each kept as a symlink) to the regular file, which is
 // returned.
-func addChain(t *tree, p string, files map[string]bool) (string, error) {
+func addChain(t *cpio.Tree, p string, files map[string]bool) (string, error) {
 	for i := 0; i < 40; i++ {
 		c, err := canonical(p)
 		if err != nil {
@@ -99,7 +276,7 @@ func addChain(t *tree, p string, files map[string]bool) (string, error) {
 			return "", err
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
-			if err := t.hostFile(c, c); err != nil {
+			if err := t.HostFile(c, c); err != nil {
 				return "", err
 			}
 			files[c] = true
@@ -123,133 +300,10 @@ func addChain(t *tree, p string, files map[string]bool) (string, error) {
 		if filepath.IsAbs(target) || cnext != filepath.Clean(next) {
 			target = cnext
 		}
-		t.symlink(c, target)
+		t.Symlink(c, target)
 		p = cnext
 	}
 	return "", fmt.Errorf("%s: too many symlinks", p)
-}
-
-// resolveTools builds the tools segment: the tools, their libraries and
-// interpreter, merged-/usr top-level symlinks, and the /etc files.
-func resolveTools(names []string, required bool, extraLibs []string, r LibResolver) (*toolSet, error) {
-	ts := &toolSet{tree: newTree()}
-	files := map[string]bool{}
-	var elfs []string
-	sh := "" // what /bin/sh links to: dash, else busybox
-	for _, n := range names {
-		p := LookTool(n)
-		if p == "" {
-			if required {
-				return nil, fmt.Errorf("tool %s: not found in %s", n, strings.Join(ToolPath, ":"))
-			}
-			ts.missing = append(ts.missing, n)
-			continue
-		}
-		if n == "busybox" || filepath.Base(p) == "busybox" {
-			// busybox goes to /bin/busybox.
-			if err := ts.tree.hostFile("bin/busybox", p); err != nil {
-				return nil, err
-			}
-			files[p] = true
-			if sh == "" {
-				sh = "busybox"
-			}
-			elfs = append(elfs, p)
-			continue
-		}
-		real, err := addChain(ts.tree, p, files)
-		if err != nil {
-			return nil, fmt.Errorf("tool %s: %w", n, err)
-		}
-		if n == "dash" {
-			sh = real
-		}
-		elfs = append(elfs, real)
-	}
-	if sh != "" {
-		ts.tree.symlink("bin/sh", sh)
-	}
-	dirs := r.Dirs
-	if dirs == nil {
-		dirs = DefaultLibDirs()
-	}
-	for _, l := range extraLibs {
-		for _, d := range dirs {
-			if p := filepath.Join(d, l); isFile(p) {
-				elfs = append(elfs, p)
-				break
-			}
-		}
-	}
-	deps, err := r.Walk(elfs...)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range extraLibs {
-		for _, d := range dirs {
-			if p := filepath.Join(d, l); isFile(p) {
-				deps.Libs = append(deps.Libs, p)
-				break
-			}
-		}
-	}
-	for _, l := range deps.Libs {
-		real, err := addChain(ts.tree, l, files)
-		if err != nil {
-			return nil, fmt.Errorf("library %s: %w", l, err)
-		}
-		if isStubLib(real) {
-			stub, err := StubLibrary(real)
-			if err != nil {
-				return nil, fmt.Errorf("library %s: %w", l, err)
-			}
-			ts.tree.file(real, stub, 0o644)
-			ts.stubbed = append(ts.stubbed, real)
-		}
-		ts.libs = append(ts.libs, l)
-	}
-	for _, ip := range deps.Interpreters {
-		real, err := addChain(ts.tree, ip, files)
-		if err != nil {
-			return nil, fmt.Errorf("interpreter %s: %w", ip, err)
-		}
-		// The kernel opens PT_INTERP by its literal path; /lib64 is a
-		// directory in the u-root base, so link the loader there.
-		if c, _ := canonical(ip); c != ip {
-			ts.tree.symlink(ip, real)
-		}
-	}
-	// Debian's merged /usr: /lib and /sbin are symlinks into /usr. (/bin
-	// and /lib64 are u-root directories.)
-	for _, top := range []string{"lib", "sbin"} {
-		if target, err := os.Readlink("/" + top); err == nil {
-			ts.tree.symlink(top, target)
-		}
-	}
-	for name, data := range etcFiles {
-		ts.tree.file(name, []byte(data), 0o644)
-	}
-	for _, f := range hostEtcFiles {
-		if isFile(f) {
-			if err := ts.tree.hostFile(f, f); err != nil {
-				return nil, err
-			}
-			files[f] = true
-		}
-	}
-	ts.tree.dir("run", 0o755)
-	ts.tree.dir("run/lock", 0o755)
-	ts.tree.dir("mnt", 0o755)
-	for f := range files {
-		ts.files = append(ts.files, f)
-	}
-	sort.Strings(ts.files)
-	return ts, nil
-}
-
-func isFile(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular()
 }
 
 // hostEtcFiles are copied from the host when present.

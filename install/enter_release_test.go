@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixlos/nixlos/blockdev"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -55,7 +56,7 @@ func TestTargetCloseReleasesRoot(t *testing.T) {
 	}
 	mounted = true
 	must(t, os.MkdirAll(filepath.Join(root, "bin"), 0o755))
-	must(t, copyFile(bb, filepath.Join(root, "bin/busybox"), 0o755))
+	must(t, fsutil.CopyFile(bb, filepath.Join(root, "bin/busybox"), 0o755))
 
 	for i := 0; i < 40; i++ {
 		if i > 0 {

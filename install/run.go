@@ -1,7 +1,6 @@
 package install
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -752,25 +752,8 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(l, target)
 		case info.Mode().IsRegular():
-			return copyFile(path, target, info.Mode().Perm())
+			return fsutil.CopyFile(path, target, info.Mode().Perm())
 		}
 		return nil // sockets, devices: not part of a flake
 	})
-}
-
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, bufio.NewReader(in)); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/elfdeps"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -221,7 +222,7 @@ echo "TIMES $t0 $t1 $t2 $t3"
 `
 	var tools []string // the image's tools plus sgdisk, which only the baseline needs
 	for _, t := range append(initramfs.DefaultTools, "sgdisk") {
-		if initramfs.LookTool(t) != "" {
+		if elfdeps.LookTool(t) != "" {
 			tools = append(tools, t)
 		}
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
 )
 
@@ -547,32 +548,7 @@ func restrict(dir string) error {
 	})
 }
 
-func indent(w io.Writer) io.Writer { return &prefixWriter{w: w, prefix: "  "} }
-
-// prefixWriter indents each line written through it.
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-	mid    bool
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	var out []byte
-	for _, c := range b {
-		if !p.mid {
-			out = append(out, p.prefix...)
-			p.mid = true
-		}
-		out = append(out, c)
-		if c == '\n' {
-			p.mid = false
-		}
-	}
-	if _, err := p.w.Write(out); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
+func indent(w io.Writer) io.Writer { return fsutil.NewPrefixWriter(w, "  ") }
 
 // marshalManifest is the manifest as embedded at /etc/nixlos/manifest.json.
 func marshalManifest(m *flake.Manifest) ([]byte, error) {

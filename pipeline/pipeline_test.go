@@ -19,7 +19,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
@@ -308,7 +308,7 @@ func secretLine(k *agekey.Key) string {
 func diffInitrds(t *testing.T, a, b []byte) {
 	list := func(data []byte) map[string]string {
 		m := map[string]string{}
-		err := initramfs.Walk(bytes.NewReader(data), func(e initramfs.Entry, r io.Reader) error {
+		err := cpio.Walk(bytes.NewReader(data), func(e cpio.Entry, r io.Reader) error {
 			h := sha256.New()
 			io.Copy(h, r)
 			m[e.Name] = fmt.Sprintf("seg %d mode %o mtime %d size %d sha %x", e.Segment, e.Mode, e.MTime, e.Size, h.Sum(nil)[:8])

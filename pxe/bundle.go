@@ -3,9 +3,7 @@ package pxe
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
+	"github.com/nixlos/nixlos/internal/fsutil"
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // Bundle is a directory holding what network boot serves: vmlinuz, initrd and
@@ -72,7 +72,7 @@ func makeLocalEFI(dst string) error {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("grub-mkimage (Debian packages grub-common, grub-efi-amd64-bin): %v: %s", err, bytes.TrimSpace(b))
 	}
-	return copyFile(out, dst)
+	return fsutil.CopyFile(out, dst, 0o644)
 }
 
 // IPXEDir is where Debian's ipxe package installs the iPXE binaries.
@@ -111,7 +111,7 @@ func OpenBundle(dir, cmdline string) (*Bundle, error) {
 		if _, err := os.Stat(dst); err == nil {
 			continue
 		}
-		if err := copyFile(filepath.Join(IPXEDir, f), dst); err != nil {
+		if err := fsutil.CopyFile(filepath.Join(IPXEDir, f), dst, 0o644); err != nil {
 			return nil, fmt.Errorf("bundle %s: add %s from the ipxe package: %w", abs, f, err)
 		}
 	}
@@ -155,30 +155,6 @@ func cmdlineFromScript(path string) string {
 	return ""
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		return errors.Join(err, os.Remove(tmp))
-	}
-	return nil
-}
-
 // Hosts reads the manifest embedded in the bundle's initrd and returns each
 // host with a disk layout and its layout's disk names, for checking a map
 // against what the installer can install.
@@ -192,7 +168,7 @@ func (b *Bundle) Hosts() (map[string][]string, error) {
 		return nil, fmt.Errorf("bundle %s: %w", b.Dir, err)
 	}
 	if c.Manifest == nil {
-		return nil, fmt.Errorf("bundle %s: the initrd has no %s", b.Dir, image.ManifestPath)
+		return nil, fmt.Errorf("bundle %s: the initrd has no %s", b.Dir, imagepath.Manifest)
 	}
 	m, err := flake.Decode(c.Manifest)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // Export formats.
@@ -228,7 +230,7 @@ func Export(out string, plan []ExportFile) ([]string, error) {
 		if f.Source != "" {
 			os.Remove(dst)
 			if err = os.Link(f.Source, dst); err != nil {
-				err = copyFile(f.Source, dst)
+				err = fsutil.CopyFile(f.Source, dst, 0o644)
 			}
 		} else {
 			err = os.WriteFile(dst, f.Data, 0o644)

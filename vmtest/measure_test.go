@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/cpio"
 )
 
 // BenchmarkMeasureCompression compares the compressions for the installer
@@ -23,13 +24,13 @@ func BenchmarkMeasureCompression(b *testing.B) {
 	SkipUnlessVM(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	raw, _, err := initramfs.Build(ctx, initramfs.Spec{Output: filepath.Join(dir, "raw.cpio"), Compression: initramfs.None}, nil)
+	raw, _, err := initramfs.Build(ctx, initramfs.Spec{Output: filepath.Join(dir, "raw.cpio"), Compression: cpio.None}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(raw)
 	t.Logf("uncompressed: %.1f MiB", float64(fi.Size())/(1<<20))
-	for _, c := range []initramfs.Compression{initramfs.ZstdLZ4, initramfs.Zstd, initramfs.LZ4, initramfs.XZ, initramfs.Gzip} {
+	for _, c := range []cpio.Compression{initramfs.ZstdLZ4, cpio.Zstd, cpio.LZ4, cpio.XZ, cpio.Gzip} {
 		var size int64
 		var ctime time.Duration
 		if c != initramfs.ZstdLZ4 {
@@ -52,7 +53,7 @@ func BenchmarkMeasureCompression(b *testing.B) {
 
 // compressWhole compresses the file raw to out with c and returns the
 // compressed size and the time it took.
-func compressWhole(t testing.TB, raw, out string, c initramfs.Compression) (int64, time.Duration) {
+func compressWhole(t testing.TB, raw, out string, c cpio.Compression) (int64, time.Duration) {
 	in, err := os.Open(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +65,7 @@ func compressWhole(t testing.TB, raw, out string, c initramfs.Compression) (int6
 	}
 	defer f.Close()
 	start := time.Now()
-	w, err := initramfs.NewCompressor(c, f)
+	w, err := cpio.NewCompressor(c, f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
 // bootModulesFile lists the drivers the image loads at boot (written by
-// package initramfs as BootModulesPath). The boot flow loads them right
+// package initramfs). The boot flow loads them right
 // after the ready line, in one modprobe call: the disks and NICs it needs
 // next appear, and the ready line is not held back by module loading.
-const bootModulesFile = "/etc/nixlos/boot-modules"
+const bootModulesFile = "/" + imagepath.BootModules
 
 // loadBootModules loads the modules listed in file with kmod's modprobe.
 // A missing list (the installer on an ordinary live system) is not an error;

@@ -12,9 +12,9 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -38,7 +38,7 @@ boot under when that is not this machine's). Without --yes the device name
 must be typed on a terminal.`
 
 // embeddedKey is where the image carries the age key.
-var embeddedKey = "/" + initramfs.AgeKeyPath
+const embeddedKey = "/" + imagepath.AgeKey
 
 func runInstall(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("install", installUsage, stdout)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -18,7 +19,7 @@ func init() {
 }
 
 // defaultManifest is where the image carries the manifest.
-const defaultManifest = "/etc/nixlos/manifest.json"
+const defaultManifest = "/" + imagepath.Manifest
 
 const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
        installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--detect FILE] [--json]

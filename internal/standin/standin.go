@@ -34,6 +34,9 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/elfdeps"
+	"github.com/nixlos/nixlos/initramfs/kmod"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // DefaultDir is the conventional place of the stand-in: the example
@@ -202,7 +205,7 @@ func plan(kver string) (*buildPlan, error) {
 	}
 	add("kernel/bzImage", kernel, 0o444)
 	modDir := filepath.Join("/lib/modules", kver)
-	idx, err := initramfs.LoadModuleIndex(modDir)
+	idx, err := kmod.LoadModuleIndex(modDir)
 	if err != nil {
 		return nil, fmt.Errorf("standin: %w", err)
 	}
@@ -246,7 +249,7 @@ func plan(kver string) (*buildPlan, error) {
 		srcs = append(srcs, src)
 		p.tools = append(p.tools, t.Name)
 	}
-	deps, err := initramfs.LibResolver{}.Walk(srcs...)
+	deps, err := elfdeps.LibResolver{}.Walk(srcs...)
 	if err != nil {
 		return nil, fmt.Errorf("standin: %w", err)
 	}
@@ -274,14 +277,14 @@ func plan(kver string) (*buildPlan, error) {
 			continue
 		}
 		src := ""
-		for _, d := range initramfs.DefaultLibDirs() {
+		for _, d := range elfdeps.DefaultLibDirs() {
 			if isFile(filepath.Join(d, b)) {
 				src = filepath.Join(d, b)
 				break
 			}
 		}
 		if src == "" {
-			return nil, fmt.Errorf("standin: %s not found in %s (%s)", b, strings.Join(initramfs.DefaultLibDirs(), ", "), Hint)
+			return nil, fmt.Errorf("standin: %s not found in %s (%s)", b, strings.Join(elfdeps.DefaultLibDirs(), ", "), Hint)
 		}
 		seen[b] = true
 		p.libs = append(p.libs, b)
@@ -373,7 +376,7 @@ func (p *buildPlan) write(dir string) error {
 		}
 		var err error
 		if f.Src != "" {
-			err = copyFile(f.Src, dst, f.Mode)
+			err = fsutil.CopyFile(f.Src, dst, f.Mode)
 		} else {
 			err = os.WriteFile(dst, f.Data, f.Mode)
 		}
@@ -407,26 +410,6 @@ func (p *buildPlan) write(dir string) error {
 		}
 		return os.Chmod(path, info.Mode().Perm()&^0o222)
 	})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }
 
 func isDynamic(path string) (bool, error) {

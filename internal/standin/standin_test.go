@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/initramfs/kmod"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -50,7 +50,7 @@ func TestBuild(t *testing.T) {
 	}
 	// modules.dep holds exactly the subset, closed under dependencies.
 	dep, _ := os.ReadFile(filepath.Join(out, "lib/modules", kver, "modules.dep"))
-	deps, err := initramfs.ParseModulesDep(dep)
+	deps, err := kmod.ParseModulesDep(dep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestBuild(t *testing.T) {
 	for _, want := range []string{"ext4", "dm_crypt", "raid1", "vfat", "virtio_blk"} {
 		found := false
 		for m := range deps {
-			if initramfs.ModuleName(m) == want {
+			if kmod.ModuleName(m) == want {
 				found = true
 			}
 		}

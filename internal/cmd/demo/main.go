@@ -26,6 +26,7 @@ import (
 
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/vmtest"
 )
@@ -128,7 +129,7 @@ func (d *demo) run(ctx context.Context) error {
 		fmt.Fprintf(d.w, "kernel command line (default menu entry): %s %s\n", image.ConsoleArgs, demoCmdline)
 		var stream io.Writer
 		if !d.quiet {
-			stream = &prefixWriter{w: d.w, prefix: "  | "}
+			stream = consoleWriter(d.w)
 		}
 		vm, err := vmtest.Start(vmtest.Options{
 			Name: "demo", CDROM: iso, Disks: []vmtest.Disk{{Path: disk}}, UEFI: true, DefaultCPU: true,
@@ -169,7 +170,7 @@ func (d *demo) run(ctx context.Context) error {
 		pass = bytes.TrimRight(pass, "\n")
 		var stream io.Writer
 		if !d.quiet {
-			stream = &prefixWriter{w: d.w, prefix: "  | "}
+			stream = consoleWriter(d.w)
 		}
 		vm, err := vmtest.Start(vmtest.Options{
 			Name: "firstboot", BootDisk: disk, UEFI: true, DefaultCPU: true,
@@ -200,26 +201,17 @@ func (d *demo) run(ctx context.Context) error {
 	return nil
 }
 
-// prefixWriter prefixes every line (the streamed serial console).
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-	mid    bool
+// consoleWriter shows the streamed serial console: every line prefixed,
+// carriage returns dropped.
+func consoleWriter(w io.Writer) io.Writer {
+	return dropCR{fsutil.NewPrefixWriter(w, "  | ")}
 }
 
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	var buf bytes.Buffer
-	for _, c := range bytes.ReplaceAll(b, []byte("\r"), nil) {
-		if !p.mid {
-			buf.WriteString(p.prefix)
-			p.mid = true
-		}
-		buf.WriteByte(c)
-		if c == '\n' {
-			p.mid = false
-		}
-	}
-	if _, err := p.w.Write(buf.Bytes()); err != nil {
+// dropCR removes carriage returns from what it writes to w.
+type dropCR struct{ w io.Writer }
+
+func (d dropCR) Write(b []byte) (int, error) {
+	if _, err := d.w.Write(bytes.ReplaceAll(b, []byte("\r"), nil)); err != nil {
 		return 0, err
 	}
 	return len(b), nil

@@ -1,4 +1,4 @@
-package initramfs
+package elfdeps
 
 import (
 	"debug/elf"
@@ -126,7 +126,7 @@ func TestStubLibraryRefusesCode(t *testing.T) {
 	if _, err := StubLibrary(m[0]); err == nil || !strings.Contains(err.Error(), "function") {
 		t.Fatalf("stub of libz: err %v, want a refusal (it exports functions)", err)
 	}
-	if !isStubLib("/usr/lib/x86_64-linux-gnu/libicudata.so.72.1") || isStubLib("/usr/lib/libicuuc.so.72") {
-		t.Error("isStubLib: wrong match")
+	if !IsStubLib("/usr/lib/x86_64-linux-gnu/libicudata.so.72.1") || IsStubLib("/usr/lib/libicuuc.so.72") {
+		t.Error("IsStubLib: wrong match")
 	}
 }

@@ -1,4 +1,4 @@
-package initramfs
+package elfdeps
 
 import (
 	"bytes"
@@ -21,8 +21,9 @@ import (
 // U_INVALID_FORMAT_ERROR instead of data.
 var stubLibPattern = regexp.MustCompile(`^libicudata\.so(\.\d+)*$`)
 
-// isStubLib reports whether the library at path p is replaced by a stub.
-func isStubLib(p string) bool { return stubLibPattern.MatchString(filepath.Base(p)) }
+// IsStubLib reports whether the library at path p is one to replace by
+// its stub (StubLibrary) in an image.
+func IsStubLib(p string) bool { return stubLibPattern.MatchString(filepath.Base(p)) }
 
 // stubDataSize is the size of each stub data symbol.
 const stubDataSize = 64

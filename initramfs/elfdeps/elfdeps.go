@@ -1,4 +1,9 @@
-package initramfs
+// Package elfdeps finds what host programs need to run elsewhere: the
+// shared libraries an ELF executable loads (LibResolver, the dynamic
+// loader's search order without running ldd), the programs themselves
+// (LookTool on ToolPath), and stub libraries that satisfy the loader
+// without their data (StubLibrary).
+package elfdeps
 
 import (
 	"bufio"
@@ -235,4 +240,30 @@ func findLib(name, from string, info *elfInfo, dirs []string) string {
 		}
 	}
 	return ""
+}
+
+// ToolPath is where tools are looked up on the host.
+var ToolPath = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// LookTool returns the host path of a tool name (or the path itself when
+// absolute), or "" when it is not found.
+func LookTool(name string) string {
+	if filepath.IsAbs(name) {
+		if isExec(name) {
+			return name
+		}
+		return ""
+	}
+	for _, d := range ToolPath {
+		p := filepath.Join(d, name)
+		if isExec(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
