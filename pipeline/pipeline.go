@@ -497,10 +497,16 @@ func buildFormat(spec image.Spec, dir string, f image.Format) (image.Output, err
 }
 
 // manifest exports the flake's manifest and keeps the selected hosts (or,
-// without --host, every host that has a disk layout).
+// without --host, every host that has a disk layout). With --host only the
+// selected hosts are evaluated, so another host's error cannot stop the
+// build; without --host a host that does not evaluate is an input error
+// naming it (as mkiso hosts reports it): no host is dropped silently.
 func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, error) {
-	m, err := flake.Export(ctx, p.Flake, flake.Options{Nix: p.Nix})
+	m, err := flake.Export(ctx, p.Flake, flake.Options{Nix: p.Nix, Hosts: p.Hosts})
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := m.BrokenError(p.Flake.Dir); err != nil && len(p.Hosts) == 0 {
 		return nil, nil, err
 	}
 	out := *m

@@ -36,6 +36,11 @@ initramfs are dated 1980-01-01, so its cache survives new commits. The same
 inputs give byte-identical outputs. With --age-key the media hold the private
 key: they are written mode 0600.
 
+With --host only the named hosts are evaluated: another host that does not
+evaluate cannot stop the build. Without --host every host is, and a host
+that does not evaluate stops the build (exit 2) with its error and fix, as
+'mkiso hosts' lists it.
+
 --closure adds a step after prepare: it builds each host's
 nixosConfigurations.HOST.config.system.build.toplevel here (offline), copies
 the closures into a Nix binary cache signed with a key made for this build,
