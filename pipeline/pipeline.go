@@ -344,6 +344,9 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 			return err
 		}
 		res.Manifest, res.Hosts = m, m.HostNames()
+		if err := p.checkAgeKey(m, indent(w)); err != nil {
+			return err
+		}
 		if manifestJSON, err = marshalManifest(m); err != nil {
 			return err
 		}
@@ -533,6 +536,69 @@ func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, erro
 		out.Hosts[name] = h
 	}
 	return &out, nil, nil
+}
+
+// checkAgeKey decrypts each selected host's sops file with the key to
+// embed, in memory, as the installer's verify-key step will
+// (agekey.Verify). A key that opens none of them is an input error naming
+// each host, its file and the recipients the file is encrypted for; a
+// host it cannot open beside others it can is a warning. Hosts without a
+// sops file are not checked. Only the key's public half is printed.
+func (p *Profile) checkAgeKey(m *flake.Manifest, w io.Writer) error {
+	if p.ageKey == nil {
+		return nil
+	}
+	var opened int
+	var failed []string
+	for _, name := range m.HostNames() {
+		h := m.Hosts[name]
+		if h.SopsFile == "" {
+			continue
+		}
+		reason := p.verifySops(h.SopsFile)
+		if reason == "" {
+			opened++
+			fmt.Fprintf(w, "age key %s opens %s (host %s)\n", p.ageKey.Recipient(), h.SopsFile, name)
+			continue
+		}
+		failed = append(failed, fmt.Sprintf("host %s: %s: %s", name, h.SopsFile, reason))
+	}
+	switch {
+	case len(failed) == 0 && opened == 0:
+		fmt.Fprintf(w, "warning: no selected host has a sops file (sops.defaultSopsFile): the age key %s was not checked\n", p.ageKey.Recipient())
+	case opened == 0:
+		return cli.BadInput("--age-key "+p.AgeKeyFile,
+			fmt.Sprintf("pass the age key of one of the recipients named above with --age-key, or re-encrypt the files for %s (add it to .sops.yaml, then sops updatekeys FILE)", p.ageKey.Recipient()),
+			"age key %s decrypts none of the selected hosts' secrets:\n  %s\n", p.ageKey.Recipient(), strings.Join(failed, "\n  "))
+	default:
+		for _, f := range failed {
+			fmt.Fprintf(w, "warning: the age key cannot decrypt the secrets of %s\n", f)
+		}
+	}
+	return nil
+}
+
+// verifySops is why the age key does not open the flake's sops file rel
+// ("" when it does): agekey.Verify's reason, which names the recipients
+// the file is encrypted for.
+func (p *Profile) verifySops(rel string) string {
+	path := rel
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.Flake.Dir, filepath.FromSlash(rel))
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("cannot read it: %v", errors.Unwrap(err))
+	}
+	_, err = agekey.Verify(p.ageKey, data, rel)
+	var ie *cli.InputError
+	if errors.As(err, &ie) {
+		return ie.Err.Error()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // restrict makes every file under dir 0600 and every directory 0700: the

@@ -34,7 +34,11 @@ images (DIR/nixlos.iso, DIR/nixlos-usb.img, DIR/pxe/), checksums
 the flake's last git commit time; at least 1980-01-01); files inside the
 initramfs are dated 1980-01-01, so its cache survives new commits. The same
 inputs give byte-identical outputs. With --age-key the media hold the private
-key: they are written mode 0600.
+key: they are written mode 0600. The key is checked first, in memory, as
+the installer's verify-key step does: it must decrypt the sops file of the
+selected hosts; one it opens for none is refused (exit 2) naming each host,
+its file and the recipients the file is encrypted for; a host it cannot open
+beside others it can is a warning.
 
 With --host only the named hosts are evaluated: another host that does not
 evaluate cannot stop the build. Without --host every host is, and a host
