@@ -281,6 +281,11 @@ func (r *runner) build() error {
 	// root. When this system has no /nix of its own (the installer image),
 	// bind ROOT/nix to /nix and build in the default store instead: the
 	// same store paths land in ROOT/nix/store, without a chroot.
+	if r.opt.CopyInputs != nil {
+		if err := r.opt.CopyInputs(r.ctx, r.p.Root, r.log); err != nil {
+			return err
+		}
+	}
 	store := r.p.Root
 	if !fileExists("/nix") {
 		target := filepath.Join(r.p.Root, "nix")

@@ -5,7 +5,10 @@
 // Options.Closure a fifth step, closure, runs after prepare: it builds the
 // hosts' toplevels into a signed binary cache (package closure) that every
 // medium carries outside the initramfs, and records each toplevel and the
-// cache's public key in the manifest.
+// cache's public key in the manifest. Then step inputs carries the
+// flake's locked inputs (flake.Inputs) in the same cache — unsigned
+// without --closure, as they are content-addressed — and lists them in the
+// manifest, so the installer builds the flake with no network.
 //
 // Options are the raw inputs (flags); NewProfile validates them without
 // writing anything and returns a Profile; Build runs the steps. Every bad
@@ -47,6 +50,7 @@ const MinEpoch = 315532800
 const (
 	StepPrepare   = "prepare"
 	StepClosure   = "closure"
+	StepInputs    = "inputs"
 	StepInitramfs = "initramfs"
 	StepImages    = "images"
 	StepChecksums = "checksums"
@@ -297,6 +301,8 @@ type Result struct {
 	// Cache is the media's signed binary cache (Options.Closure): its
 	// public key and per host the closure carried.
 	Cache *CacheResult `json:"cache,omitempty"`
+	// Inputs are the flake's inputs the media's cache carries.
+	Inputs []flake.Input `json:"inputs,omitempty"`
 }
 
 // CacheResult is the closure step's outcome. The secret key is gone.
@@ -366,11 +372,15 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		return nil, err
 	}
 	var nixCache string
+	var cacheKey *closure.SecretKey // signs the closures and the inputs
 	if p.Closure {
 		nixCache = filepath.Join(stage, closure.CacheDir)
+		if cacheKey, err = closure.GenerateKey(""); err != nil {
+			return nil, err
+		}
 		err = run(StepClosure, func() error {
 			c, err := closure.Build(ctx, closure.BuildOptions{
-				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w),
+				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w), Key: cacheKey,
 			})
 			if errors.Is(err, closure.ErrNoToplevel) {
 				return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
@@ -394,6 +404,22 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	err = run(StepInputs, func() error {
+		in, err := p.carryInputs(ctx, filepath.Join(stage, closure.CacheDir), cacheKey, indent(w))
+		if err != nil || len(in) == 0 {
+			return err
+		}
+		res.Inputs, m.Inputs = in, in
+		nixCache = filepath.Join(stage, closure.CacheDir)
+		if m.Cache == nil {
+			m.Cache = &flake.Cache{Dir: closure.CacheDir} // inputs only: unsigned
+		}
+		manifestJSON, err = marshalManifest(m)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	initrd := filepath.Join(stage, "initrd")
 	err = run(StepInitramfs, func() error {
@@ -536,6 +562,51 @@ func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, erro
 		out.Hosts[name] = h
 	}
 	return &out, nil, nil
+}
+
+// carryInputs fetches the flake's locked inputs into this machine's store
+// (flake.Inputs) and copies them into the media's cache dir, signed with
+// key (the closures' key) or, without --closure, unsigned: they are
+// content-addressed, and Nix checks each against its hash, as the lock
+// file's narHash pins it. Inputs that cannot be fetched here (an unlocked
+// flake, a path: input missing on this machine, a github: input offline)
+// are a warning saying what the installer will then lack; the build goes on.
+func (p *Profile) carryInputs(ctx context.Context, cache string, key *closure.SecretKey, w io.Writer) ([]flake.Input, error) {
+	in, err := flake.Inputs(ctx, p.Flake, p.Nix)
+	switch {
+	case errors.Is(err, flake.ErrNotLocked):
+		fmt.Fprintf(w, "warning: the media do not carry the flake's inputs: %s has no up-to-date %s (fix: run 'nix flake lock' in %s and commit %s); the installer must fetch them, which needs the network and cannot work for path: inputs\n",
+			p.Flake.Dir, flake.LockFile, p.Flake.Dir, flake.LockFile)
+		return nil, nil
+	case err != nil:
+		fmt.Fprintf(w, "warning: the media do not carry the flake's inputs: nix could not fetch them here (%s); the installer must fetch them, which needs the network and cannot work for path: inputs that are not on the target\n", lastLine(err.Error()))
+		return nil, nil
+	case len(in) == 0:
+		fmt.Fprintln(w, "the flake has no inputs")
+		return nil, nil
+	}
+	paths := make([]string, len(in))
+	for i, x := range in {
+		paths[i] = x.StorePath
+	}
+	if err := closure.Copy(ctx, closure.BuildOptions{Cache: cache, Nix: p.Nix.Path, Log: io.Discard}, key, paths); err != nil {
+		return nil, fmt.Errorf("carry the flake's inputs: %w", err)
+	}
+	for _, x := range in {
+		fmt.Fprintf(w, "%s: %s (%s) → %s\n", x.Name, x.URL, x.NarHash, x.StorePath)
+	}
+	return in, nil
+}
+
+// lastLine is the last non-empty line of s (nix's error, without its trace).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" && !strings.HasPrefix(l, "(use '--show-trace'") {
+			return l
+		}
+	}
+	return s
 }
 
 // checkAgeKey decrypts each selected host's sops file with the key to

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -54,8 +56,32 @@ func TestBuildBesideBrokenHost(t *testing.T) {
 	if !strings.Contains(out.String(), "hosts: laptop\n") {
 		t.Errorf("build output lacks the host line:\n%s", out.String())
 	}
+	// The fixture's inputs are path: trees: the bundle's cache carries
+	// them and inspect lists each with its narHash (text and --json).
+	if !strings.Contains(out.String(), "flake inputs carried: ") {
+		t.Errorf("build output lacks the inputs line:\n%s", out.String())
+	}
 	out.Reset()
 	if err := run([]string{"inspect", filepath.Join(good, image.PXEDir)}, &out, &out); err != nil || !strings.Contains(out.String(), "hosts:      laptop\n") {
 		t.Errorf("inspect of the built bundle: %v\n%s", err, out.String())
+	}
+	for _, in := range []string{"nixpkgs", "disko", "sops-nix"} {
+		re := regexp.MustCompile(`(?m)^input: +` + in + ` path:/\S+ sha256-\S+ /nix/store/\S+-source$`)
+		if !re.MatchString(out.String()) {
+			t.Errorf("inspect lacks input %s with its narHash and store path (%s):\n%s", in, re, out.String())
+		}
+	}
+	out.Reset()
+	if err := run([]string{"inspect", "--json", filepath.Join(good, image.PXEDir)}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	var info image.Info
+	if err := json.Unmarshal(out.Bytes(), &info); err != nil || len(info.Inputs) < 3 {
+		t.Fatalf("inspect --json inputs: %v %+v", err, info.Inputs)
+	}
+	for _, in := range info.Inputs {
+		if !in.Present || !strings.HasPrefix(in.NarHash, "sha256-") || !strings.HasPrefix(in.URL, "path:/") {
+			t.Errorf("inspect --json input %+v", in)
+		}
 	}
 }

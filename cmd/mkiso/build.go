@@ -54,7 +54,15 @@ nix-cache served by 'mkiso serve' at /nix-cache. The manifest records each
 host's toplevel and the public key; the installer copies the closure into
 the target with only that key trusted and no network, and builds only when
 the closure is absent. The secret key is never written to DIR or the media
-(so media built with --closure differ between builds: the key is new).`
+(so media built with --closure differ between builds: the key is new).
+
+Every build carries the flake's locked inputs (step inputs: nix flake
+archive, then into the same cache; unsigned without --closure, as they are
+content-addressed and Nix checks them by hash) and the manifest lists them
+(name, locked source, narHash, store path): the installer copies them into
+the target's store before it builds, so the flake evaluates with no network
+and path: inputs work. Inputs that cannot be fetched here (no flake.lock, a
+missing path) are a warning: the installer would then need the network.`
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -107,6 +115,13 @@ func runBuild(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "hosts: %s\n", strings.Join(res.Hosts, " "))
 	if len(res.Skipped) > 0 {
 		fmt.Fprintf(stdout, "skipped (no disk layout): %s\n", strings.Join(res.Skipped, " "))
+	}
+	if len(res.Inputs) > 0 {
+		names := make([]string, len(res.Inputs))
+		for i, in := range res.Inputs {
+			names[i] = in.Name
+		}
+		fmt.Fprintf(stdout, "flake inputs carried: %s\n", strings.Join(names, " "))
 	}
 	for _, o := range res.Outputs {
 		fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", o.Path, o.Size)
