@@ -60,6 +60,11 @@ func TestInstallFromCarriedInputs(t *testing.T) {
 	if !strings.Contains(console, "nixlos: install complete host=laptop") {
 		t.Fatalf("install failed:\n%s", vm.Tail(60))
 	}
+	// Built here from the carried stand-in (its path exists only on the
+	// build machine), not copied: there is no closure on the medium.
+	if !strings.Contains(console, "[build] done in") || strings.Contains(console, "[copy-closure]") {
+		t.Errorf("the system was not built in the VM:\n%s", vm.Tail(40))
+	}
 	t.Logf("power-on → ready %.1f s → install complete %.1f s", ready.Seconds(), done.Seconds())
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
