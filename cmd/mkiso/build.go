@@ -26,8 +26,9 @@ const buildUsage = `Usage: mkiso build FLAKE [--out DIR] [--host NAME]... [--age
                    [--closure] [--format iso,usb,pxe] [--cmdline EXTRA]
                    [--kernel FILE] [--modules-dir DIR] [--no-cache] [--json]
 
-Builds installer media from the flake in directory FLAKE, in four steps with
+Builds installer media from the flake in directory FLAKE, in five steps with
 their times: prepare (export the manifest, copy the flake's tracked files),
+inputs (the flake's locked inputs into the media's cache, see below),
 initramfs (u-root + installer + tools + modules + flake + manifest [+ key]),
 images (DIR/nixlos.iso, DIR/nixlos-usb.img, DIR/pxe/), checksums
 (DIR/SHA256SUMS). The media's timestamps come from SOURCE_DATE_EPOCH (default:
