@@ -238,3 +238,30 @@ func TestInstallModes(t *testing.T) {
 		t.Errorf("relative key path: %v", err)
 	}
 }
+
+// TestRecipients: the recipients of a sops file are read from its metadata
+// without a key, in the file's order; a file that is not sops is an error.
+func TestRecipients(t *testing.T) {
+	a, b := newKey(t), newKey(t)
+	enc, err := sopsfile.Encrypt([]byte(sopsfile.DemoSecrets), a.Recipient(), b.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want []string
+		ok   bool
+	}{
+		{"two recipients", enc, []string{a.Recipient(), b.Recipient()}, true},
+		{"plain YAML", []byte("a: 1\n"), nil, false},
+		{"not a mapping", []byte("- 1\n"), nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := agekey.Recipients(tc.data)
+			if (err == nil) != tc.ok || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("Recipients = %v, %v; want %v (ok %v)", got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}

@@ -20,22 +20,9 @@ var ErrNoValue = errors.New("no such value in the sops file")
 // the file's MAC. A path that is absent gives an error wrapping ErrNoValue.
 // Errors name the file and the path, never the key or the value.
 func Value(k *Key, data []byte, name, path string) ([]byte, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s: not a YAML/JSON mapping", name)
-	}
-	root := doc.Content[0]
-	var meta *sopsMeta
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value == "sops" {
-			meta = new(sopsMeta)
-			if err := root.Content[i+1].Decode(meta); err != nil {
-				return nil, fmt.Errorf("%s: malformed sops metadata: %v", name, err)
-			}
-		}
-	}
-	if meta == nil {
-		return nil, fmt.Errorf("%s: not a sops-encrypted file", name)
+	root, meta, err := parseSops(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	keys := strings.Split(path, ".")
 	node := root
@@ -72,11 +59,7 @@ func Value(k *Key, data []byte, name, path string) ([]byte, error) {
 
 // openDataKey opens the sops data key with k.
 func openDataKey(k *Key, meta *sopsMeta) ([]byte, error) {
-	entries := meta.Age
-	for _, g := range meta.KeyGroups {
-		entries = append(entries, g.Age...)
-	}
-	for _, e := range entries {
+	for _, e := range meta.ageEntries() {
 		r, err := age.Decrypt(armor.NewReader(strings.NewReader(e.Enc)), k.id)
 		if err != nil {
 			continue

@@ -60,27 +60,16 @@ type ageEntry struct {
 // appears in an error.
 func Verify(k *Key, data []byte, name string) (Result, error) {
 	res := Result{Recipient: k.Recipient()}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+	root, meta, err := parseSops(data)
+	switch {
+	case errors.Is(err, errNotMapping):
 		return res, cli.BadInput(name, "give the host's sops-encrypted YAML or JSON file", "not a YAML/JSON mapping")
-	}
-	root := doc.Content[0]
-	var meta *sopsMeta
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value == "sops" {
-			meta = new(sopsMeta)
-			if err := root.Content[i+1].Decode(meta); err != nil {
-				return res, cli.BadInput(name, "re-encrypt it with sops", "malformed sops metadata: %v", err)
-			}
-		}
-	}
-	if meta == nil {
+	case errors.Is(err, errNoMeta):
 		return res, cli.BadInput(name, "encrypt it with sops (sops --encrypt --age RECIPIENT)", "not a sops-encrypted file (no sops metadata)")
+	case err != nil:
+		return res, cli.BadInput(name, "re-encrypt it with sops", "%v", err)
 	}
-	entries := meta.Age
-	for _, g := range meta.KeyGroups {
-		entries = append(entries, g.Age...)
-	}
+	entries := meta.ageEntries()
 	if len(entries) == 0 {
 		return res, cli.BadInput(name, "add an age recipient: sops updatekeys with an age key in .sops.yaml", "not encrypted for any age recipient")
 	}
@@ -135,6 +124,59 @@ func Verify(k *Key, data []byte, name string) (Result, error) {
 	}
 	res.Values, res.Checked = w.n, "values+mac"
 	return res, nil
+}
+
+var (
+	errNotMapping = errors.New("not a YAML/JSON mapping")
+	errNoMeta     = errors.New("not a sops-encrypted file (no sops metadata)")
+)
+
+// parseSops reads a sops file: its top-level mapping and its sops metadata.
+func parseSops(data []byte) (*yaml.Node, *sopsMeta, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, nil, errNotMapping
+	}
+	root := doc.Content[0]
+	var meta *sopsMeta
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "sops" {
+			meta = new(sopsMeta)
+			if err := root.Content[i+1].Decode(meta); err != nil {
+				return nil, nil, fmt.Errorf("malformed sops metadata: %v", err)
+			}
+		}
+	}
+	if meta == nil {
+		return nil, nil, errNoMeta
+	}
+	return root, meta, nil
+}
+
+// ageEntries are the file's age recipients with their wrapped data keys:
+// the top-level list, then each key group's.
+func (m *sopsMeta) ageEntries() []ageEntry {
+	entries := append([]ageEntry(nil), m.Age...)
+	for _, g := range m.KeyGroups {
+		entries = append(entries, g.Age...)
+	}
+	return entries
+}
+
+// Recipients returns the age recipients (public keys) the sops file data
+// is encrypted for, as its sops metadata lists them; an error when data is
+// not a sops file. It needs no key: mkiso build names them when a key
+// opens nothing.
+func Recipients(data []byte) ([]string, error) {
+	_, meta, err := parseSops(data)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range meta.ageEntries() {
+		out = append(out, e.Recipient)
+	}
+	return out, nil
 }
 
 // macWalker decrypts the values of a sops tree in document order and feeds

@@ -137,28 +137,33 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 // a memfd handed to it as fd 3 (/proc/self/fd/3): the secret never touches
 // a filesystem, and nothing is left behind should mkiso be killed. Where
 // memfd_create is missing, a private temporary file is used and removed.
+// A nil key copies unsigned: only for content-addressed paths (a flake's
+// inputs), which Nix accepts by their hash alone.
 func Copy(ctx context.Context, opt BuildOptions, key *SecretKey, paths []string) error {
 	if err := os.MkdirAll(opt.Cache, 0o755); err != nil {
 		return err
-	}
-	var extra []*os.File
-	file := "/proc/self/fd/3"
-	if mf, err := key.memfd(); err == nil {
-		defer mf.Close()
-		extra = []*os.File{mf}
-	} else {
-		f, remove, err := key.WriteTemp()
-		if err != nil {
-			return fmt.Errorf("signing key: %w", err)
-		}
-		defer remove()
-		file = f
 	}
 	comp := opt.Compression
 	if comp == "" {
 		comp = DefaultCompression
 	}
-	q := url.Values{"secret-key": {file}, "compression": {comp}}
+	q := url.Values{"compression": {comp}}
+	var extra []*os.File
+	if key != nil {
+		file := "/proc/self/fd/3"
+		if mf, err := key.memfd(); err == nil {
+			defer mf.Close()
+			extra = []*os.File{mf}
+		} else {
+			f, remove, err := key.WriteTemp()
+			if err != nil {
+				return fmt.Errorf("signing key: %w", err)
+			}
+			defer remove()
+			file = f
+		}
+		q.Set("secret-key", file)
+	}
 	to := "file://" + opt.Cache + "?" + q.Encode()
 	log := opt.Log
 	if log == nil {

@@ -3,6 +3,7 @@ package closure
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -261,5 +262,54 @@ func TestBuildNoToplevel(t *testing.T) {
 	_, err := Build(context.Background(), BuildOptions{FlakeRef: "path:" + fl, Hosts: []string{"a"}, Cache: filepath.Join(t.TempDir(), "c")})
 	if !errors.Is(err, ErrNoToplevel) {
 		t.Errorf("err %v, want ErrNoToplevel", err)
+	}
+}
+
+// TestUnsignedInputs: a cache written without a key (mkiso build without
+// --closure: the flake's inputs only) gives a Source without a key whose
+// CopyInputs copies content-addressed paths (a flake's source) — but a
+// system (input-addressed) copied unsigned from it is refused.
+func TestUnsignedInputs(t *testing.T) {
+	needNix(t)
+	ctx := context.Background()
+	fl := tinyFlake(t, "unsigned test "+t.Name()+"\n")
+	var log bytes.Buffer
+	out, err := runNix(ctx, "", &log, nil, "flake", "archive", "--json", "path:"+fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var archived struct{ Path string }
+	if err := json.Unmarshal(out, &archived); err != nil || archived.Path == "" {
+		t.Fatalf("archive: %s %v", out, err)
+	}
+	sys, err := runNix(ctx, "", &log, nil, "build", "--no-link", "--json", "path:"+fl+"#"+ToplevelAttr("tiny"))
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, log.String())
+	}
+	var built []struct{ Outputs map[string]string }
+	if err := json.Unmarshal(sys, &built); err != nil || len(built) != 1 {
+		t.Fatalf("build output %s: %v", sys, err)
+	}
+	toplevel := built[0].Outputs["out"]
+	cache := filepath.Join(t.TempDir(), "cache")
+	if err := Copy(ctx, BuildOptions{Cache: cache, Log: &log}, nil, []string{archived.Path, toplevel}); err != nil {
+		t.Fatalf("unsigned copy: %v\n%s", err, log.String())
+	}
+	src, err := Locate(ctx, LocateOptions{Toplevel: archived.Path, Server: "", Devices: []string{}})
+	if err == nil || src != nil {
+		t.Fatalf("Locate found a cache among no devices: %v", err)
+	}
+	src = &Source{URL: "file://" + cache, Where: "test cache"} // no key, as for an inputs-only cache
+	root := t.TempDir()
+	log.Reset()
+	if err := src.CopyInputs([]string{archived.Path})(ctx, root, &log); err != nil {
+		t.Fatalf("copy the input: %v\n%s", err, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, archived.Path, "flake.nix")); err != nil {
+		t.Errorf("copied input: %v", err)
+	}
+	log.Reset()
+	if err := src.Copy(ctx, t.TempDir(), toplevel, &log); err == nil || !strings.Contains(log.String(), "lacks a valid signature") {
+		t.Errorf("an unsigned system copied with no key trusted: %v\n%s", err, log.String())
 	}
 }

@@ -42,8 +42,11 @@ type Source struct {
 
 // LocateOptions say what to look for and where.
 type LocateOptions struct {
-	Toplevel  string // the system's store path (manifest hosts.H.toplevel)
-	PublicKey string // the cache's key (manifest cache.publicKey)
+	Toplevel string // the system's store path (manifest hosts.H.toplevel), or any path the cache must hold
+	// PublicKey is the cache's key (manifest cache.publicKey); "" for a
+	// cache of the flake's inputs only: then only content-addressed paths
+	// copy (Nix checks them by their hash).
+	PublicKey string
 	// Disks are the machine's disks (hw.Disks): the boot medium among them
 	// is searched. Nil: hw.Disks is called.
 	Disks []hw.Disk
@@ -80,9 +83,11 @@ func Locate(ctx context.Context, opt LocateOptions) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := ParsePublicKey(opt.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("manifest cache key: %w", err)
+	var key PublicKey // none: a cache of content-addressed inputs only
+	if opt.PublicKey != "" {
+		if key, err = ParsePublicKey(opt.PublicKey); err != nil {
+			return nil, fmt.Errorf("manifest cache key: %w", err)
+		}
 	}
 	mnt := opt.MountPoint
 	if mnt == "" {
@@ -254,19 +259,56 @@ func httpHas(ctx context.Context, client *http.Client, u string) error {
 	return nil
 }
 
-// CopyArgs are the nix arguments (without the binary) that copy storePath's
-// closure from the cache into the store at root, trusting only s.Key.
-func (s *Source) CopyArgs(root, storePath string) []string {
+// CopyArgs are the nix arguments (without the binary) that copy the
+// closures of storePaths from the cache into the store at root, trusting
+// only s.Key (no key: only content-addressed paths, checked by hash).
+func (s *Source) CopyArgs(root string, storePaths ...string) []string {
 	args := append([]string{}, NixFlags...)
 	args = append(args, "copy", "--from", s.URL)
 	if root != "" && root != "/" {
 		args = append(args, "--store", root)
 	}
-	return append(args,
-		"--option", "trusted-public-keys", s.Key.String(),
+	trusted := ""
+	if s.Key.Key != nil {
+		trusted = s.Key.String()
+	}
+	args = append(args, "--option", "trusted-public-keys", trusted)
+	return append(append(args,
 		"--option", "require-sigs", "true",
-		"--option", "sandbox", "false",
-		storePath)
+		"--option", "sandbox", "false"),
+		storePaths...)
+}
+
+// CopyInputs copies the flake's inputs (manifest inputs' store paths) from
+// the cache into root's store, so that nix finds them there by the lock
+// file's narHash and never fetches them: no network, and path: inputs
+// that exist only on the machine mkiso ran on work. It has the shape of
+// install.Options.CopyInputs.
+func (s *Source) CopyInputs(paths []string) func(ctx context.Context, root string, log io.Writer) error {
+	return func(ctx context.Context, root string, log io.Writer) error {
+		if log == nil {
+			log = io.Discard
+		}
+		nix := s.Nix
+		if nix == "" {
+			nix = "nix"
+		}
+		args := s.CopyArgs(root, paths...)
+		fmt.Fprintf(log, "$ %s %s\n", nix, strings.Join(args, " "))
+		start := time.Now()
+		cmd := nixCommand(ctx, nix, args...)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("copy the flake's inputs from %s: %w (see the log)", s.Where, err)
+		}
+		for _, p := range paths {
+			if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+				return fmt.Errorf("copy the flake's inputs from %s: %s not in %s afterwards: %w", s.Where, p, root, err)
+			}
+		}
+		fmt.Fprintf(log, "copied %d flake inputs from %s in %s\n", len(paths), s.Where, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
 }
 
 // Copy copies storePath's closure from the cache into ROOT's store

@@ -30,12 +30,18 @@ type Manifest struct {
 	// Cache is the signed binary cache the media carry (mkiso build
 	// --closure); nil when they carry none.
 	Cache *Cache `json:"cache,omitempty"`
+	// Inputs are the flake's locked inputs that the media's cache carries
+	// (mkiso build): the installer copies them into the target's store
+	// before it evaluates and builds the flake, with no network.
+	Inputs []Input `json:"inputs,omitempty"`
 }
 
 // Cache says where the media's binary cache is and which key signed it.
 type Cache struct {
 	// PublicKey (name:base64, Nix's format) is the only key the installer
-	// trusts when copying a closure from the cache.
+	// trusts when copying a closure from the cache. Empty when the cache
+	// holds only the flake's inputs (no --closure): those are
+	// content-addressed store paths, which Nix checks against their hash.
 	PublicKey string `json:"publicKey"`
 	// Dir is the cache's directory on the medium's filesystem and its path
 	// under the nixlos.server URL ("nix-cache").

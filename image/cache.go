@@ -19,6 +19,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
@@ -386,4 +387,39 @@ func OpenCache(path string) (fsys fs.FS, where string, done func(), err error) {
 		return nil, where, func() {}, fmt.Errorf("%s: %s: %w", path, where, fs.ErrNotExist)
 	}
 	return fsys, where, done, nil
+}
+
+// InputInfo is one flake input of the manifest and whether the medium's
+// cache holds it (its narinfo).
+type InputInfo struct {
+	flake.Input
+	Present bool `json:"present"`
+}
+
+// fillInputs sets info.Inputs from the manifest's inputs and the cache in
+// fsys (nil when the medium has none), and info.Cache when the cache holds
+// only inputs (no closures: no key).
+func fillInputs(info *Info, fsys fs.FS, location string) error {
+	var m struct {
+		Inputs []flake.Input `json:"inputs"`
+	}
+	if json.Unmarshal(info.Manifest, &m) != nil || len(m.Inputs) == 0 {
+		return nil
+	}
+	if info.Cache == nil {
+		info.Cache = &CacheInfo{Location: location}
+		if fsys != nil {
+			_, err := fs.Stat(fsys, "nix-cache-info")
+			info.Cache.Present = err == nil
+		}
+	}
+	for _, in := range m.Inputs {
+		ii := InputInfo{Input: in}
+		if hash, err := closure.HashPart(in.StorePath); err == nil && fsys != nil {
+			_, err := fs.Stat(fsys, hash+".narinfo")
+			ii.Present = err == nil
+		}
+		info.Inputs = append(info.Inputs, ii)
+	}
+	return nil
 }

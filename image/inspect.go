@@ -54,6 +54,9 @@ type Info struct {
 	// closure's paths and sizes read from the cache's narinfo files.
 	Cache    *CacheInfo                 `json:"cache,omitempty"`
 	Closures map[string]closure.Summary `json:"closures,omitempty"`
+	// Inputs are the flake's inputs the manifest says the medium's cache
+	// carries, each with whether the cache holds it.
+	Inputs []InputInfo `json:"inputs,omitempty"`
 }
 
 // Inspect reads an ISO, USB image or PXE directory written by Build.
@@ -82,7 +85,10 @@ func Inspect(path string) (Info, error) {
 	}
 	fsys, where, done := cacheFS(path, info.Kind)
 	defer done()
-	return info, fillClosures(&info, fsys, where)
+	if err := fillClosures(&info, fsys, where); err != nil {
+		return info, err
+	}
+	return info, fillInputs(&info, fsys, where)
 }
 
 // cacheFS opens the binary cache of the medium at path (nil when absent)

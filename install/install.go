@@ -161,6 +161,10 @@ type Options struct {
 	// (root/nix/store), writing its progress to log. Nil with System set:
 	// the closure must already be in root's store.
 	CopySystem func(ctx context.Context, root, storePath string, log io.Writer) error
+	// CopyInputs, when set, copies the flake's inputs into root's Nix store
+	// at the start of the build step (the media carry them: mkiso build),
+	// so that nix finds them by their narHash with no network.
+	CopyInputs func(ctx context.Context, root string, log io.Writer) error
 }
 
 // Step is one named step of a Plan.

@@ -158,17 +158,36 @@ func (r *runner) stepFunc(name string) func() error {
 }
 
 func (r *runner) verifyKey() error {
-	data, err := os.ReadFile(r.p.SopsFile)
-	if err != nil {
-		return fmt.Errorf("sops file: %w", err)
-	}
-	res, err := agekey.Verify(r.opt.Key, data, r.p.HostInfo.SopsFile)
+	data, res, err := r.p.verifyKey(r.opt.Key)
 	if err != nil {
 		return err
 	}
 	r.sops = data
 	fmt.Fprintf(r.log, "age key %s opens %s (%s, %d values)\n", res.Recipient, r.p.HostInfo.SopsFile, res.Checked, res.Values)
 	return nil
+}
+
+// VerifyKey is the verify-key step alone: it reads the host's sops file
+// and proves key decrypts it, in memory. It opens no disk and writes
+// nothing, so `installer install --dry-run` runs it. A key that does not
+// open the file is an input error (exit 2) naming the file's recipients.
+// A host without a sops file has nothing to check: a zero Result.
+func (p *Plan) VerifyKey(key *agekey.Key) (agekey.Result, error) {
+	if p.SopsFile == "" || key == nil {
+		return agekey.Result{}, nil
+	}
+	_, res, err := p.verifyKey(key)
+	return res, err
+}
+
+// verifyKey reads the sops file and verifies key against it.
+func (p *Plan) verifyKey(key *agekey.Key) ([]byte, agekey.Result, error) {
+	data, err := os.ReadFile(p.SopsFile)
+	if err != nil {
+		return nil, agekey.Result{}, fmt.Errorf("sops file: %w", err)
+	}
+	res, err := agekey.Verify(key, data, p.HostInfo.SopsFile)
+	return data, res, err
 }
 
 func (r *runner) luksKeys() error {
@@ -262,6 +281,11 @@ func (r *runner) build() error {
 	// root. When this system has no /nix of its own (the installer image),
 	// bind ROOT/nix to /nix and build in the default store instead: the
 	// same store paths land in ROOT/nix/store, without a chroot.
+	if r.opt.CopyInputs != nil {
+		if err := r.opt.CopyInputs(r.ctx, r.p.Root, r.log); err != nil {
+			return err
+		}
+	}
 	store := r.p.Root
 	if !fileExists("/nix") {
 		target := filepath.Join(r.p.Root, "nix")

@@ -5,7 +5,10 @@
 // Options.Closure a fifth step, closure, runs after prepare: it builds the
 // hosts' toplevels into a signed binary cache (package closure) that every
 // medium carries outside the initramfs, and records each toplevel and the
-// cache's public key in the manifest.
+// cache's public key in the manifest. Then step inputs carries the
+// flake's locked inputs (flake.Inputs) in the same cache — unsigned
+// without --closure, as they are content-addressed — and lists them in the
+// manifest, so the installer builds the flake with no network.
 //
 // Options are the raw inputs (flags); NewProfile validates them without
 // writing anything and returns a Profile; Build runs the steps. Every bad
@@ -48,6 +51,7 @@ const MinEpoch = 315532800
 const (
 	StepPrepare   = "prepare"
 	StepClosure   = "closure"
+	StepInputs    = "inputs"
 	StepInitramfs = "initramfs"
 	StepImages    = "images"
 	StepChecksums = "checksums"
@@ -298,6 +302,8 @@ type Result struct {
 	// Cache is the media's signed binary cache (Options.Closure): its
 	// public key and per host the closure carried.
 	Cache *CacheResult `json:"cache,omitempty"`
+	// Inputs are the flake's inputs the media's cache carries.
+	Inputs []flake.Input `json:"inputs,omitempty"`
 }
 
 // CacheResult is the closure step's outcome. The secret key is gone.
@@ -345,6 +351,9 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 			return err
 		}
 		res.Manifest, res.Hosts = m, m.HostNames()
+		if err := p.checkAgeKey(m, indent(w)); err != nil {
+			return err
+		}
 		if manifestJSON, err = marshalManifest(m); err != nil {
 			return err
 		}
@@ -364,11 +373,15 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		return nil, err
 	}
 	var nixCache string
+	var cacheKey *closure.SecretKey // signs the closures and the inputs
 	if p.Closure {
 		nixCache = filepath.Join(stage, closure.CacheDir)
+		if cacheKey, err = closure.GenerateKey(""); err != nil {
+			return nil, err
+		}
 		err = run(StepClosure, func() error {
 			c, err := closure.Build(ctx, closure.BuildOptions{
-				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w),
+				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w), Key: cacheKey,
 			})
 			if errors.Is(err, closure.ErrNoToplevel) {
 				return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
@@ -392,6 +405,22 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	err = run(StepInputs, func() error {
+		in, err := p.carryInputs(ctx, filepath.Join(stage, closure.CacheDir), cacheKey, indent(w))
+		if err != nil || len(in) == 0 {
+			return err
+		}
+		res.Inputs, m.Inputs = in, in
+		nixCache = filepath.Join(stage, closure.CacheDir)
+		if m.Cache == nil {
+			m.Cache = &flake.Cache{Dir: closure.CacheDir} // inputs only: unsigned
+		}
+		manifestJSON, err = marshalManifest(m)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	initrd := filepath.Join(stage, "initrd")
 	err = run(StepInitramfs, func() error {
@@ -498,10 +527,16 @@ func buildFormat(spec image.Spec, dir string, f image.Format) (image.Output, err
 }
 
 // manifest exports the flake's manifest and keeps the selected hosts (or,
-// without --host, every host that has a disk layout).
+// without --host, every host that has a disk layout). With --host only the
+// selected hosts are evaluated, so another host's error cannot stop the
+// build; without --host a host that does not evaluate is an input error
+// naming it (as mkiso hosts reports it): no host is dropped silently.
 func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, error) {
-	m, err := flake.Export(ctx, p.Flake, flake.Options{Nix: p.Nix})
+	m, err := flake.Export(ctx, p.Flake, flake.Options{Nix: p.Nix, Hosts: p.Hosts})
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := m.BrokenError(p.Flake.Dir); err != nil && len(p.Hosts) == 0 {
 		return nil, nil, err
 	}
 	out := *m
@@ -528,6 +563,114 @@ func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, erro
 		out.Hosts[name] = h
 	}
 	return &out, nil, nil
+}
+
+// carryInputs fetches the flake's locked inputs into this machine's store
+// (flake.Inputs) and copies them into the media's cache dir, signed with
+// key (the closures' key) or, without --closure, unsigned: they are
+// content-addressed, and Nix checks each against its hash, as the lock
+// file's narHash pins it. Inputs that cannot be fetched here (an unlocked
+// flake, a path: input missing on this machine, a github: input offline)
+// are a warning saying what the installer will then lack; the build goes on.
+func (p *Profile) carryInputs(ctx context.Context, cache string, key *closure.SecretKey, w io.Writer) ([]flake.Input, error) {
+	in, err := flake.Inputs(ctx, p.Flake, p.Nix)
+	switch {
+	case errors.Is(err, flake.ErrNotLocked):
+		fmt.Fprintf(w, "warning: the media do not carry the flake's inputs: %s has no up-to-date %s (fix: run 'nix flake lock' in %s and commit %s); the installer must fetch them, which needs the network and cannot work for path: inputs\n",
+			p.Flake.Dir, flake.LockFile, p.Flake.Dir, flake.LockFile)
+		return nil, nil
+	case err != nil:
+		fmt.Fprintf(w, "warning: the media do not carry the flake's inputs: nix could not fetch them here (%s); the installer must fetch them, which needs the network and cannot work for path: inputs that are not on the target\n", lastLine(err.Error()))
+		return nil, nil
+	case len(in) == 0:
+		fmt.Fprintln(w, "the flake has no inputs")
+		return nil, nil
+	}
+	paths := make([]string, len(in))
+	for i, x := range in {
+		paths[i] = x.StorePath
+	}
+	if err := closure.Copy(ctx, closure.BuildOptions{Cache: cache, Nix: p.Nix.Path, Log: io.Discard}, key, paths); err != nil {
+		return nil, fmt.Errorf("carry the flake's inputs: %w", err)
+	}
+	for _, x := range in {
+		fmt.Fprintf(w, "%s: %s (%s) → %s\n", x.Name, x.URL, x.NarHash, x.StorePath)
+	}
+	return in, nil
+}
+
+// lastLine is the last non-empty line of s (nix's error, without its trace).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" && !strings.HasPrefix(l, "(use '--show-trace'") {
+			return l
+		}
+	}
+	return s
+}
+
+// checkAgeKey decrypts each selected host's sops file with the key to
+// embed, in memory, as the installer's verify-key step will
+// (agekey.Verify). A key that opens none of them is an input error naming
+// each host, its file and the recipients the file is encrypted for; a
+// host it cannot open beside others it can is a warning. Hosts without a
+// sops file are not checked. Only the key's public half is printed.
+func (p *Profile) checkAgeKey(m *flake.Manifest, w io.Writer) error {
+	if p.ageKey == nil {
+		return nil
+	}
+	var opened int
+	var failed []string
+	for _, name := range m.HostNames() {
+		h := m.Hosts[name]
+		if h.SopsFile == "" {
+			continue
+		}
+		reason := p.verifySops(h.SopsFile)
+		if reason == "" {
+			opened++
+			fmt.Fprintf(w, "age key %s opens %s (host %s)\n", p.ageKey.Recipient(), h.SopsFile, name)
+			continue
+		}
+		failed = append(failed, fmt.Sprintf("host %s: %s: %s", name, h.SopsFile, reason))
+	}
+	switch {
+	case len(failed) == 0 && opened == 0:
+		fmt.Fprintf(w, "warning: no selected host has a sops file (sops.defaultSopsFile): the age key %s was not checked\n", p.ageKey.Recipient())
+	case opened == 0:
+		return cli.BadInput("--age-key "+p.AgeKeyFile,
+			fmt.Sprintf("pass the age key of one of the recipients named above with --age-key, or re-encrypt the files for %s (add it to .sops.yaml, then sops updatekeys FILE)", p.ageKey.Recipient()),
+			"age key %s decrypts none of the selected hosts' secrets:\n  %s\n", p.ageKey.Recipient(), strings.Join(failed, "\n  "))
+	default:
+		for _, f := range failed {
+			fmt.Fprintf(w, "warning: the age key cannot decrypt the secrets of %s\n", f)
+		}
+	}
+	return nil
+}
+
+// verifySops is why the age key does not open the flake's sops file rel
+// ("" when it does): agekey.Verify's reason, which names the recipients
+// the file is encrypted for.
+func (p *Profile) verifySops(rel string) string {
+	path := rel
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.Flake.Dir, filepath.FromSlash(rel))
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("cannot read it: %v", errors.Unwrap(err))
+	}
+	_, err = agekey.Verify(p.ageKey, data, rel)
+	var ie *cli.InputError
+	if errors.As(err, &ie) {
+		return ie.Err.Error()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // restrict makes every file under dir 0600 and every directory 0700: the

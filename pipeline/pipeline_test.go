@@ -255,7 +255,7 @@ func TestAgeKeyOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	opt := testOptions(t, exampleFlake(), out)
+	opt := testOptions(t, keyedExample(t, k), out)
 	opt.AgeKey = keyFile
 	res, log := build(t, opt)
 	if !res.AgeKey || !strings.Contains(log, SecretWarning) {

@@ -24,7 +24,7 @@ func useClosure(ctx context.Context, m *flake.Manifest, host string, disks []hw.
 	release = func() {}
 	h, ok := m.Hosts[host]
 	if !ok || h.Toplevel == "" || m.Cache == nil || m.Cache.PublicKey == "" {
-		return release
+		return useInputs(ctx, m, disks, media, server, opt, out)
 	}
 	lo := closure.LocateOptions{Toplevel: h.Toplevel, PublicKey: m.Cache.PublicKey, Disks: disks, Server: server, Log: out}
 	if !media {
@@ -38,9 +38,38 @@ func useClosure(ctx context.Context, m *flake.Manifest, host string, disks []hw.
 		} else {
 			fmt.Fprintf(out, "nixlos: warning: closure of %s: %v: building it instead\n", host, err)
 		}
-		return release
+		return useInputs(ctx, m, disks, media, server, opt, out)
 	}
 	fmt.Fprintf(out, "nixlos: closure %s from %s (key %s)\n", h.Toplevel, src.Where, src.Key.Name)
 	opt.System, opt.CopySystem = h.Toplevel, src.Copy
+	return func() { src.Close() }
+}
+
+// useInputs prepares a build from the flake's inputs the media carry
+// (manifest inputs, mkiso build): it finds the cache holding them (boot
+// medium, else server) and sets opt.CopyInputs to copy them into the
+// target's store before nix builds, so no input is fetched. Without
+// inputs in the manifest, or no cache holding them, opt is left as it is
+// (nix then fetches the inputs, which needs the network).
+func useInputs(ctx context.Context, m *flake.Manifest, disks []hw.Disk, media bool, server string, opt *install.Options, out io.Writer) (release func()) {
+	release = func() {}
+	if len(m.Inputs) == 0 || m.Cache == nil {
+		return release
+	}
+	lo := closure.LocateOptions{Toplevel: m.Inputs[0].StorePath, PublicKey: m.Cache.PublicKey, Disks: disks, Server: server, Log: out}
+	if !media {
+		lo.Devices = []string{}
+	}
+	src, err := closure.Locate(ctx, lo)
+	if err != nil {
+		fmt.Fprintf(out, "nixlos: warning: the flake's inputs are on no medium or server here: nix will fetch them (%v)\n", err)
+		return release
+	}
+	paths := make([]string, len(m.Inputs))
+	for i, in := range m.Inputs {
+		paths[i] = in.StorePath
+	}
+	fmt.Fprintf(out, "nixlos: flake inputs (%d) from %s\n", len(paths), src.Where)
+	opt.CopyInputs = src.CopyInputs(paths)
 	return func() { src.Close() }
 }

@@ -31,8 +31,9 @@ ROOT/nix/store (or, when the manifest names the host's toplevel and the boot
 medium or --server carries it in the signed cache of mkiso build --closure,
 copies it from there with only the manifest's key trusted; --no-closure
 builds anyway), sets the system profile and keeps the log at
-/var/log/nixlos-install.log on the target. --dry-run prints the plan of steps
-and touches nothing. Before anything is written the pre-flight gate runs
+/var/log/nixlos-install.log on the target. --dry-run proves the age key
+against the host's sops file (exit 2 when it does not open it), then prints
+the plan of steps; it touches nothing. Before anything is written the pre-flight gate runs
 (see 'installer check'; --firmware checks for the firmware the disks will
 boot under when that is not this machine's). Without --yes the device name
 must be typed on a terminal.`
@@ -91,6 +92,14 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *dry {
+		// verify-key is read-only: the dry run does it.
+		vr, err := p.VerifyKey(key)
+		if err != nil {
+			return fmt.Errorf("verify-key (dry run, nothing touched): %w", err)
+		}
+		if vr.Recipient != "" {
+			fmt.Fprintf(stderr, "verify-key: age key %s opens %s (%s, %d values)\n", vr.Recipient, p.HostInfo.SopsFile, vr.Checked, vr.Values)
+		}
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")

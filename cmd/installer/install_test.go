@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -111,4 +116,95 @@ func TestInstallBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInstallDryRunVerifiesKey (issue 15): --dry-run does the read-only
+// verify-key step. A key that does not open the host's sops file is exit 2
+// naming the recipient the file expects, and the disk — an image file, and
+// the same file on a loop device when this machine can attach one — keeps
+// every byte; the right key prints the plan, exit 0.
+func TestInstallDryRunVerifiesKey(t *testing.T) {
+	manifest, _, keyFile, disk, key := installFixture(t)
+	wrong, err := agekey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongFile := filepath.Join(t.TempDir(), "wrong.key")
+	if err := agekey.Write(wrongFile, wrong); err != nil {
+		t.Fatal(err)
+	}
+	// 4 GiB sparse with a pattern where a partition table would go (the
+	// first and the last MiB): those are what the hashes cover.
+	pattern := bytes.Repeat([]byte("nixlos dry run must not write here\n"), 1<<15)
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err1 := f.WriteAt(pattern, 0)
+	_, err2 := f.WriteAt(pattern, 4<<30-int64(len(pattern)))
+	if err := errors.Join(err1, err2, f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	before := sha256Ends(t, disk, 2<<20)
+	devices := []string{disk}
+	if os.Geteuid() == 0 {
+		if out, err := exec.Command("losetup", "-f", "--show", disk).Output(); err == nil {
+			loop := strings.TrimSpace(string(out))
+			t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+			devices = append(devices, loop)
+		}
+	}
+	for _, dev := range devices {
+		t.Run(filepath.Base(dev), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run([]string{"install", "--manifest", manifest, "--host", "server", "--disk", "main=" + dev, "--age-key", wrongFile, "--dry-run"}, &out, &errOut)
+			if cli.ExitCode(err) != 2 {
+				t.Fatalf("wrong key: exit %d (%v), want 2\n%s", cli.ExitCode(err), err, out.String())
+			}
+			for _, want := range []string{"verify-key", "secrets/secrets.yaml", key.Recipient(), wrong.Recipient(), "nothing touched"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q: %v", want, err)
+				}
+			}
+			if secretRe.MatchString(err.Error() + out.String() + errOut.String()) {
+				t.Error("a private key is in the output")
+			}
+			if strings.Contains(out.String(), "partition") {
+				t.Errorf("the plan was printed after a failed key check:\n%s", out.String())
+			}
+			out.Reset()
+			errOut.Reset()
+			if err := run([]string{"install", "--manifest", manifest, "--host", "server", "--disk", "main=" + dev, "--age-key", keyFile, "--dry-run"}, &out, &errOut); err != nil {
+				t.Fatalf("right key: %v", err)
+			}
+			if !strings.Contains(errOut.String(), "verify-key: age key "+key.Recipient()+" opens secrets/secrets.yaml (values+mac") || !strings.Contains(out.String(), "disk-main-ESP") {
+				t.Errorf("right key: stderr %q, plan:\n%s", errOut.String(), out.String())
+			}
+		})
+	}
+	if after := sha256Ends(t, disk, 2<<20); after != before {
+		t.Errorf("the disk image changed (sha256 %s → %s)", before, after)
+	}
+}
+
+// sha256Ends hashes the first and the last n bytes of the file and its size.
+func sha256Ends(t *testing.T, path string, n int64) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\n", st.Size())
+	for _, off := range []int64{0, st.Size() - n} {
+		if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
 }

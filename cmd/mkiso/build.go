@@ -26,15 +26,25 @@ const buildUsage = `Usage: mkiso build FLAKE [--out DIR] [--host NAME]... [--age
                    [--closure] [--format iso,usb,pxe] [--cmdline EXTRA]
                    [--kernel FILE] [--modules-dir DIR] [--no-cache] [--json]
 
-Builds installer media from the flake in directory FLAKE, in four steps with
+Builds installer media from the flake in directory FLAKE, in five steps with
 their times: prepare (export the manifest, copy the flake's tracked files),
+inputs (the flake's locked inputs into the media's cache, see below),
 initramfs (u-root + installer + tools + modules + flake + manifest [+ key]),
 images (DIR/nixlos.iso, DIR/nixlos-usb.img, DIR/pxe/), checksums
 (DIR/SHA256SUMS). The media's timestamps come from SOURCE_DATE_EPOCH (default:
 the flake's last git commit time; at least 1980-01-01); files inside the
 initramfs are dated 1980-01-01, so its cache survives new commits. The same
 inputs give byte-identical outputs. With --age-key the media hold the private
-key: they are written mode 0600.
+key: they are written mode 0600. The key is checked first, in memory, as
+the installer's verify-key step does: it must decrypt the sops file of the
+selected hosts; one it opens for none is refused (exit 2) naming each host,
+its file and the recipients the file is encrypted for; a host it cannot open
+beside others it can is a warning.
+
+With --host only the named hosts are evaluated: another host that does not
+evaluate cannot stop the build. Without --host every host is, and a host
+that does not evaluate stops the build (exit 2) with its error and fix, as
+'mkiso hosts' lists it.
 
 --closure adds a step after prepare: it builds each host's
 nixosConfigurations.HOST.config.system.build.toplevel here (offline), copies
@@ -45,7 +55,15 @@ nix-cache served by 'mkiso serve' at /nix-cache. The manifest records each
 host's toplevel and the public key; the installer copies the closure into
 the target with only that key trusted and no network, and builds only when
 the closure is absent. The secret key is never written to DIR or the media
-(so media built with --closure differ between builds: the key is new).`
+(so media built with --closure differ between builds: the key is new).
+
+Every build carries the flake's locked inputs (step inputs: nix flake
+archive, then into the same cache; unsigned without --closure, as they are
+content-addressed and Nix checks them by hash) and the manifest lists them
+(name, locked source, narHash, store path): the installer copies them into
+the target's store before it builds, so the flake evaluates with no network
+and path: inputs work. Inputs that cannot be fetched here (no flake.lock, a
+missing path) are a warning: the installer would then need the network.`
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -98,6 +116,13 @@ func runBuild(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "hosts: %s\n", strings.Join(res.Hosts, " "))
 	if len(res.Skipped) > 0 {
 		fmt.Fprintf(stdout, "skipped (no disk layout): %s\n", strings.Join(res.Skipped, " "))
+	}
+	if len(res.Inputs) > 0 {
+		names := make([]string, len(res.Inputs))
+		for i, in := range res.Inputs {
+			names[i] = in.Name
+		}
+		fmt.Fprintf(stdout, "flake inputs carried: %s\n", strings.Join(names, " "))
 	}
 	for _, o := range res.Outputs {
 		fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", o.Path, o.Size)

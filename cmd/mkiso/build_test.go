@@ -139,7 +139,8 @@ func TestBuildThenInspect(t *testing.T) {
 		args := []string{"build", exampleFlake(t), "--out", out}
 		wantKey := "age key:    not embedded"
 		if withKey {
-			args = append(args, "--age-key", keyFile)
+			// The key must open the hosts' secrets (mkiso build checks).
+			args = []string{"build", keyedExample(t, k), "--out", out, "--age-key", keyFile}
 			wantKey = "age key:    embedded"
 		}
 		var all bytes.Buffer
@@ -153,6 +154,9 @@ func TestBuildThenInspect(t *testing.T) {
 			if !strings.Contains(stdout.String(), step) {
 				t.Errorf("build output lacks %q:\n%s", step, stdout.String())
 			}
+		}
+		if opened := strings.Contains(stdout.String(), "opens secrets/secrets.yaml (host laptop)"); opened != withKey {
+			t.Errorf("key check printed = %v with key = %v:\n%s", opened, withKey, stdout.String())
 		}
 		if warned := strings.Contains(stdout.String(), "medi"+"a hold a secret"); warned != withKey {
 			t.Errorf("secret warning printed = %v with key = %v", warned, withKey)

@@ -24,7 +24,9 @@ initrd size, boot modes, hosts, the embedded manifest (--json) and whether an
 age key is embedded (never the key itself). Media built with --closure also
 show their binary cache (where it is, the key that signed it) and per host
 the closure it holds: paths, NAR size (what the target store gets) and the
-compressed size on the medium, read from the cache's narinfo files.`
+compressed size on the medium, read from the cache's narinfo files. Every
+medium lists the flake's inputs its cache carries (name, locked source,
+narHash, store path), so the installer evaluates the flake with no network.`
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("inspect", inspectUsage, stdout)
@@ -76,7 +78,18 @@ func printInfo(w io.Writer, info image.Info) {
 		if !c.Present {
 			state = "missing"
 		}
-		fmt.Fprintf(w, "cache:      %s (%s), signed by %s\n", c.Location, state, c.PublicKey)
+		signed := "signed by " + c.PublicKey
+		if c.PublicKey == "" {
+			signed = "unsigned (flake inputs only: checked by their hash)"
+		}
+		fmt.Fprintf(w, "cache:      %s (%s), %s\n", c.Location, state, signed)
+	}
+	for _, in := range info.Inputs {
+		state := ""
+		if !in.Present {
+			state = " — MISSING from the cache"
+		}
+		fmt.Fprintf(w, "input:      %s %s %s %s%s\n", in.Name, in.URL, in.NarHash, in.StorePath, state)
 	}
 	for _, h := range info.ClosureHosts() {
 		s := info.Closures[h]
