@@ -11,7 +11,8 @@
 // manifest, so the installer builds the flake with no network.
 //
 // Options are the raw inputs (flags); NewProfile validates them without
-// writing anything and returns a Profile; Build runs the steps. Every bad
+// writing anything and returns a Profile; Profile.Steps is the plan, a
+// step.List whose steps carry their functions; Build runs it. Every bad
 // input is a *cli.InputError (exit 2) naming the input and the fix, found
 // before the output directory is touched.
 package pipeline
@@ -41,6 +42,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
+	"github.com/nixlos/nixlos/internal/step"
 )
 
 // MinEpoch is the earliest SOURCE_DATE_EPOCH used (1980-01-01 00:00:00
@@ -318,6 +320,39 @@ type StepTime struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// Job is the state the steps of one Build share (opaque: Build makes it).
+type Job struct {
+	ctx          context.Context
+	p            *Profile
+	w            io.Writer
+	res          *Result
+	m            *flake.Manifest
+	manifestJSON []byte
+	stage        string             // private staging directory inside p.Out
+	nixCache     string             // the media's cache directory, "" for none
+	cacheKey     *closure.SecretKey // signs the closures and the inputs
+	initrd       string
+}
+
+// Steps is the plan of a build: its steps in order, each with its function.
+func (p *Profile) Steps() step.List[*Job] {
+	return step.List[*Job]{}.
+		Append(StepPrepare, "export the manifest, copy the flake's tracked files", (*Job).prepare).
+		AppendWhen(p.Closure, StepClosure, "build each host's system into a signed binary cache", (*Job).closure).
+		Append(StepInputs, "carry the flake's locked inputs in the media's cache", (*Job).inputs).
+		Append(StepInitramfs, "u-root + installer + tools + modules + flake + manifest", (*Job).initramfs).
+		Append(StepImages, "write the media: "+strings.Join(formatNames(p.Formats), ", "), (*Job).images).
+		Append(StepChecksums, "write SHA256SUMS", (*Job).checksums)
+}
+
+func formatNames(fs []image.Format) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f)
+	}
+	return out
+}
+
 // Build runs the steps of p, printing a line per step to w. Outputs are
 // written into a private staging directory inside p.Out and moved into
 // place only when all of them are complete.
@@ -325,183 +360,172 @@ func Build(ctx context.Context, p *Profile, w io.Writer) (*Result, error) {
 	if w == nil {
 		w = io.Discard
 	}
-	res := &Result{Out: p.Out, Epoch: p.Epoch, AgeKey: p.HasAgeKey()}
-	steps := progress.New(w)
-	run := func(name string, fn func() error) error {
-		start := time.Now()
-		err := steps.Run(name, fn)
-		res.Steps = append(res.Steps, StepTime{Name: name, Seconds: time.Since(start).Seconds()})
-		return err
-	}
+	b := &Job{ctx: ctx, p: p, w: w, res: &Result{Out: p.Out, Epoch: p.Epoch, AgeKey: p.HasAgeKey()}}
 	if p.HasAgeKey() {
 		fmt.Fprintln(w, SecretWarning)
 	}
-	var stage string
 	defer func() {
-		if stage != "" {
-			os.RemoveAll(stage)
+		if b.stage != "" {
+			os.RemoveAll(b.stage)
 		}
 	}()
-	var m *flake.Manifest
-	var manifestJSON []byte
-	err := run(StepPrepare, func() error {
-		var err error
-		m, res.Skipped, err = p.manifest(ctx)
-		if err != nil {
-			return err
-		}
-		res.Manifest, res.Hosts = m, m.HostNames()
-		if err := p.checkAgeKey(m, indent(w)); err != nil {
-			return err
-		}
-		if manifestJSON, err = marshalManifest(m); err != nil {
-			return err
-		}
-		// Nothing is written before this point.
-		if err := os.MkdirAll(p.Out, 0o755); err != nil {
-			return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
-		}
-		if stage, err = os.MkdirTemp(p.Out, ".build-"); err != nil { // 0700
-			return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
-		}
-		if _, err := flake.Copy(ctx, p.Flake, filepath.Join(stage, "flake")); err != nil {
-			return fmt.Errorf("copy flake: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	var nixCache string
-	var cacheKey *closure.SecretKey // signs the closures and the inputs
-	if p.Closure {
-		nixCache = filepath.Join(stage, closure.CacheDir)
-		if cacheKey, err = closure.GenerateKey(""); err != nil {
-			return nil, err
-		}
-		err = run(StepClosure, func() error {
-			c, err := closure.Build(ctx, closure.BuildOptions{
-				FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: nixCache, Nix: p.Nix.Path, Log: indent(w), Key: cacheKey,
-			})
-			if errors.Is(err, closure.ErrNoToplevel) {
-				return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
-			}
-			if err != nil {
-				return err
-			}
-			res.Cache = &CacheResult{PublicKey: c.PublicKey, Closures: c.Closures}
-			m.Cache = &flake.Cache{PublicKey: c.PublicKey, Dir: closure.CacheDir}
-			for _, h := range res.Hosts {
-				s := c.Closures[h]
-				host := m.Hosts[h]
-				host.Toplevel = s.Toplevel
-				m.Hosts[h] = host
-				fmt.Fprintf(w, "  %s: %d paths, %.1f MiB (%.1f MiB on the media)\n", h, s.Paths, float64(s.NarSize)/(1<<20), float64(s.FileSize)/(1<<20))
-			}
-			fmt.Fprintf(w, "  signed with %s (the secret key is not kept)\n", c.PublicKey)
-			manifestJSON, err = marshalManifest(m)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	err = run(StepInputs, func() error {
-		in, err := p.carryInputs(ctx, filepath.Join(stage, closure.CacheDir), cacheKey, indent(w))
-		if err != nil || len(in) == 0 {
-			return err
-		}
-		res.Inputs, m.Inputs = in, in
-		nixCache = filepath.Join(stage, closure.CacheDir)
-		if m.Cache == nil {
-			m.Cache = &flake.Cache{Dir: closure.CacheDir} // inputs only: unsigned
-		}
-		manifestJSON, err = marshalManifest(m)
+	steps := progress.New(w)
+	err := p.Steps().Run(ctx, b, step.Hooks[*Job]{Each: func(s step.Step[*Job], run func() error) error {
+		start := time.Now()
+		err := steps.Run(s.Name, run)
+		b.res.Steps = append(b.res.Steps, StepTime{Name: s.Name, Seconds: time.Since(start).Seconds()})
 		return err
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
-	initrd := filepath.Join(stage, "initrd")
-	err = run(StepInitramfs, func() error {
-		spec := initramfs.Spec{
-			Output: initrd, GoModuleDir: p.GoModuleDir, InstallerBinary: p.InstallerBin, Version: p.Version,
-			KernelVersion: p.KernelVersion, ModulesDir: p.ModulesDir,
-			FlakeDir: filepath.Join(stage, "flake"), Manifest: manifestJSON,
-			SourceDateEpoch: p.InitramfsEpoch, CacheDir: p.CacheDir, NoCache: p.NoCache,
-		}
-		if p.ageKey != nil {
-			spec.AgeKey = p.ageKey.File()
-		}
-		_, rep, err := initramfs.Build(ctx, spec, indent(w))
-		if rep != nil {
-			rep.Path = "" // a staging file, gone after the build; the media carry it
-		}
-		res.Initramfs = rep
+	return b.res, nil
+}
+
+func (b *Job) prepare() error {
+	p, res, w := b.p, b.res, b.w
+	m, skipped, err := p.manifest(b.ctx)
+	if err != nil {
 		return err
-	})
-	if err != nil {
-		return nil, err
 	}
-	imgDir := filepath.Join(stage, "out")
-	err = run(StepImages, func() error {
-		spec := image.Spec{Kernel: p.Kernel, Initrd: initrd, Cmdline: p.Cmdline, Hosts: res.Hosts, Epoch: p.Epoch, NixCache: nixCache}
-		if err := os.Mkdir(imgDir, 0o700); err != nil {
+	b.m, res.Skipped = m, skipped
+	res.Manifest, res.Hosts = m, m.HostNames()
+	if err := p.checkAgeKey(m, indent(w)); err != nil {
+		return err
+	}
+	if b.manifestJSON, err = marshalManifest(m); err != nil {
+		return err
+	}
+	// Nothing is written before this point.
+	if err := os.MkdirAll(p.Out, 0o755); err != nil {
+		return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+	}
+	if b.stage, err = os.MkdirTemp(p.Out, ".build-"); err != nil { // 0700
+		return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+	}
+	if _, err := flake.Copy(b.ctx, p.Flake, filepath.Join(b.stage, "flake")); err != nil {
+		return fmt.Errorf("copy flake: %w", err)
+	}
+	return nil
+}
+
+func (b *Job) closure() error {
+	p, res, m, w := b.p, b.res, b.m, b.w
+	b.nixCache = filepath.Join(b.stage, closure.CacheDir)
+	var err error
+	if b.cacheKey, err = closure.GenerateKey(""); err != nil {
+		return err
+	}
+	c, err := closure.Build(b.ctx, closure.BuildOptions{
+		FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: b.nixCache, Nix: p.Nix.Path, Log: indent(w), Key: b.cacheKey,
+	})
+	if errors.Is(err, closure.ErrNoToplevel) {
+		return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	res.Cache = &CacheResult{PublicKey: c.PublicKey, Closures: c.Closures}
+	m.Cache = &flake.Cache{PublicKey: c.PublicKey, Dir: closure.CacheDir}
+	for _, h := range res.Hosts {
+		s := c.Closures[h]
+		host := m.Hosts[h]
+		host.Toplevel = s.Toplevel
+		m.Hosts[h] = host
+		fmt.Fprintf(w, "  %s: %d paths, %.1f MiB (%.1f MiB on the media)\n", h, s.Paths, float64(s.NarSize)/(1<<20), float64(s.FileSize)/(1<<20))
+	}
+	fmt.Fprintf(w, "  signed with %s (the secret key is not kept)\n", c.PublicKey)
+	b.manifestJSON, err = marshalManifest(m)
+	return err
+}
+
+func (b *Job) inputs() error {
+	in, err := b.p.carryInputs(b.ctx, filepath.Join(b.stage, closure.CacheDir), b.cacheKey, indent(b.w))
+	if err != nil || len(in) == 0 {
+		return err
+	}
+	b.res.Inputs, b.m.Inputs = in, in
+	b.nixCache = filepath.Join(b.stage, closure.CacheDir)
+	if b.m.Cache == nil {
+		b.m.Cache = &flake.Cache{Dir: closure.CacheDir} // inputs only: unsigned
+	}
+	b.manifestJSON, err = marshalManifest(b.m)
+	return err
+}
+
+func (b *Job) initramfs() error {
+	p := b.p
+	b.initrd = filepath.Join(b.stage, "initrd")
+	spec := initramfs.Spec{
+		Output: b.initrd, GoModuleDir: p.GoModuleDir, InstallerBinary: p.InstallerBin, Version: p.Version,
+		KernelVersion: p.KernelVersion, ModulesDir: p.ModulesDir,
+		FlakeDir: filepath.Join(b.stage, "flake"), Manifest: b.manifestJSON,
+		SourceDateEpoch: p.InitramfsEpoch, CacheDir: p.CacheDir, NoCache: p.NoCache,
+	}
+	if p.ageKey != nil {
+		spec.AgeKey = p.ageKey.File()
+	}
+	_, rep, err := initramfs.Build(b.ctx, spec, indent(b.w))
+	if rep != nil {
+		rep.Path = "" // a staging file, gone after the build; the media carry it
+	}
+	b.res.Initramfs = rep
+	return err
+}
+
+func (b *Job) images() error {
+	p, res, w := b.p, b.res, b.w
+	imgDir := filepath.Join(b.stage, "out")
+	spec := image.Spec{Kernel: p.Kernel, Initrd: b.initrd, Cmdline: p.Cmdline, Hosts: res.Hosts, Epoch: p.Epoch, NixCache: b.nixCache}
+	if err := os.Mkdir(imgDir, 0o700); err != nil {
+		return err
+	}
+	// The formats are independent files: build them concurrently.
+	outs := make([]image.Output, len(p.Formats))
+	errs := make([]error, len(p.Formats))
+	var wg sync.WaitGroup
+	for i, f := range p.Formats {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = buildFormat(spec, imgDir, f)
+		}()
+	}
+	wg.Wait()
+	for i, f := range p.Formats {
+		if errs[i] != nil {
+			return fmt.Errorf("%s: %w", f, errs[i])
+		}
+		o := outs[i]
+		fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(o.Path), float64(o.Size)/(1<<20), o.Duration.Round(time.Millisecond))
+		res.Outputs = append(res.Outputs, o)
+	}
+	if p.ageKey != nil {
+		if err := restrict(imgDir); err != nil {
 			return err
 		}
-		// The formats are independent files: build them concurrently.
-		outs := make([]image.Output, len(p.Formats))
-		errs := make([]error, len(p.Formats))
-		var wg sync.WaitGroup
-		for i, f := range p.Formats {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				outs[i], errs[i] = buildFormat(spec, imgDir, f)
-			}()
-		}
-		wg.Wait()
-		for i, f := range p.Formats {
-			if errs[i] != nil {
-				return fmt.Errorf("%s: %w", f, errs[i])
-			}
-			o := outs[i]
-			fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(o.Path), float64(o.Size)/(1<<20), o.Duration.Round(time.Millisecond))
-			res.Outputs = append(res.Outputs, o)
-		}
-		if p.ageKey != nil {
-			if err := restrict(imgDir); err != nil {
-				return err
-			}
-		}
-		// Move the complete outputs into place.
-		for i, o := range res.Outputs {
-			dst := filepath.Join(p.Out, filepath.Base(o.Path))
-			if err := os.RemoveAll(dst); err != nil {
-				return err
-			}
-			if err := os.Rename(o.Path, dst); err != nil {
-				return err
-			}
-			res.Outputs[i].Path = dst
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	err = run(StepChecksums, func() error {
-		if err := image.WriteSums(p.Out); err != nil {
+	// Move the complete outputs into place.
+	for i, o := range res.Outputs {
+		dst := filepath.Join(p.Out, filepath.Base(o.Path))
+		if err := os.RemoveAll(dst); err != nil {
 			return err
 		}
-		b, err := os.ReadFile(filepath.Join(p.Out, image.SumsName))
-		res.Sums = string(b)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		if err := os.Rename(o.Path, dst); err != nil {
+			return err
+		}
+		res.Outputs[i].Path = dst
 	}
-	return res, nil
+	return nil
+}
+
+func (b *Job) checksums() error {
+	if err := image.WriteSums(b.p.Out); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(b.p.Out, image.SumsName))
+	b.res.Sums = string(data)
+	return err
 }
 
 // buildFormat writes one format into dir.
