@@ -40,15 +40,15 @@ const AutoDisk = "auto"
 
 // Cmdline is the parsed installer command line.
 type Cmdline struct {
-	Host     string            `json:"host,omitempty"`   // nixlos.host
-	Disk     string            `json:"disk,omitempty"`   // nixlos.disk: /dev/…, /dev/disk/by-id/…, "auto" or "match:RULES" (canonical, package diskrules)
-	Disks    map[string]string `json:"disks,omitempty"`  // nixlos.disk.<key>, same values
-	Auto     bool              `json:"auto"`             // nixlos.auto=1
-	Server   string            `json:"server,omitempty"` // nixlos.server URL
-	Token    string            `json:"-"`                // nixlos.token: one-time key token from the PXE server (not printed)
+	Host     string            `json:"host,omitempty"`     // nixlos.host
+	Disk     string            `json:"disk,omitempty"`     // nixlos.disk: /dev/…, /dev/disk/by-id/…, "auto" or "match:RULES" (canonical, package diskrules)
+	Disks    map[string]string `json:"disks,omitempty"`    // nixlos.disk.<key>, same values
+	Auto     bool              `json:"auto"`               // nixlos.auto=1
+	Server   string            `json:"server,omitempty"`   // nixlos.server URL
+	Token    string            `json:"-"`                  // nixlos.token: one-time key token from the PXE server (not printed)
 	Discover bool              `json:"discover,omitempty"` // nixlos.discover=1: an unknown machine reports its hardware to nixlos.server and waits to be enrolled
-	After    After             `json:"after"`            // nixlos.after, default reboot
-	Net      netconf.Config    `json:"net"`              // ip=, default DHCP on every wired link
+	After    After             `json:"after"`              // nixlos.after, default reboot
+	Net      netconf.Config    `json:"net"`                // ip=, default DHCP on every wired link
 	Consoles []string          `json:"consoles,omitempty"`
 	Warnings []string          `json:"warnings,omitempty"` // repeated parameters (last wins)
 }
