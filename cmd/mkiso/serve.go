@@ -114,7 +114,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		// may not, and is served with the map unchecked.
 		if hosts, err := bundle.Hosts(); err != nil {
 			fmt.Fprintf(stderr, "mkiso: warning: map not checked against the bundle's hosts: %v\n", err)
-		} else if err := m.CheckHosts(*mapFile, hosts); err != nil {
+		} else if err := m.CheckHosts(*mapFile, hosts); err != nil && *discover {
+			// Enrolled as a new host, bundle not rebuilt yet: that machine waits.
+			fmt.Fprintf(stderr, "mkiso: warning: %v (a machine enrolled as a host the bundle lacks waits in discovery until the bundle is rebuilt)\n", err)
+		} else if err != nil {
 			return cli.BadInput("--map", "name a host of the flake the bundle was built from, and that host's disks", "%v", err)
 		}
 		cfg.Map, cfg.MapFile = m, *mapFile
