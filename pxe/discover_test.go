@@ -70,7 +70,10 @@ func TestDiscoverFlow(t *testing.T) {
 	}
 	// The --json event carries the summary.
 	var ev Event
-	for _, e := range s.events.evs {
+	s.events.mu.Lock()
+	evs := append([]Event(nil), s.events.evs...)
+	s.events.mu.Unlock()
+	for _, e := range evs {
 		if e.State == StateDiscovered {
 			ev = e
 		}
