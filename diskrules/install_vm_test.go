@@ -94,7 +94,7 @@ func installOn(t *testing.T, m laptopMedia, disks []vmtest.Disk, rules string) {
 	}
 	t.Logf("power-on → install complete in %.1f s", vm.Elapsed().Seconds())
 	con := vm.Console()
-	for _, want := range []string{"nixlos: host=laptop disk=/dev/disk/by-id/virtio-mid-9g", "[copy-closure] done"} {
+	for _, want := range []string{"nixlos: host=laptop disk=/dev/disk/by-id/virtio-mid-6g", "[copy-closure] done"} {
 		if !strings.Contains(con, want) {
 			t.Errorf("console lacks %q:\n%s", want, vm.Tail(40))
 		}

@@ -24,10 +24,10 @@ const vmManifest = `{"version":1,"flake":{"dir":"/etc/nixlos/flake"},"hosts":{
    "root":{"size":"100%","content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}}}`
 
 // TestRulesChooseInGuest (issue 13, VM test 1): three virtio disks of
-// different sizes and serials (6, 9 and 12 GiB, sparse), each holding an
+// different sizes and serials (1, 6 and 8 GiB, sparse; the laptop fits on 6 GiB), each holding an
 // ext4 filesystem. The first run is a full unattended install of the
 // example's laptop (UEFI, its closure from the ISO, disk chosen by
-// nixlos.disk=match:…), reaching "install complete" on the 9 GiB disk. The
+// nixlos.disk=match:…), reaching "install complete" on the 6 GiB disk. The
 // second run permutes the disks (other kernel names) and stays cheap: in
 // the guest, installer check names the same disk (by its by-id name,
 // derived without udev, with model, serial and size) and installer
@@ -43,7 +43,7 @@ func TestRulesChooseInGuest(t *testing.T) {
 		size   int64
 		path   string
 	}
-	disks := map[string]*disk{"small": {serial: "small-6g", size: 6 << 30}, "mid": {serial: "mid-9g", size: 9 << 30}, "big": {serial: "big-12g", size: 12 << 30}}
+	disks := map[string]*disk{"small": {serial: "small-1g", size: 1 << 30}, "mid": {serial: "mid-6g", size: 6 << 30}, "big": {serial: "big-8g", size: 8 << 30}}
 	for name, d := range disks {
 		d.path = filepath.Join(dir, name+".img")
 		if err := os.WriteFile(d.path, nil, 0o644); err != nil {
@@ -56,10 +56,10 @@ func TestRulesChooseInGuest(t *testing.T) {
 			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 		}
 	}
-	const rules = "match:size>=8G,size<10G"
+	const rules = "match:size>=5G,size<7G"
 	script := `out=$(installer check --manifest /etc/nixlos/manifest.json --cmdline "nixlos.host=laptop nixlos.disk=` + rules + `" 2>&1) || true
 echo "$out"
-dev=$(echo "$out" | busybox sed -n 's|^disk main: /dev/disk/by-id/virtio-mid-9g = \(/dev/vd[a-z]\) .*|\1|p')
+dev=$(echo "$out" | busybox sed -n 's|^disk main: /dev/disk/by-id/virtio-mid-6g = \(/dev/vd[a-z]\) .*|\1|p')
 echo "chosen=$dev"
 test -n "$dev"
 installer partition --manifest /etc/nixlos/manifest.json --host laptop --disk main=$dev --yes
@@ -96,9 +96,9 @@ echo partitioned
 			// The kernel name of the mid disk is its place in this order.
 			want := fmt.Sprintf("/dev/vd%c", 'a'+indexOf(order, "mid"))
 			if !strings.Contains(res.Output, "chosen="+want+"\n") {
-				t.Errorf("chosen disk is not %s (the 9 GiB disk mid-9g in this order)", want)
+				t.Errorf("chosen disk is not %s (the 6 GiB disk mid-6g in this order)", want)
 			}
-			line := regexp.MustCompile(`disk main: /dev/disk/by-id/virtio-mid-9g = /dev/vd[a-z] \(serial mid-9g, 9\.0 GiB \(9\.7 GB\), virtio (ssd|hdd)\) by ` + regexp.QuoteMeta(rules))
+			line := regexp.MustCompile(`disk main: /dev/disk/by-id/virtio-mid-6g = /dev/vd[a-z] \(serial mid-6g, 6\.0 GiB \(6\.4 GB\), virtio (ssd|hdd)\) by ` + regexp.QuoteMeta(rules))
 			if !line.MatchString(res.Output) {
 				t.Errorf("check output lacks the chosen disk's line matching %s", line)
 			}
@@ -117,7 +117,7 @@ func checkOthers(t *testing.T, midPath string, order []string, hashes func(name 
 		before, after := hashes(name)
 		switch {
 		case name == "mid" && after == before:
-			t.Errorf("the chosen disk mid-9g was not written")
+			t.Errorf("the chosen disk mid-6g was not written")
 		case name != "mid" && after != before:
 			t.Errorf("disk %s changed: it was not chosen", name)
 		}

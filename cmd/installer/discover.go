@@ -23,6 +23,10 @@ var errEnrolled = errors.New("enrolled")
 // whether it is enrolled.
 var discoverEvery = 3 * time.Second
 
+// repostEvery is how many polls of an unknown MAC pass before the report
+// is posted again (a minute at discoverEvery).
+var repostEvery = 20
+
 // discover is nixlos.discover=1: post this machine's hardware (installer
 // detect) to the server and wait until it is enrolled. It returns
 // errEnrolled then; other errors only when ctx ends.
@@ -40,14 +44,17 @@ func (b *boot) discover(ctx context.Context, server string) error {
 
 // waitEnrolled posts d to server until it takes it, then polls
 // /v1/machine every interval until the MAC is mapped to a host the served
-// bundle has. It re-posts the report when the server forgets the MAC again
-// (a restart) so that it shows as discovered.
+// bundle has. While the MAC is unknown it posts the report again every
+// repostEvery polls, so that a restarted server shows it as discovered again.
 func waitEnrolled(ctx context.Context, out io.Writer, server string, d pxe.Discovery, every time.Duration) error {
 	posted := false
 	lastWait := ""
+	unknown := 0
 	for {
 		if !posted {
 			switch err := pxe.PostDiscovery(ctx, nil, server, d); {
+			case err == nil && unknown > 0:
+				posted = true // a repeat: said once already
 			case err == nil:
 				posted = true
 				fmt.Fprintf(out, "nixlos: discovery: this machine (%s) reported to %s; waiting for 'mkiso enroll %s --host NAME'\n", d.MAC, server, d.MAC)
@@ -69,6 +76,9 @@ func waitEnrolled(ctx context.Context, out io.Writer, server string, d pxe.Disco
 					lastWait = info.Waiting
 				}
 			case errors.Is(err, pxe.ErrUnknownMachine):
+				if unknown++; unknown%repostEvery == 0 {
+					posted = false
+				}
 			default:
 				fmt.Fprintf(out, "nixlos: discovery: %v (retrying)\n", err)
 			}

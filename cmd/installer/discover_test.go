@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +51,16 @@ func TestWaitEnrolled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	var posts atomic.Int32
+	h := srv.Handler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/discover" {
+			posts.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer func(n int) { repostEvery = n }(repostEvery)
+	repostEvery = 3
 	defer hs.Close()
 	const mac = "52:54:00:aa:bb:02"
 	d := pxe.Discovery{MAC: mac, Vendor: "QEMU", Report: hw.Report{Firmware: hw.BIOS, Disks: []hw.Disk{{Name: "vda", Kind: hw.KindDisk, SizeBytes: 1 << 30}}}}
@@ -66,11 +77,17 @@ func TestWaitEnrolled(t *testing.T) {
 	if len(snap) != 1 || snap[0].State != pxe.StateDiscovered {
 		t.Fatalf("table after the report: %+v\n%s", snap, out)
 	}
-	time.Sleep(100 * time.Millisecond) // several polls: still waiting
+	time.Sleep(300 * time.Millisecond) // several polls: still waiting, the report posted again
 	select {
 	case err := <-done:
 		t.Fatalf("returned before enrollment: %v", err)
 	default:
+	}
+	if n := posts.Load(); n < 2 {
+		t.Errorf("report posted %d times while unknown, want it again every %d polls", n, repostEvery)
+	}
+	if n := strings.Count(out.String(), "reported to"); n != 1 {
+		t.Errorf("'reported to' said %d times, want once:\n%s", n, out)
 	}
 	if err := os.WriteFile(mapf, []byte("[[machine]]\nmac = \""+mac+"\"\nhost = \"laptop\"\n"), 0o644); err != nil {
 		t.Fatal(err)
