@@ -40,14 +40,15 @@ const AutoDisk = "auto"
 
 // Cmdline is the parsed installer command line.
 type Cmdline struct {
-	Host     string            `json:"host,omitempty"`   // nixlos.host
-	Disk     string            `json:"disk,omitempty"`   // nixlos.disk: /dev/…, /dev/disk/by-id/…, "auto" or "match:RULES" (canonical, package diskrules)
-	Disks    map[string]string `json:"disks,omitempty"`  // nixlos.disk.<key>, same values
-	Auto     bool              `json:"auto"`             // nixlos.auto=1
-	Server   string            `json:"server,omitempty"` // nixlos.server URL
-	Token    string            `json:"-"`                // nixlos.token: one-time key token from the PXE server (not printed)
-	After    After             `json:"after"`            // nixlos.after, default reboot
-	Net      netconf.Config    `json:"net"`              // ip=, default DHCP on every wired link
+	Host     string            `json:"host,omitempty"`     // nixlos.host
+	Disk     string            `json:"disk,omitempty"`     // nixlos.disk: /dev/…, /dev/disk/by-id/…, "auto" or "match:RULES" (canonical, package diskrules)
+	Disks    map[string]string `json:"disks,omitempty"`    // nixlos.disk.<key>, same values
+	Auto     bool              `json:"auto"`               // nixlos.auto=1
+	Server   string            `json:"server,omitempty"`   // nixlos.server URL
+	Token    string            `json:"-"`                  // nixlos.token: one-time key token from the PXE server (not printed)
+	Discover bool              `json:"discover,omitempty"` // nixlos.discover=1: an unknown machine reports its hardware to nixlos.server and waits to be enrolled
+	After    After             `json:"after"`              // nixlos.after, default reboot
+	Net      netconf.Config    `json:"net"`                // ip=, default DHCP on every wired link
 	Consoles []string          `json:"consoles,omitempty"`
 	Warnings []string          `json:"warnings,omitempty"` // repeated parameters (last wins)
 }
@@ -60,7 +61,7 @@ type Param struct {
 }
 
 // The known nixlos parameters, for messages and suggestions.
-var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.token", "nixlos.after"}
+var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.token", "nixlos.after", "nixlos.discover"}
 
 // Split splits a kernel command line into parameters following the kernel's
 // next_arg rules: whitespace separates parameters except inside double
@@ -252,6 +253,14 @@ func Parse(cmdline string) (Cmdline, error) {
 			}
 			set(p)
 			c.Token = p.Value
+		case p.Name == "nixlos.discover":
+			v, ok := parseBool(p)
+			if !ok {
+				bad(p, "use nixlos.discover=1 (the PXE server writes it for unknown machines) or leave it out", "%q is not 1 or 0", p.Value)
+				continue
+			}
+			set(p)
+			c.Discover = v
 		case p.Name == "nixlos.after":
 			switch a := After(p.Value); a {
 			case AfterReboot, AfterPoweroff, AfterShell:
@@ -267,6 +276,10 @@ func Parse(cmdline string) (Cmdline, error) {
 			}
 			bad(p, fix, "unknown nixlos parameter")
 		}
+	}
+	if c.Discover && c.Server == "" && len(problems) == 0 {
+		problems = append(problems, cli.BadInput("nixlos.discover=1", "add nixlos.server=URL (the PXE server to report to), or leave nixlos.discover out",
+			"discovery reports to a PXE server, and there is no nixlos.server"))
 	}
 	if len(problems) > 0 {
 		return Cmdline{}, errors.Join(problems...)

@@ -67,6 +67,11 @@ func TestParse(t *testing.T) {
 		{name: "pxe token", in: "nixlos.server=http://10.99.0.1:8080 nixlos.token=0123456789abcdef0123456789abcdef",
 			want: def(Cmdline{Server: "http://10.99.0.1:8080", Token: "0123456789abcdef0123456789abcdef"})},
 		{name: "bad token", in: "nixlos.token=xyz", errs: []string{"nixlos.token"}},
+		{name: "discovery", in: "nixlos.server=http://10.99.0.1:8080 nixlos.discover=1",
+			want: def(Cmdline{Server: "http://10.99.0.1:8080", Discover: true})},
+		{name: "discover=0", in: "nixlos.discover=0", want: def(Cmdline{})},
+		{name: "discover without server", in: "nixlos.discover=1", errs: []string{"nixlos.discover=1: discovery reports to a PXE server"}},
+		{name: "bad discover", in: "nixlos.discover=maybe nixlos.server=http://h", errs: []string{`nixlos.discover=maybe: "maybe" is not 1 or 0`}},
 		{name: "ip off", in: "ip=off", want: def(Cmdline{Net: netconf.Config{Mode: netconf.ModeOff}})},
 		{name: "bare auto", in: "nixlos.auto", want: def(Cmdline{Auto: true})},
 		{name: "auto=0", in: "nixlos.auto=0", want: def(Cmdline{})},
@@ -143,6 +148,7 @@ func FuzzParse(f *testing.F) {
 		`"nixlos.host=a b" x="y z"`, "nixlos.disk.main=/dev/disk/by-id/virtio-x ip=dhcp",
 		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
 		"nixlos.disk.main=match:size>=100G,bus=nvme nixlos.disk.data=match:TYPE=hdd|ssd,model=WDC_*", `nixlos.disk="match:serial=a b"`, `"nixlos.disk.a b=/dev/vda"`,
+		"nixlos.server=http://h:1 nixlos.discover=1", "nixlos.discover",
 	} {
 		f.Add(s)
 	}
@@ -196,6 +202,9 @@ func FuzzParse(f *testing.F) {
 			}
 		default:
 			t.Fatalf("Parse(%q): net mode %q", s, c.Net.Mode)
+		}
+		if c.Discover && c.Server == "" {
+			t.Fatalf("Parse(%q): discovery without a server accepted", s)
 		}
 		if strings.ContainsAny(c.Host, " \t\"/") {
 			t.Fatalf("Parse(%q): host %q accepted", s, c.Host)

@@ -26,6 +26,7 @@ func TestRender(t *testing.T) {
 		{"after and token", Cmdline{Host: "s", Disk: "auto", Token: strings.Repeat("ab", 16), After: AfterPoweroff},
 			"nixlos.host=s nixlos.disk=auto nixlos.token=" + strings.Repeat("ab", 16) + " nixlos.after=poweroff"},
 		{"quoted", Cmdline{Disk: "match:serial=a b"}, `nixlos.disk="match:serial=a b"`},
+		{"discovery", Cmdline{Server: "http://10.99.0.1", Discover: true}, "nixlos.server=http://10.99.0.1 nixlos.discover=1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Render(tc.c); got != tc.want {
@@ -42,6 +43,7 @@ func FuzzRender(f *testing.F) {
 		"nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff console=ttyS0",
 		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off:10.0.0.1 nixlos.server=http://h:1/ nixlos.disk.a=/dev/vda",
 		`nixlos.disk="match:serial=a b" console=tty0 console=ttyS0,115200`, "ip=dhcp", "ip=off",
+		"nixlos.server=http://h:1 nixlos.discover=1",
 	} {
 		f.Add(s)
 	}

@@ -24,22 +24,26 @@ const vmManifest = `{"version":1,"flake":{"dir":"/etc/nixlos/flake"},"hosts":{
    "root":{"size":"100%","content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}}}`
 
 // TestRulesChooseInGuest (issue 13, VM test 1): three virtio disks of
-// different sizes and serials, each holding an ext4 filesystem. In the
-// guest, the rules pick the 2 GiB one (installer check names it by its
-// by-id name, derived without udev, with model, serial and size) and
-// installer partition lays the laptop out on it; the other two disks are
-// byte-unchanged. The second run permutes the disks (other kernel names):
-// the same disk is chosen.
+// different sizes and serials (1, 6 and 8 GiB, sparse; the laptop fits on 6 GiB), each holding an
+// ext4 filesystem. The first run is a full unattended install of the
+// example's laptop (UEFI, its closure from the ISO, disk chosen by
+// nixlos.disk=match:…), reaching "install complete" on the 6 GiB disk. The
+// second run permutes the disks (other kernel names) and stays cheap: in
+// the guest, installer check names the same disk (by its by-id name,
+// derived without udev, with model, serial and size) and installer
+// partition lays a small layout out on it. In both runs the other two
+// disks are byte-unchanged.
 func TestRulesChooseInGuest(t *testing.T) {
 	testenv.VM(t)
-	testenv.Tools(t, "mkfs.ext4")
+	testenv.Tools(t, "mkfs.ext4", "nix", "git")
+	media := buildLaptopMedia(t)
 	dir := t.TempDir()
 	type disk struct {
 		serial string
 		size   int64
 		path   string
 	}
-	disks := map[string]*disk{"small": {serial: "small-1g", size: 1 << 30}, "mid": {serial: "mid-2g", size: 2 << 30}, "big": {serial: "big-3g", size: 3 << 30}}
+	disks := map[string]*disk{"small": {serial: "small-1g", size: 1 << 30}, "mid": {serial: "mid-6g", size: 6 << 30}, "big": {serial: "big-8g", size: 8 << 30}}
 	for name, d := range disks {
 		d.path = filepath.Join(dir, name+".img")
 		if err := os.WriteFile(d.path, nil, 0o644); err != nil {
@@ -52,10 +56,10 @@ func TestRulesChooseInGuest(t *testing.T) {
 			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 		}
 	}
-	const rules = "match:size>=1536M,size<2560M"
+	const rules = "match:size>=5G,size<7G"
 	script := `out=$(installer check --manifest /etc/nixlos/manifest.json --cmdline "nixlos.host=laptop nixlos.disk=` + rules + `" 2>&1) || true
 echo "$out"
-dev=$(echo "$out" | busybox sed -n 's|^disk main: /dev/disk/by-id/virtio-mid-2g = \(/dev/vd[a-z]\) .*|\1|p')
+dev=$(echo "$out" | busybox sed -n 's|^disk main: /dev/disk/by-id/virtio-mid-6g = \(/dev/vd[a-z]\) .*|\1|p')
 echo "chosen=$dev"
 test -n "$dev"
 installer partition --manifest /etc/nixlos/manifest.json --host laptop --disk main=$dev --yes
@@ -70,6 +74,13 @@ echo partitioned
 				vmDisks = append(vmDisks, vmtest.Disk{Path: disks[name].path, Serial: disks[name].serial})
 			}
 			start := time.Now()
+			if run == 0 {
+				installOn(t, media, vmDisks, rules)
+				checkOthers(t, disks["mid"].path, order, func(name string) (string, string) {
+					return before[name], vmtest.FileSHA256(t, disks[name].path)
+				})
+				return
+			}
 			res := vmtest.RunCheck(t, vmtest.Check{
 				Name:      fmt.Sprintf("rules-%d", run),
 				Disks:     vmDisks,
@@ -85,25 +96,34 @@ echo partitioned
 			// The kernel name of the mid disk is its place in this order.
 			want := fmt.Sprintf("/dev/vd%c", 'a'+indexOf(order, "mid"))
 			if !strings.Contains(res.Output, "chosen="+want+"\n") {
-				t.Errorf("chosen disk is not %s (the 2 GiB disk mid-2g in this order)", want)
+				t.Errorf("chosen disk is not %s (the 6 GiB disk mid-6g in this order)", want)
 			}
-			line := regexp.MustCompile(`disk main: /dev/disk/by-id/virtio-mid-2g = /dev/vd[a-z] \(serial mid-2g, 2\.0 GiB \(2\.1 GB\), virtio (ssd|hdd)\) by ` + regexp.QuoteMeta(rules))
+			line := regexp.MustCompile(`disk main: /dev/disk/by-id/virtio-mid-6g = /dev/vd[a-z] \(serial mid-6g, 6\.0 GiB \(6\.4 GB\), virtio (ssd|hdd)\) by ` + regexp.QuoteMeta(rules))
 			if !line.MatchString(res.Output) {
 				t.Errorf("check output lacks the chosen disk's line matching %s", line)
 			}
-			for _, name := range order {
-				after := vmtest.FileSHA256(t, disks[name].path)
-				switch {
-				case name == "mid" && after == before[name]:
-					t.Errorf("the chosen disk mid-2g was not written")
-				case name != "mid" && after != before[name]:
-					t.Errorf("disk %s (%s) changed: it was not chosen", name, disks[name].serial)
-				}
-			}
-			if gpt := readAt(t, disks["mid"].path, 512, 8); gpt != "EFI PART" {
-				t.Errorf("mid disk has no GPT header after partitioning (%q)", gpt)
-			}
+			checkOthers(t, disks["mid"].path, order, func(name string) (string, string) {
+				return before[name], vmtest.FileSHA256(t, disks[name].path)
+			})
 		})
+	}
+}
+
+// checkOthers: the chosen disk mid was written (a GPT header now), every
+// other disk is byte-unchanged (hash before, after).
+func checkOthers(t *testing.T, midPath string, order []string, hashes func(name string) (before, after string)) {
+	t.Helper()
+	for _, name := range order {
+		before, after := hashes(name)
+		switch {
+		case name == "mid" && after == before:
+			t.Errorf("the chosen disk mid-6g was not written")
+		case name != "mid" && after != before:
+			t.Errorf("disk %s changed: it was not chosen", name)
+		}
+	}
+	if gpt := readAt(t, midPath, 512, 8); gpt != "EFI PART" {
+		t.Errorf("mid disk has no GPT header after the run (%q)", gpt)
 	}
 }
 

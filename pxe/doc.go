@@ -54,12 +54,26 @@
 // entry using the per-disk form), for an installer that was started without
 // nixlos.host (e.g. from USB with only nixlos.server=); it issues no token.
 //
+// Discovery (mkiso serve --discover): an unknown MAC's script boots the
+// installer with only nixlos.server=URL nixlos.discover=1. It POSTs to
+// URL/v1/discover its Discovery (application/json):
+//
+//	{"mac":"52:54:00:12:34:70","vendor":"QEMU","product":"Standard PC …",
+//	 "report":{…installer detect --json…}}
+//
+// Reply: 204 (the MAC is "discovered"; the report is kept for mkiso
+// enroll), 409 when the MAC is in the map already, 404 without --discover.
+// It then polls GET URL/v1/machine until 200 with no "waiting" field (a
+// MAC mapped to a host the bundle's initrd lacks gets
+// "waiting":"host H is not in the served bundle yet …") and reboots.
+//
 // GET URL/nix-cache/nix-cache-info, URL/nix-cache/HASH.narinfo and
 // URL/nix-cache/nar/FILE serve the bundle's binary cache (DIR/pxe/nix-cache,
 // written by mkiso build --closure), read-only, as a Nix binary cache: the
 // installer runs nix copy --from URL/nix-cache with only the manifest's
 // cache key trusted (package closure). 404 when the bundle has none.
 //
-// ReportStatus, FetchKey and FetchMachine are the client side of this
-// protocol; DecodeStatus and DecodeMachineInfo validate its JSON.
+// ReportStatus, FetchKey, FetchMachine and PostDiscovery are the client
+// side of this protocol; DecodeStatus, DecodeMachineInfo and
+// DecodeDiscovery validate its JSON.
 package pxe

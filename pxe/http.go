@@ -81,6 +81,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/status", s.serveStatus)
 	mux.HandleFunc("GET /v1/key", s.serveKey)
 	mux.HandleFunc("GET /v1/machine", s.serveMachine)
+	mux.HandleFunc("POST /v1/discover", s.serveDiscover)
 	mux.HandleFunc("GET /{file}", s.serveFile)
 	mux.HandleFunc("GET /"+CacheDir+"/{path...}", s.serveCache)
 	return mux
@@ -174,7 +175,15 @@ func (s *Server) Script(mac, base string) (script, state, host, msg string, err 
 		return LocalBootScript(mac), StateLocalBoot, mc.Host, "installed: boot from local disk", nil
 	}
 	mc, known := s.reloadMap().Lookup(mac)
+	if known && s.cfg.Discover {
+		if why := s.notInBundle(mc.Host); why != "" {
+			return DiscoverScript(base, s.cfg.Bundle.Cmdline), StateBooting, mc.Host, "discovery boot script sent: " + why, nil
+		}
+	}
 	if !known {
+		if s.cfg.Discover {
+			return DiscoverScript(base, s.cfg.Bundle.Cmdline), StateBooting, "", "unknown MAC: discovery boot script sent", nil
+		}
 		if s.cfg.Unknown == UnknownIgnore {
 			return "", "", "", "", nil
 		}
@@ -203,6 +212,19 @@ func KernelArgs(base string, mc *Machine, token string) []string {
 		args = append(args, "nixlos.token="+token)
 	}
 	return args
+}
+
+// DiscoverScript is the iPXE script booting the installer in discovery
+// mode (nixlos.discover=1), for an unknown MAC under mkiso serve --discover.
+func DiscoverScript(base, cmdline string) string {
+	parts := []string{"kernel", base + "/" + KernelFile, "initrd=" + InitrdFile}
+	if cmdline != "" {
+		parts = append(parts, cmdline)
+	}
+	parts = append(parts, "nixlos.server="+base, "nixlos.discover=1")
+	return "#!ipxe\n" + strings.Join(parts, " ") + "\n" +
+		"initrd --name " + InitrdFile + " " + base + "/" + InitrdFile + "\n" +
+		"boot\n"
 }
 
 // InstallScript is the iPXE script booting the installer.
@@ -350,6 +372,9 @@ type MachineInfo struct {
 	Auto      bool              `json:"auto"`      // install unattended (always true for a mapped MAC)
 	Key       bool              `json:"key"`       // /v1/key may serve this MAC (with its boot token)
 	Installed bool              `json:"installed"` // reported complete: normally boots from local disk
+	// Waiting says why a machine in discovery mode must wait although it is
+	// in the map: its host is not in the served bundle yet (rebuild it).
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // maxMachineBody bounds a /v1/machine reply.
@@ -398,5 +423,38 @@ func (s *Server) serveMachine(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, Disks: mc.Disks, After: mc.After, Auto: true,
-		Key: mc.Key && s.cfg.AgeKey != "", Installed: s.cfg.Tracker.Installed(mac)})
+		Key: mc.Key && s.cfg.AgeKey != "", Installed: s.cfg.Tracker.Installed(mac), Waiting: s.notInBundle(mc.Host)})
+}
+
+// notInBundle says why host cannot be installed from the served bundle
+// (its initrd's manifest lacks it), or "" when it can, when discovery is
+// off, or when the bundle's hosts cannot be read (a bundle not made by mkiso). The hosts are read again
+// when the initrd changes (a rebuild while the server runs).
+func (s *Server) notInBundle(host string) string {
+	if !s.cfg.Discover {
+		return ""
+	}
+	hosts := s.bundleHosts()
+	if hosts == nil {
+		return ""
+	}
+	if _, ok := hosts[host]; ok {
+		return ""
+	}
+	return "host " + host + " is not in the served bundle yet (fix: git add its files, then mkiso build FLAKE --format pxe --out " + filepath.Dir(s.cfg.Bundle.Dir) + ")"
+}
+
+func (s *Server) bundleHosts() map[string][]string {
+	fi, err := os.Stat(filepath.Join(s.cfg.Bundle.Dir, InitrdFile))
+	if err != nil {
+		return nil
+	}
+	key := fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key != s.hostsKey {
+		s.hosts, _ = s.cfg.Bundle.Hosts() // nil on error: not checked
+		s.hostsKey = key
+	}
+	return s.hosts
 }

@@ -51,6 +51,11 @@ type installRun struct {
 	// guest's random pool is not ready early: the install must not need it
 	// before the network is up.
 	defaultCPU bool
+	// reboot lets the guest reboot (no -no-reboot): one QEMU run goes
+	// through several boots (discovery, install, local disk).
+	reboot bool
+	// serials are the virtio disks' serial numbers, in order ("" = none).
+	serials []string
 }
 
 var installRuns = []installRun{
@@ -435,8 +440,11 @@ func bootInstallVM(t *testing.T, ns string, r installRun, images []string, vars,
 	if !r.defaultCPU {
 		args = append(args, "-cpu", "max")
 	}
-	args = append(args, "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no")
+	args = append(args, "-m", "2048", "-smp", "2", "-nographic")
+	if !r.reboot {
+		args = append(args, "-no-reboot")
+	}
+	args = append(args, "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no")
 	nic := "e1000,netdev=n0,mac=" + r.mac
 	if r.firmwarePXE {
 		nic = "virtio-net-pci,netdev=n0,romfile=,mac=" + r.mac
@@ -452,6 +460,9 @@ func bootInstallVM(t *testing.T, ns string, r installRun, images []string, vars,
 		dev := fmt.Sprintf("virtio-blk-pci,drive=d%d", i)
 		if r.uefi && i == 0 {
 			dev += ",bootindex=1"
+		}
+		if i < len(r.serials) && r.serials[i] != "" {
+			dev += ",serial=" + r.serials[i]
 		}
 		args = append(args, "-device", dev)
 	}

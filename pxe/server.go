@@ -48,6 +48,12 @@ type Config struct {
 	Range   *Range // nil: proxyDHCP; else full DHCP from this pool
 	Unknown string // UnknownMenu (default) or UnknownIgnore
 	AgeKey  string // age key file served on /v1/key ("" = none)
+	// Discover boots unknown MACs in discovery mode (nixlos.discover=1):
+	// they post their hardware to /v1/discover and wait until the map has
+	// them (mkiso enroll), then reboot into a normal install. It overrides
+	// Unknown. DiscoverDir keeps the reports for mkiso enroll ("" = none).
+	Discover    bool
+	DiscoverDir string
 
 	Tracker *Tracker
 	Log     io.Writer // diagnostics (never the key); io.Discard when nil
@@ -86,6 +92,9 @@ type Server struct {
 	leases  *leases
 	ipMAC   map[string]string
 	closers []func() error
+
+	hosts    map[string][]string // the bundle's hosts (nil: unknown)
+	hostsKey string              // the initrd's size and mtime hosts was read at
 
 	// Bound addresses, filled by Start.
 	DHCPAddr, ProxyAddr, TFTPAddr *net.UDPAddr

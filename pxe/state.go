@@ -25,6 +25,7 @@ const (
 	StateFailed     = "failed"     // the installer reported failure
 	StateLocalBoot  = "local-boot" // sent to its local disk (already installed)
 	StateRefused    = "refused"    // a key request was refused
+	// StateDiscovered (discover.go): an unknown machine reported its hardware.
 )
 
 // Event is one line of `mkiso serve --json`.
@@ -35,6 +36,9 @@ type Event struct {
 	State    string    `json:"state"`
 	Message  string    `json:"message"`
 	Progress int       `json:"-"` // 0–100, -1 when unknown; shown in the table only
+	// Discovered is set on a "discovered" event: the machine's vendor,
+	// firmware, RAM and disks (mkiso serve --discover).
+	Discovered *DiscoverySummary `json:"discovered,omitempty"`
 }
 
 // MachineState is one row of the machine table.
@@ -43,6 +47,9 @@ type MachineState struct {
 	Progress                  int // -1 when unknown
 	Updated                   time.Time
 	Installed                 bool // reported complete: boots from local disk
+	// Discovered is the hardware an unknown machine reported in discovery
+	// mode (nil otherwise).
+	Discovered *DiscoverySummary
 }
 
 // MaxMachines bounds the machine table; events for further new MACs are dropped.
@@ -167,6 +174,28 @@ func (t *Tracker) saveLocked() error {
 		return err
 	}
 	return os.Rename(tmp, t.StateFile)
+}
+
+// Discovered records that mac, not in the map, reported its hardware in
+// discovery mode: its row is "discovered" with sum, and the event carries sum.
+func (t *Tracker) Discovered(mac string, sum DiscoverySummary) {
+	t.mu.Lock()
+	m := t.machines[mac]
+	if m == nil && len(t.machines) >= MaxMachines {
+		t.mu.Unlock()
+		return
+	}
+	if m == nil {
+		m = &MachineState{MAC: mac, Progress: -1}
+		t.machines[mac] = m
+	}
+	m.State, m.Message, m.Updated, m.Discovered = StateDiscovered, sum.String()+" (waiting: mkiso enroll "+mac+" --host NAME)", t.now(), &sum
+	ev := Event{Time: m.Updated.UTC(), MAC: mac, Host: m.Host, State: StateDiscovered, Message: m.Message, Progress: m.Progress, Discovered: &sum}
+	sink := t.Sink
+	t.mu.Unlock()
+	if sink != nil {
+		sink(ev)
+	}
 }
 
 // SetSink replaces the event sink.

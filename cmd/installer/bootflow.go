@@ -60,6 +60,9 @@ func runBootFlow(stdout, stderr io.Writer) error {
 	loadBootModules(bootModulesFile, out)
 	b := &boot{out: out, in: bufio.NewReader(os.Stdin), inFile: os.Stdin, raw: string(raw), logFile: install.DefaultLogFile}
 	after, err := b.run(context.Background())
+	if errors.Is(err, errEnrolled) { // discovery mode: the next boot installs
+		return doAfter(out, bootcfg.AfterReboot, closeAll)
+	}
 	if err != nil {
 		b.fail(err)
 		closeAll()
@@ -136,6 +139,9 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 		fmt.Fprintf(b.out, "nixlos: network: %s on %s\n", res.Address, res.Link)
 		if ifc, err := net.InterfaceByName(res.Link); err == nil {
 			b.mac = ifc.HardwareAddr.String()
+		}
+		if c.Discover {
+			return c.After, b.discover(ctx, c.Server)
 		}
 		if err := b.merge(ctx, &c); err != nil {
 			return c.After, err

@@ -56,6 +56,7 @@ func TestServeExportBadInput(t *testing.T) {
 		{serve, []string{withHosts, "--iface", "lo", "--map", diskMap}, `disks: "main" is not a disk of host server`},
 		{serve, []string{build, "--iface", "lo", "--dhcp-range", "10.0.0.9-10.0.0.1"}, "first address is after the last"},
 		{serve, []string{build, "--iface", "lo", "--unknown", "drop"}, "--unknown"},
+		{serve, []string{build, "--iface", "lo", "--discover"}, "--discover: needs a map file"},
 		{serve, []string{build, "--iface", "lo", "--age-key", worldKey}, "world-readable"},
 		{serve, []string{build, "--iface", "no-such-if0"}, "no-such-if0"},
 		{export, []string{build, "--format", "pxelinux", "--out", t.TempDir()}, "--format"},

@@ -26,9 +26,13 @@
         specialArgs = { inherit self; };
         standin = nixpkgs;
       };
+
+      # One host per directory under ./hosts (laptop, server, and any host
+      # `mkiso enroll --new-host` writes once it is git-added).
+      hostNames = builtins.filter (n: (builtins.readDir ./hosts).${n} == "directory") (builtins.attrNames (builtins.readDir ./hosts));
     in
     {
-      nixosConfigurations = lib.genAttrs [ "laptop" "server" ] mkHost;
+      nixosConfigurations = lib.genAttrs hostNames mkHost;
 
       # Standalone home-manager configuration (non-NixOS machines).
       homeConfigurations."nixlos@linux" = lib.homeManagerConfiguration {

@@ -7,6 +7,7 @@
     ./modules/development.nix
     ./modules/shell.nix
     ./modules/secrets-example.nix
+    ./modules/nixlos.nix
   ];
 
   custom.system.enable = lib.mkDefault true;
