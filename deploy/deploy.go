@@ -77,6 +77,7 @@ import (
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/preflight"
 	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // Options are the flags of mkiso deploy.
@@ -748,7 +749,7 @@ func (r *run) follow(ctx context.Context, st *statusServer) error {
 		case <-all.C:
 			return fmt.Errorf("the install did not finish within %s", r.o.Timeout)
 		case e := <-st.events:
-			if e.State == pxe.StateRefused || e.State == pxe.StateLocalBoot {
+			if e.State == wire.StateRefused || e.State == wire.StateLocalBoot {
 				continue
 			}
 			heard = true
@@ -758,10 +759,10 @@ func (r *run) follow(ctx context.Context, st *statusServer) error {
 			}
 			r.step("[%5.0fs] %s %s: %s", time.Since(start).Seconds(), e.MAC, e.State, msg)
 			switch e.State {
-			case pxe.StateComplete:
+			case wire.StateComplete:
 				r.step("install complete host=%s (after: %s)", r.o.Host, r.cmdline.After)
 				return nil
-			case pxe.StateFailed:
+			case wire.StateFailed:
 				reason, tail, _ := strings.Cut(e.Message, failureLogSep)
 				msg := fmt.Sprintf("install failed on %s: %s", r.o.Target, reason)
 				if tail != "" {

@@ -24,7 +24,7 @@ import (
 	"github.com/nixlos/nixlos/initramfs/cpio"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/imagepath"
-	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // fakeBuild writes a PXE bundle whose initrd holds a manifest with host
@@ -468,7 +468,7 @@ func TestConfirm(t *testing.T) {
 }
 
 // TestStatusChannel: the status server deploy starts takes the installer's
-// reports (pxe.ReportStatus, as the installer sends them) and follow ends
+// reports (wire.ReportStatus, as the installer sends them) and follow ends
 // on complete (nil), failed (exit 1, reason and log lines) or silence.
 func TestStatusChannel(t *testing.T) {
 	build := fakeBuild(t)
@@ -479,12 +479,12 @@ func TestStatusChannel(t *testing.T) {
 	f, _ := ParseFacts(probeOutput(nil))
 	for _, tc := range []struct {
 		name    string
-		reports []pxe.Status
+		reports []wire.Status
 		exit    int
 		want    []string
 	}{
-		{"complete", []pxe.Status{{State: "installing"}, {State: "complete"}}, 0, []string{"installing: -", "install complete host=laptop"}},
-		{"failed", []pxe.Status{{State: "installing"}, {State: "failed", Message: "partition /dev/vda: busy | log line 1 | log line 2"}}, 1,
+		{"complete", []wire.Status{{State: "installing"}, {State: "complete"}}, 0, []string{"installing: -", "install complete host=laptop"}},
+		{"failed", []wire.Status{{State: "installing"}, {State: "failed", Message: "partition /dev/vda: busy | log line 1 | log line 2"}}, 1,
 			[]string{"install failed on root@h: partition /dev/vda: busy", "  | log line 1\n  | log line 2"}},
 		{"silence", nil, 1, []string{"no report from the installer within"}},
 	} {
@@ -505,7 +505,7 @@ func TestStatusChannel(t *testing.T) {
 			go func() {
 				for _, s := range tc.reports {
 					s.MAC, s.Host = "52:54:00:12:34:56", "laptop"
-					if err := pxe.ReportStatus(context.Background(), nil, local, s); err != nil {
+					if err := wire.ReportStatus(context.Background(), nil, local, s); err != nil {
 						t.Errorf("report: %v", err)
 					}
 				}

@@ -16,7 +16,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/initramfs/cpio"
-	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // flowTarget plays a whole deploy: probe, detect, tmpfs, uploads, kexec,
@@ -59,7 +59,7 @@ func (f *flowTarget) Run(ctx context.Context, cmd string, stdin io.Reader, stdou
 				if st == "failed" {
 					msg = "partition: disk busy | last log line"
 				}
-				if err := pxe.ReportStatus(context.Background(), nil, base, pxe.Status{MAC: "52:54:00:12:34:56", Host: "laptop", State: st, Message: msg}); err != nil {
+				if err := wire.ReportStatus(context.Background(), nil, base, wire.Status{MAC: "52:54:00:12:34:56", Host: "laptop", State: st, Message: msg}); err != nil {
 					f.t.Errorf("report %s: %v", st, err)
 				}
 			}

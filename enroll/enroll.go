@@ -25,6 +25,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // Options is one enrollment.
@@ -65,7 +66,7 @@ func Enroll(ctx context.Context, o Options) (Result, error) {
 	if o.Eval == nil {
 		o.Eval = evalHost
 	}
-	mac, err := pxe.CanonicalMAC(o.MAC)
+	mac, err := wire.CanonicalMAC(o.MAC)
 	if err != nil {
 		return Result{}, cli.BadInput(o.MAC, "give the MAC 'mkiso serve' shows as discovered, e.g. 52:54:00:12:34:56", "%v", err)
 	}
@@ -219,7 +220,7 @@ func firmwareNotes(bootLoader, firmware, template string) []string {
 
 // mapEntry is the [[machine]] entry for mac: host, the disk rules when the
 // host has none of its own, key = true when the host has sops secrets.
-func mapEntry(mac, host string, rules map[string]string, key bool, d pxe.Discovery, now time.Time) string {
+func mapEntry(mac, host string, rules map[string]string, key bool, d wire.Discovery, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n# enrolled by mkiso enroll on %s: %s\n", now.UTC().Format("2006-01-02 15:04 UTC"), d.Summary())
 	fmt.Fprintf(&b, "[[machine]]\nmac = %q\nhost = %q\n", mac, host)

@@ -17,6 +17,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // machine is a recorded `installer detect --json` (copies of diskrules'
@@ -142,7 +143,7 @@ func newFixture(t *testing.T, firmware hw.Firmware) fixture {
 	}
 	r := machine(t, "virtio")
 	r.Firmware = firmware
-	if err := pxe.SaveDiscovery(f.ddir, pxe.Discovery{MAC: mac, Vendor: "QEMU", Product: "Standard PC", Report: r}); err != nil {
+	if err := pxe.SaveDiscovery(f.ddir, wire.Discovery{MAC: mac, Vendor: "QEMU", Product: "Standard PC", Report: r}); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -310,7 +311,7 @@ func TestEnrolledHostEvaluates(t *testing.T) {
 	os.WriteFile(mapf, nil, 0o644)
 	r := machine(t, "virtio")
 	r.Firmware = hw.UEFI
-	if err := pxe.SaveDiscovery(pxe.DefaultDiscoverDir(mapf), pxe.Discovery{MAC: mac, Vendor: "QEMU", Report: r}); err != nil {
+	if err := pxe.SaveDiscovery(pxe.DefaultDiscoverDir(mapf), wire.Discovery{MAC: mac, Vendor: "QEMU", Report: r}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

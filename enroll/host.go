@@ -14,7 +14,7 @@ import (
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // generated are the files writeHost makes itself instead of copying them.
@@ -23,7 +23,7 @@ var generated = []string{"hardware.nix", "facter.json"}
 // writeHost writes hosts/NewHost from hosts/Host: the template's files
 // copied (default.nix with the new hostName), hardware.nix and
 // facter.json generated. Nothing is left behind when it fails.
-func writeHost(o Options, d pxe.Discovery, tmpl flake.Host, rules map[string]string, picked map[string]hw.Disk) (files, notes []string, err error) {
+func writeHost(o Options, d wire.Discovery, tmpl flake.Host, rules map[string]string, picked map[string]hw.Disk) (files, notes []string, err error) {
 	tdir := filepath.Join(o.Flake, "hosts", o.Host)
 	rel := filepath.Join("hosts", o.NewHost)
 	ndir := filepath.Join(o.Flake, rel)
@@ -132,7 +132,7 @@ func Modules(r hw.Report) []string {
 
 // HardwareNix is hosts/NAME/hardware.nix: the modules, the disk rules and
 // the firmware, with the disks they stand for in comments.
-func HardwareNix(name string, d pxe.Discovery, rules map[string]string, picked map[string]hw.Disk, mods []string) string {
+func HardwareNix(name string, d wire.Discovery, rules map[string]string, picked map[string]hw.Disk, mods []string) string {
 	var b strings.Builder
 	s := d.Summary()
 	fmt.Fprintf(&b, "# Hardware of %s, written by mkiso enroll from the discovery report of %s\n", name, d.MAC)
@@ -190,7 +190,7 @@ func nixAttr(k string) string {
 // FacterJSON is the report in the style of nixos-facter's facter.json: a
 // version, the system, smbios identity and the hardware by class, plus
 // what mkiso enroll derived from it (under "nixlos").
-func FacterJSON(d pxe.Discovery, system string, rules map[string]string, mods []string) ([]byte, error) {
+func FacterJSON(d wire.Discovery, system string, rules map[string]string, mods []string) ([]byte, error) {
 	if system == "" {
 		system = "x86_64-linux"
 	}

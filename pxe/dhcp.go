@@ -11,6 +11,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // Range is a pool of IPv4 addresses for full DHCP, First..Last inclusive.
@@ -218,7 +219,7 @@ func (s *Server) dhcpReply(m *dhcpv4.DHCPv4, proxyPort bool) *dhcpv4.DHCPv4 {
 		}
 		reply.YourIPAddr = net.IPv4zero
 		s.addBoot(reply, kind, boot)
-		s.cfg.Tracker.Record(mac, mc.Host, StateDHCP, fmt.Sprintf("proxyDHCP %s: %s", kind, boot), -1)
+		s.cfg.Tracker.Record(mac, mc.Host, wire.StateDHCP, fmt.Sprintf("proxyDHCP %s: %s", kind, boot), -1)
 		return reply
 	}
 
@@ -260,7 +261,7 @@ func (s *Server) dhcpReply(m *dhcpv4.DHCPv4, proxyPort bool) *dhcpv4.DHCPv4 {
 		}
 		if boot != "" {
 			s.addBoot(reply, kind, boot)
-			s.cfg.Tracker.Record(mac, mc.Host, StateDHCP, fmt.Sprintf("lease %s, %s: %s", want, kind, boot), -1)
+			s.cfg.Tracker.Record(mac, mc.Host, wire.StateDHCP, fmt.Sprintf("lease %s, %s: %s", want, kind, boot), -1)
 		}
 		return reply
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // FuzzDHCPReply feeds arbitrary packets to the proxy, proxy-4011 and full
@@ -62,7 +63,7 @@ func TestEventSinks(t *testing.T) {
 	tr.Now = func() time.Time { return time.Date(2026, 11, 25, 5, 0, 0, 0, time.UTC) }
 	js, ls := JSONSink(&jb), LineSink(&lb)
 	tr.SetSink(func(e Event) { js(e); ls(e) })
-	tr.Record(testMAC, "server", StateInstalling, "partitioning", 40)
+	tr.Record(testMAC, "server", wire.StateInstalling, "partitioning", 40)
 	var obj map[string]any
 	if err := json.Unmarshal(jb.Bytes(), &obj); err != nil {
 		t.Fatal(err)

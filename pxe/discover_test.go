@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 const newMAC = "52:54:00:aa:bb:01"
 
-func testDiscovery() Discovery {
-	return Discovery{MAC: "52-54-00-AA-BB-01", Vendor: "QEMU", Product: "Standard PC\n(Q35)", Report: hw.Report{
+func testDiscovery() wire.Discovery {
+	return wire.Discovery{MAC: "52-54-00-AA-BB-01", Vendor: "QEMU", Product: "Standard PC\n(Q35)", Report: hw.Report{
 		Firmware: hw.UEFI, Memory: hw.Memory{TotalBytes: 2 << 30},
 		Disks: []hw.Disk{
 			{Name: "vda", Kind: hw.KindDisk, SizeBytes: 8 << 30, Bus: hw.BusVirtio, Serial: "LAPTOP1"},
@@ -51,7 +52,7 @@ func TestDiscoverFlow(t *testing.T) {
 		t.Fatalf("mapped MAC:\n%s", script)
 	}
 	ctx := context.Background()
-	if err := PostDiscovery(ctx, nil, base, testDiscovery()); err != nil {
+	if err := wire.PostDiscovery(ctx, nil, base, testDiscovery()); err != nil {
 		t.Fatal(err)
 	}
 	var row MachineState
@@ -60,7 +61,7 @@ func TestDiscoverFlow(t *testing.T) {
 			row = m
 		}
 	}
-	if row.State != StateDiscovered || row.Discovered == nil || len(row.Discovered.Disks) != 2 || row.Discovered.RAMBytes != 2<<30 {
+	if row.State != wire.StateDiscovered || row.Discovered == nil || len(row.Discovered.Disks) != 2 || row.Discovered.RAMBytes != 2<<30 {
 		t.Fatalf("table row: %+v", row)
 	}
 	for _, want := range []string{"QEMU Standard PC (Q35), uefi, RAM 2.0 GiB", "vda 8.0 GiB virtio serial LAPTOP1", "sda 16.0 GiB ata QEMU HARDDISK serial QM0001", "mkiso enroll " + newMAC} {
@@ -74,7 +75,7 @@ func TestDiscoverFlow(t *testing.T) {
 	evs := append([]Event(nil), s.events.evs...)
 	s.events.mu.Unlock()
 	for _, e := range evs {
-		if e.State == StateDiscovered {
+		if e.State == wire.StateDiscovered {
 			ev = e
 		}
 	}
@@ -93,7 +94,7 @@ func TestDiscoverFlow(t *testing.T) {
 	if err != nil || d.MAC != newMAC || len(d.Report.Disks) != 3 {
 		t.Fatalf("LoadDiscovery: %+v, %v", d, err)
 	}
-	if _, err := FetchMachine(ctx, nil, base, newMAC); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := wire.FetchMachine(ctx, nil, base, newMAC); !errors.Is(err, wire.ErrUnknownMachine) {
 		t.Fatalf("before enroll: %v", err)
 	}
 	// Enroll: the map file grows; the running server picks it up.
@@ -105,7 +106,7 @@ func TestDiscoverFlow(t *testing.T) {
 	f.Close()
 	future := time.Now().Add(time.Second)
 	os.Chtimes(s.mapf, future, future)
-	mi, err := FetchMachine(ctx, nil, base, newMAC)
+	mi, err := wire.FetchMachine(ctx, nil, base, newMAC)
 	if err != nil || mi.Host != "laptop" || mi.Waiting != "" {
 		t.Fatalf("after enroll: %+v, %v", mi, err)
 	}
@@ -113,7 +114,7 @@ func TestDiscoverFlow(t *testing.T) {
 		t.Fatalf("enrolled MAC's boot script:\n%s", script)
 	}
 	// Once mapped, a late discovery report is told to install instead.
-	if err := PostDiscovery(ctx, nil, base, testDiscovery()); !errors.Is(err, ErrEnrolled) {
+	if err := wire.PostDiscovery(ctx, nil, base, testDiscovery()); !errors.Is(err, wire.ErrEnrolled) {
 		t.Fatalf("discovery of a mapped MAC: %v", err)
 	}
 }
@@ -130,7 +131,7 @@ func TestDiscoverWaitsForBundle(t *testing.T) {
 	s.mu.Lock()
 	s.hosts, s.hostsKey = map[string][]string{"nokey": {"main"}}, fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
 	s.mu.Unlock()
-	mi, err := FetchMachine(context.Background(), nil, s.HTTPBase(), testMAC)
+	mi, err := wire.FetchMachine(context.Background(), nil, s.HTTPBase(), testMAC)
 	if err != nil || !strings.Contains(mi.Waiting, "host server is not in the served bundle yet (fix: git add its files, then mkiso build FLAKE --format pxe") {
 		t.Fatalf("waiting: %+v, %v", mi, err)
 	}
@@ -158,29 +159,4 @@ func TestDiscoverOff(t *testing.T) {
 	if _, script := get(t, s.HTTPBase()+"/boot.ipxe?mac="+newMAC); strings.Contains(script, "nixlos.discover") {
 		t.Fatalf("menu script has discover:\n%s", script)
 	}
-}
-
-// FuzzDecodeDiscovery: never panics; accepted reports have a canonical MAC,
-// a known firmware and printable vendor/product.
-func FuzzDecodeDiscovery(f *testing.F) {
-	b, _ := json.Marshal(testDiscovery())
-	f.Add(string(b))
-	f.Add(`{"mac":"x","report":{"firmware":"bios"}}`)
-	f.Add(`{"mac":"52:54:00:00:00:01","vendor":"\u0000\u007f","report":{"firmware":"uefi","disks":null}}`)
-	f.Fuzz(func(t *testing.T, s string) {
-		d, err := DecodeDiscovery(strings.NewReader(s))
-		if err != nil {
-			return
-		}
-		if c, err := CanonicalMAC(d.MAC); err != nil || c != d.MAC {
-			t.Fatalf("MAC %q accepted", d.MAC)
-		}
-		if d.Report.Firmware != hw.UEFI && d.Report.Firmware != hw.BIOS {
-			t.Fatalf("firmware %q accepted", d.Report.Firmware)
-		}
-		if strings.ContainsFunc(d.Vendor+d.Product, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(d.Vendor) > 128 {
-			t.Fatalf("vendor %q product %q", d.Vendor, d.Product)
-		}
-		_ = d.Summary().String()
-	})
 }

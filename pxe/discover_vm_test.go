@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // TestVMDiscoverEnrollInstall is issue 13's acceptance (3), in one QEMU
@@ -61,7 +62,7 @@ func TestVMDiscoverEnrollInstall(t *testing.T) {
 	t.Logf("power-on → discovered in %s", time.Since(vmStart).Round(time.Second))
 	var disc *Event
 	for _, e := range events(srv.text()) {
-		if e.State == StateDiscovered && e.MAC == r.mac {
+		if e.State == wire.StateDiscovered && e.MAC == r.mac {
 			disc = &e
 		}
 	}
@@ -128,7 +129,7 @@ func TestVMDiscoverEnrollInstall(t *testing.T) {
 	vm.stop(syscall.SIGKILL, 5*time.Second)
 	checkServerDisks(t, images...)
 	got := stateOrder(events(srv.text()), r.mac)
-	if want := []string{StateDHCP, StateBooting, StateDiscovered, StateBooting, StateInstalling, StateComplete, StateLocalBoot}; !inOrder(got, want) {
+	if want := []string{wire.StateDHCP, wire.StateBooting, wire.StateDiscovered, wire.StateBooting, wire.StateInstalling, wire.StateComplete, wire.StateLocalBoot}; !inOrder(got, want) {
 		t.Errorf("server states %v, want in order %v", got, want)
 	}
 	if strings.Contains(con, fx.keyLine) || strings.Contains(srv.text(), fx.keyLine) {

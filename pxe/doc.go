@@ -54,9 +54,9 @@
 // entry using the per-disk form), for an installer that was started without
 // nixlos.host (e.g. from USB with only nixlos.server=); it issues no token.
 //
-// Discovery (mkiso serve --discover): an unknown MAC's script boots the
+// wire.Discovery (mkiso serve --discover): an unknown MAC's script boots the
 // installer with only nixlos.server=URL nixlos.discover=1. It POSTs to
-// URL/v1/discover its Discovery (application/json):
+// URL/v1/discover its wire.Discovery (application/json):
 //
 //	{"mac":"52:54:00:12:34:70","vendor":"QEMU","product":"Standard PC …",
 //	 "report":{…installer detect --json…}}
@@ -73,7 +73,8 @@
 // installer runs nix copy --from URL/nix-cache with only the manifest's
 // cache key trusted (package closure). 404 when the bundle has none.
 //
-// ReportStatus, FetchKey, FetchMachine and PostDiscovery are the client
-// side of this protocol; DecodeStatus, DecodeMachineInfo and
-// DecodeDiscovery validate its JSON.
+// The protocol's bodies, their validation (DecodeStatus, DecodeMachineInfo,
+// DecodeDiscovery), the machine states and the installer's client calls
+// (ReportStatus, FetchKey, FetchMachine, PostDiscovery) live in package
+// pxe/wire, which is all the installer links of PXE.
 package pxe

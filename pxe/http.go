@@ -2,77 +2,18 @@ package pxe
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/nixlos/nixlos/pxe/wire"
 )
-
-// Status is the body of POST /v1/status.
-type Status struct {
-	MAC      string `json:"mac"`
-	Host     string `json:"host,omitempty"`
-	State    string `json:"state"`
-	Message  string `json:"message,omitempty"`
-	Progress *int   `json:"progress,omitempty"` // 0–100
-}
-
-// ReportableStates are the states an installer may POST.
-var ReportableStates = []string{StateBooting, StateInstalling, StateComplete, StateFailed}
-
-// maxStatusBody bounds a status request body.
-const maxStatusBody = 64 << 10
-
-// DecodeStatus reads and validates a status report: mac must be a MAC,
-// state one of ReportableStates, progress 0–100, message at most 1024 bytes.
-// The returned MAC is canonical.
-func DecodeStatus(r io.Reader) (Status, error) {
-	var st Status
-	dec := json.NewDecoder(io.LimitReader(r, maxStatusBody))
-	if err := dec.Decode(&st); err != nil {
-		return Status{}, fmt.Errorf("status body is not JSON: %w", err)
-	}
-	mac, err := CanonicalMAC(st.MAC)
-	if err != nil {
-		return Status{}, err
-	}
-	st.MAC = mac
-	if !contains(ReportableStates, st.State) {
-		return Status{}, fmt.Errorf("state %q is not one of %s", st.State, strings.Join(ReportableStates, ", "))
-	}
-	if st.Progress != nil && (*st.Progress < 0 || *st.Progress > 100) {
-		return Status{}, fmt.Errorf("progress %d is not 0-100", *st.Progress)
-	}
-	if len(st.Message) > 1024 {
-		st.Message = st.Message[:1024]
-	}
-	st.Message = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, st.Message)
-	if len(st.Host) > 63 || (st.Host != "" && !hostRe.MatchString(st.Host)) {
-		return Status{}, fmt.Errorf("host %q is not a valid host name", st.Host)
-	}
-	return st, nil
-}
-
-// QueryMAC returns the canonical MAC of the "mac" query parameter.
-func QueryMAC(q url.Values) (string, error) {
-	v := q.Get("mac")
-	if v == "" {
-		return "", errors.New("mac parameter missing")
-	}
-	return CanonicalMAC(v)
-}
 
 // Handler returns the HTTP handler: /boot.ipxe, bundle files, /v1/status, /v1/key.
 func (s *Server) Handler() http.Handler {
@@ -138,7 +79,7 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "#!ipxe\nchain %s/boot.ipxe?mac=${net0/mac}\n", s.baseFor(r))
 		return
 	}
-	mac, err := QueryMAC(r.URL.Query())
+	mac, err := wire.QueryMAC(r.URL.Query())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -172,28 +113,28 @@ func (s *Server) baseFor(r *http.Request) string {
 func (s *Server) Script(mac, base string) (script, state, host, msg string, err error) {
 	if s.cfg.Tracker.Installed(mac) {
 		mc, _ := s.reloadMap().Lookup(mac)
-		return LocalBootScript(mac), StateLocalBoot, mc.Host, "installed: boot from local disk", nil
+		return LocalBootScript(mac), wire.StateLocalBoot, mc.Host, "installed: boot from local disk", nil
 	}
 	mc, known := s.reloadMap().Lookup(mac)
 	if known && s.cfg.Discover {
 		if why := s.notInBundle(mc.Host); why != "" {
-			return DiscoverScript(base, s.cfg.Bundle.Cmdline), StateBooting, mc.Host, "discovery boot script sent: " + why, nil
+			return DiscoverScript(base, s.cfg.Bundle.Cmdline), wire.StateBooting, mc.Host, "discovery boot script sent: " + why, nil
 		}
 	}
 	if !known {
 		if s.cfg.Discover {
-			return DiscoverScript(base, s.cfg.Bundle.Cmdline), StateBooting, "", "unknown MAC: discovery boot script sent", nil
+			return DiscoverScript(base, s.cfg.Bundle.Cmdline), wire.StateBooting, "", "unknown MAC: discovery boot script sent", nil
 		}
 		if s.cfg.Unknown == UnknownIgnore {
 			return "", "", "", "", nil
 		}
-		return InstallScript(base, s.cfg.Bundle.Cmdline, nil, ""), StateBooting, "", "unknown MAC: menu boot script sent", nil
+		return InstallScript(base, s.cfg.Bundle.Cmdline, nil, ""), wire.StateBooting, "", "unknown MAC: menu boot script sent", nil
 	}
 	tok, err := s.cfg.Tracker.IssueToken(mac)
 	if err != nil {
 		return "", "", "", "", err
 	}
-	return InstallScript(base, s.cfg.Bundle.Cmdline, &mc, tok), StateBooting, mc.Host, "boot script sent", nil
+	return InstallScript(base, s.cfg.Bundle.Cmdline, &mc, tok), wire.StateBooting, mc.Host, "boot script sent", nil
 }
 
 // KernelArgs is the nixlos part of the kernel command line for a machine
@@ -295,7 +236,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 	if name == InitrdFile && r.Header.Get("Range") == "" {
 		if mac := s.macForIP(r); mac != "" {
 			mc, _ := s.machineMap().Lookup(mac)
-			s.cfg.Tracker.Record(mac, mc.Host, StateBooting, "initrd download", -1)
+			s.cfg.Tracker.Record(mac, mc.Host, wire.StateBooting, "initrd download", -1)
 		}
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -303,7 +244,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := DecodeStatus(r.Body)
+	st, err := wire.DecodeStatus(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -323,13 +264,13 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	q := r.URL.Query()
-	mac, err := QueryMAC(q)
+	mac, err := wire.QueryMAC(q)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	refuse := func(host, why string) {
-		s.cfg.Tracker.Record(mac, host, StateRefused, "key refused: "+why+" (from "+r.RemoteAddr+")", -1)
+		s.cfg.Tracker.Record(mac, host, wire.StateRefused, "key refused: "+why+" (from "+r.RemoteAddr+")", -1)
 		http.Error(w, "key refused: "+why, http.StatusForbidden)
 	}
 	if s.cfg.AgeKey == "" {
@@ -358,60 +299,12 @@ func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Write(key)
 	clear(key)
-	s.cfg.Tracker.Record(mac, mc.Host, StateInstalling, "age key sent (token now used)", -1)
-}
-
-// MachineInfo is the reply of GET /v1/machine?mac=MAC: what the map says
-// about a MAC, for an installer that did not get it on its command line.
-type MachineInfo struct {
-	MAC       string            `json:"mac"`
-	Host      string            `json:"host"`
-	Disk      string            `json:"disk,omitempty"`
-	Disks     map[string]string `json:"disks,omitempty"` // per-disk form: layout disk name → device
-	After     string            `json:"after,omitempty"`
-	Auto      bool              `json:"auto"`      // install unattended (always true for a mapped MAC)
-	Key       bool              `json:"key"`       // /v1/key may serve this MAC (with its boot token)
-	Installed bool              `json:"installed"` // reported complete: normally boots from local disk
-	// Waiting says why a machine in discovery mode must wait although it is
-	// in the map: its host is not in the served bundle yet (rebuild it).
-	Waiting string `json:"waiting,omitempty"`
-}
-
-// maxMachineBody bounds a /v1/machine reply.
-const maxMachineBody = 16 << 10
-
-// DecodeMachineInfo reads and validates a /v1/machine reply the way the
-// installer must: a canonical MAC, a valid host, disk, disks and after as in the map.
-func DecodeMachineInfo(r io.Reader) (MachineInfo, error) {
-	var mi MachineInfo
-	if err := json.NewDecoder(io.LimitReader(r, maxMachineBody)).Decode(&mi); err != nil {
-		return MachineInfo{}, fmt.Errorf("machine reply is not JSON: %w", err)
-	}
-	mac, err := CanonicalMAC(mi.MAC)
-	if err != nil {
-		return MachineInfo{}, err
-	}
-	mi.MAC = mac
-	if !hostRe.MatchString(mi.Host) {
-		return MachineInfo{}, fmt.Errorf("host %q is not a valid host name", mi.Host)
-	}
-	if mi.Disk != "" {
-		if err := CheckDiskDev(mi.Disk); err != nil {
-			return MachineInfo{}, fmt.Errorf("disk %w", err)
-		}
-	}
-	if err := CheckDisks(mi.Disks); err != nil {
-		return MachineInfo{}, err
-	}
-	if mi.After != "" && !contains(ValidAfter, mi.After) {
-		return MachineInfo{}, fmt.Errorf("after %q must be one of %s", mi.After, strings.Join(ValidAfter, ", "))
-	}
-	return mi, nil
+	s.cfg.Tracker.Record(mac, mc.Host, wire.StateInstalling, "age key sent (token now used)", -1)
 }
 
 func (s *Server) serveMachine(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	mac, err := QueryMAC(r.URL.Query())
+	mac, err := wire.QueryMAC(r.URL.Query())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -422,7 +315,7 @@ func (s *Server) serveMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, Disks: mc.Disks, After: mc.After, Auto: true,
+	json.NewEncoder(w).Encode(wire.MachineInfo{MAC: mac, Host: mc.Host, Disk: mc.Disk, Disks: mc.Disks, After: mc.After, Auto: true,
 		Key: mc.Key && s.cfg.AgeKey != "", Installed: s.cfg.Tracker.Installed(mac), Waiting: s.notInBundle(mc.Host)})
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // OVMF split into read-only code and a per-machine variable store (the
@@ -284,12 +285,12 @@ func runInstall(t *testing.T, fx installFixture, r installRun) {
 
 	evs := events(srv.text())
 	got := stateOrder(evs, r.mac)
-	want := []string{StateDHCP, StateBooting, StateInstalling, StateComplete, StateDHCP, StateLocalBoot}
+	want := []string{wire.StateDHCP, wire.StateBooting, wire.StateInstalling, wire.StateComplete, wire.StateDHCP, wire.StateLocalBoot}
 	if !inOrder(got, want) {
 		t.Errorf("server states %v, want in order %v", got, want)
 	}
 	for _, s := range got {
-		if s == StateFailed || s == StateRefused {
+		if s == wire.StateFailed || s == wire.StateRefused {
 			t.Errorf("server state %q in %v", s, got)
 		}
 	}
@@ -310,7 +311,7 @@ func checkBootPath(t *testing.T, r installRun, con string, evs []Event, dm *proc
 	}
 	var msgs []string
 	for _, e := range evs {
-		if e.MAC == r.mac && e.State == StateDHCP {
+		if e.MAC == r.mac && e.State == wire.StateDHCP {
 			msgs = append(msgs, e.Message)
 		}
 	}

@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
-	"path"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/nixlos/nixlos/diskrules"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // Machine is one [[machine]] entry of the map file: a MAC address and what
@@ -94,7 +91,7 @@ func (m *Map) Lookup(mac string) (Machine, bool) {
 	if m == nil {
 		return Machine{}, false
 	}
-	c, err := CanonicalMAC(mac)
+	c, err := wire.CanonicalMAC(mac)
 	if err != nil {
 		return Machine{}, false
 	}
@@ -103,65 +100,6 @@ func (m *Map) Lookup(mac string) (Machine, bool) {
 		return Machine{}, false
 	}
 	return m.Machines[i], true
-}
-
-// CanonicalMAC parses a 6-byte Ethernet MAC in colon, hyphen or dotted
-// notation and returns it as lower-case aa:bb:cc:dd:ee:ff.
-func CanonicalMAC(s string) (string, error) {
-	hw, err := net.ParseMAC(strings.TrimSpace(s))
-	if err != nil {
-		return "", fmt.Errorf("invalid MAC address %q", s)
-	}
-	if len(hw) != 6 {
-		return "", fmt.Errorf("MAC address %q is not a 6-byte Ethernet address", s)
-	}
-	return hw.String(), nil
-}
-
-var hostRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
-
-// diskKeyRe is a disk name of a disko layout as it can appear in the kernel
-// parameter nixlos.disk.<key>.
-var diskKeyRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
-
-// CheckDiskDev validates a disk value of the map (disk or a disks entry):
-// "auto", a clean /dev/ path with no spaces or quotes, or disk rules
-// "match:RULES" (package diskrules; they hold no spaces or quotes either),
-// as the installer's nixlos.disk parameters accept.
-func CheckDiskDev(v string) error {
-	if v == "auto" {
-		return nil
-	}
-	if diskrules.IsRules(v) {
-		if _, err := diskrules.Parse(v); err != nil {
-			return fmt.Errorf("%q: bad disk rules: %s", v, strings.ReplaceAll(err.Error(), "\n", "; "))
-		}
-		return nil
-	}
-	if !strings.HasPrefix(v, "/dev/") || len(v) == len("/dev/") {
-		return fmt.Errorf("%q must be \"auto\" or a /dev/ path, or disk rules (\"match:size>=100G,bus=nvme\")", v)
-	}
-	if strings.ContainsAny(v, " \t\n\r\"'\\") {
-		return fmt.Errorf("%q contains spaces or quotes", v)
-	}
-	if c := path.Clean(v); c != v {
-		return fmt.Errorf("%q is not a clean path (write %s)", v, c)
-	}
-	return nil
-}
-
-// CheckDisks validates the per-disk form: every key a disk name, every
-// value as CheckDiskDev. The error names the first bad key (sorted order).
-func CheckDisks(disks map[string]string) error {
-	for _, k := range slices.Sorted(maps.Keys(disks)) {
-		if !diskKeyRe.MatchString(k) {
-			return fmt.Errorf("disks: key %q is not a disk name (letters, digits, _ and -, as in the layout)", k)
-		}
-		if err := CheckDiskDev(disks[k]); err != nil {
-			return fmt.Errorf("disks.%s: %w", k, err)
-		}
-	}
-	return nil
 }
 
 // DiskArgs is the kernel's disk parameters for mc: nixlos.disk=… or one
@@ -199,9 +137,6 @@ func (m *Map) CheckHosts(file string, hosts map[string][]string) error {
 	return nil
 }
 
-// ValidAfter lists the accepted values of nixlos.after.
-var ValidAfter = []string{"reboot", "poweroff", "shell"}
-
 // LoadMap reads and parses the map file at path.
 func LoadMap(path string) (*Map, error) {
 	data, err := os.ReadFile(path)
@@ -214,7 +149,7 @@ func LoadMap(path string) (*Map, error) {
 // ParseMap parses map file data (TOML, [[machine]] entries). name is used in
 // errors. Every entry needs a valid unique MAC and a host name; disk must be
 // "auto" or a /dev/ path; disks (instead of disk) maps disk names to such
-// values; after one of ValidAfter; unknown keys are errors.
+// values; after one of wire.ValidAfter; unknown keys are errors.
 func ParseMap(data []byte, name string) (*Map, error) {
 	var doc struct {
 		Machine []Machine `toml:"machine"`
@@ -252,7 +187,7 @@ func ParseMap(data []byte, name string) (*Map, error) {
 		if mc.MAC == "" {
 			return nil, fail("mac is required")
 		}
-		c, err := CanonicalMAC(mc.MAC)
+		c, err := wire.CanonicalMAC(mc.MAC)
 		if err != nil {
 			return nil, fail("%v", err)
 		}
@@ -263,11 +198,11 @@ func ParseMap(data []byte, name string) (*Map, error) {
 		if mc.Host == "" {
 			return nil, fail("host is required (mac %s)", c)
 		}
-		if !hostRe.MatchString(mc.Host) {
+		if !wire.ValidHost(mc.Host) {
 			return nil, fail("host %q is not a valid host name", mc.Host)
 		}
 		if mc.Disk != "" {
-			if err := CheckDiskDev(mc.Disk); err != nil {
+			if err := wire.CheckDiskDev(mc.Disk); err != nil {
 				return nil, fail("disk %v", err)
 			}
 		}
@@ -282,12 +217,12 @@ func ParseMap(data []byte, name string) (*Map, error) {
 			if len(mc.Disks) == 0 {
 				return nil, failAt(lineOf(data, mc.Line, end, disksKeyRe), "disks is empty: name each disk, e.g. disks = { disk1 = \"/dev/vda\", disk2 = \"/dev/vdb\" }")
 			}
-			if err := CheckDisks(mc.Disks); err != nil {
+			if err := wire.CheckDisks(mc.Disks); err != nil {
 				return nil, failAt(badDiskLine(data, mc.Line, end, mc.Disks), "%v", err)
 			}
 		}
-		if mc.After != "" && !contains(ValidAfter, mc.After) {
-			return nil, fail("after %q must be one of %s", mc.After, strings.Join(ValidAfter, ", "))
+		if mc.After != "" && !contains(wire.ValidAfter, mc.After) {
+			return nil, fail("after %q must be one of %s", mc.After, strings.Join(wire.ValidAfter, ", "))
 		}
 		m.byMAC[c] = len(m.Machines)
 		m.Machines = append(m.Machines, mc)
@@ -308,10 +243,10 @@ func machineHeaderLines(data []byte) []int {
 }
 
 // badDiskLine is the line in [from, to) of the first bad disks entry (by
-// CheckDisks' order), or of the disks key; 0 when not found.
+// wire.CheckDisks' order), or of the disks key; 0 when not found.
 func badDiskLine(data []byte, from, to int, disks map[string]string) int {
 	for _, k := range slices.Sorted(maps.Keys(disks)) {
-		if !diskKeyRe.MatchString(k) || CheckDiskDev(disks[k]) != nil {
+		if !wire.ValidDiskKey(k) || wire.CheckDiskDev(disks[k]) != nil {
 			if l := lineOf(data, from, to, regexp.MustCompile(`(^|[\s{,"'])`+regexp.QuoteMeta(k)+`["']?\s*=`)); l > 0 {
 				return l
 			}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 func TestParseMap(t *testing.T) {
@@ -124,7 +126,7 @@ func FuzzParseMap(f *testing.F) {
 			return
 		}
 		for _, mc := range m.Machines {
-			c, err := CanonicalMAC(mc.MAC)
+			c, err := wire.CanonicalMAC(mc.MAC)
 			if err != nil || c != mc.MAC || mc.Host == "" {
 				t.Fatalf("accepted invalid machine %+v", mc)
 			}
@@ -140,8 +142,8 @@ func FuzzParseMap(f *testing.F) {
 			}
 			for _, a := range args {
 				name, dev, ok := strings.Cut(a, "=")
-				if !ok || strings.ContainsAny(a, " \t\n\r\"'\\") || CheckDiskDev(dev) != nil ||
-					(name != "nixlos.disk" && !diskKeyRe.MatchString(strings.TrimPrefix(name, "nixlos.disk."))) {
+				if !ok || strings.ContainsAny(a, " \t\n\r\"'\\") || wire.CheckDiskDev(dev) != nil ||
+					(name != "nixlos.disk" && !wire.ValidDiskKey(strings.TrimPrefix(name, "nixlos.disk."))) {
 					t.Fatalf("accepted map gives kernel arg %q", a)
 				}
 			}

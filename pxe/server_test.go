@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 const testMAC = "52:54:00:12:34:56"
@@ -217,17 +217,17 @@ func TestKeyOncePerToken(t *testing.T) {
 	_, script := get(t, base+"/boot.ipxe?mac="+testMAC)
 	tok := tokenOf(t, script)
 
-	if _, err := FetchKey(ctx, nil, base, testMAC, "00000000000000000000000000000000"); err == nil {
+	if _, err := wire.FetchKey(ctx, nil, base, testMAC, "00000000000000000000000000000000"); err == nil {
 		t.Fatal("wrong token got the key")
 	}
-	key, err := FetchKey(ctx, nil, base, testMAC, tok)
+	key, err := wire.FetchKey(ctx, nil, base, testMAC, tok)
 	if err != nil {
 		t.Fatalf("first key request: %v", err)
 	}
 	if string(key) != testKey {
 		t.Fatal("served key differs from the key file")
 	}
-	_, err = FetchKey(ctx, nil, base, testMAC, tok)
+	_, err = wire.FetchKey(ctx, nil, base, testMAC, tok)
 	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("second request with the same token: %v, want 403 already used", err)
 	}
@@ -235,12 +235,12 @@ func TestKeyOncePerToken(t *testing.T) {
 		t.Fatal("key in error")
 	}
 	st := s.events.states(testMAC)
-	if st[len(st)-1] != StateRefused {
+	if st[len(st)-1] != wire.StateRefused {
 		t.Errorf("last event %q, want refused; events %v", st[len(st)-1], st)
 	}
 	// A new boot gives a new token that works once.
 	_, script = get(t, base+"/boot.ipxe?mac="+testMAC)
-	if _, err := FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err != nil {
+	if _, err := wire.FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err != nil {
 		t.Fatalf("key with a fresh token: %v", err)
 	}
 }
@@ -251,12 +251,12 @@ func TestKeyRefusedUnmappedOrDisabled(t *testing.T) {
 	ctx := context.Background()
 	// MAC not in the map (it may still boot the menu and get no token).
 	_, _ = get(t, base+"/boot.ipxe?mac=52:54:00:99:99:99")
-	if _, err := FetchKey(ctx, nil, base, "52:54:00:99:99:99", ""); err == nil || !strings.Contains(err.Error(), "not in the map") {
+	if _, err := wire.FetchKey(ctx, nil, base, "52:54:00:99:99:99", ""); err == nil || !strings.Contains(err.Error(), "not in the map") {
 		t.Fatalf("unmapped MAC: %v", err)
 	}
 	// Mapped, but key not enabled.
 	_, script := get(t, base+"/boot.ipxe?mac=52:54:00:00:00:02")
-	if _, err := FetchKey(ctx, nil, base, "52:54:00:00:00:02", tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
+	if _, err := wire.FetchKey(ctx, nil, base, "52:54:00:00:00:02", tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
 		t.Fatalf("key-disabled host: %v", err)
 	}
 	// The operator disables the key for "server" in the map file: refused live.
@@ -267,7 +267,7 @@ func TestKeyRefusedUnmappedOrDisabled(t *testing.T) {
 	}
 	future := time.Now().Add(2 * time.Second)
 	os.Chtimes(s.mapf, future, future)
-	if _, err := FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
+	if _, err := wire.FetchKey(ctx, nil, base, testMAC, tokenOf(t, script)); err == nil || !strings.Contains(err.Error(), "not enabled") {
 		t.Fatalf("after disabling in the map: %v", err)
 	}
 	if n := strings.Count(s.events.text(), " refused "); n != 3 {
@@ -281,20 +281,20 @@ func TestStatusAndBootOnce(t *testing.T) {
 	ctx := context.Background()
 	get(t, base+"/boot.ipxe?mac="+testMAC)
 	p := 40
-	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, Host: "evil", State: StateInstalling, Message: "partitioning", Progress: &p}); err != nil {
+	if err := wire.ReportStatus(ctx, nil, base, wire.Status{MAC: testMAC, Host: "evil", State: wire.StateInstalling, Message: "partitioning", Progress: &p}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, State: "bogus"}); err == nil || !strings.Contains(err.Error(), "400") {
+	if err := wire.ReportStatus(ctx, nil, base, wire.Status{MAC: testMAC, State: "bogus"}); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("bogus state accepted: %v", err)
 	}
-	if err := ReportStatus(ctx, nil, base, Status{MAC: testMAC, State: StateComplete, Message: "install complete host=server"}); err != nil {
+	if err := wire.ReportStatus(ctx, nil, base, wire.Status{MAC: testMAC, State: wire.StateComplete, Message: "install complete host=server"}); err != nil {
 		t.Fatal(err)
 	}
 	_, script := get(t, base+"/boot.ipxe?mac="+testMAC)
 	if !strings.Contains(script, "sanboot --no-describe --drive 0x80") || strings.Contains(script, "kernel") {
 		t.Fatalf("after complete, script is not a local boot:\n%s", script)
 	}
-	want := []string{StateBooting, StateInstalling, StateComplete, StateLocalBoot}
+	want := []string{wire.StateBooting, wire.StateInstalling, wire.StateComplete, wire.StateLocalBoot}
 	if got := s.events.states(testMAC); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("states %v, want %v", got, want)
 	}
@@ -334,60 +334,16 @@ func TestFileRangeRequests(t *testing.T) {
 	}
 }
 
-func FuzzDecodeStatus(f *testing.F) {
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"server","state":"installing","message":"x","progress":40}`))
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","state":"complete"}`))
-	f.Add([]byte(`{"mac":1}`))
-	f.Add([]byte(`[]`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		st, err := DecodeStatus(bytes.NewReader(data))
-		if err != nil {
-			return
-		}
-		if c, err := CanonicalMAC(st.MAC); err != nil || c != st.MAC {
-			t.Fatalf("accepted bad MAC %q", st.MAC)
-		}
-		if !contains(ReportableStates, st.State) {
-			t.Fatalf("accepted bad state %q", st.State)
-		}
-		if st.Progress != nil && (*st.Progress < 0 || *st.Progress > 100) {
-			t.Fatalf("accepted progress %d", *st.Progress)
-		}
-		if strings.ContainsAny(st.Message, "\n\r\x1b") || len(st.Message) > 1024 {
-			t.Fatalf("message not sanitised: %q", st.Message)
-		}
-	})
-}
-
-func FuzzQueryMAC(f *testing.F) {
-	f.Add("mac=52:54:00:12:34:56&token=abc")
-	f.Add("mac=52-54-00-12-34-56")
-	f.Add("mac=%zz")
-	f.Fuzz(func(t *testing.T, raw string) {
-		q, err := url.ParseQuery(raw)
-		if err != nil {
-			return
-		}
-		mac, err := QueryMAC(q)
-		if err != nil {
-			return
-		}
-		if c, err := CanonicalMAC(mac); err != nil || c != mac || len(mac) != 17 {
-			t.Fatalf("QueryMAC returned %q", mac)
-		}
-	})
-}
-
 func TestTrackerBounded(t *testing.T) {
 	n := 0
 	tr, _ := NewTracker(func(Event) { n++ }, "")
 	for i := range MaxMachines + 100 {
-		tr.Record(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff), "", StateDHCP, "x", -1)
+		tr.Record(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff), "", wire.StateDHCP, "x", -1)
 	}
 	if got := len(tr.Snapshot()); got != MaxMachines || n != MaxMachines {
 		t.Fatalf("table %d rows, %d events; want %d", got, n, MaxMachines)
 	}
-	tr.Record("02:00:00:00:00:01", "", StateInstalling, "known MAC still updates", -1)
+	tr.Record("02:00:00:00:00:01", "", wire.StateInstalling, "known MAC still updates", -1)
 	if n != MaxMachines+1 {
 		t.Fatal("update of a known MAC dropped")
 	}
@@ -396,19 +352,19 @@ func TestTrackerBounded(t *testing.T) {
 func TestMachineEndpoint(t *testing.T) {
 	s := startTestServer(t, keyMap, nil)
 	ctx := context.Background()
-	mi, err := FetchMachine(ctx, nil, s.HTTPBase(), "52-54-00-12-34-56")
+	mi, err := wire.FetchMachine(ctx, nil, s.HTTPBase(), "52-54-00-12-34-56")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := MachineInfo{MAC: testMAC, Host: "server", Disk: "auto", After: "poweroff", Auto: true, Key: true}
+	want := wire.MachineInfo{MAC: testMAC, Host: "server", Disk: "auto", After: "poweroff", Auto: true, Key: true}
 	if !reflect.DeepEqual(mi, want) {
 		t.Fatalf("got %+v, want %+v", mi, want)
 	}
-	if _, err := FetchMachine(ctx, nil, s.HTTPBase(), "52:54:00:99:99:99"); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := wire.FetchMachine(ctx, nil, s.HTTPBase(), "52:54:00:99:99:99"); !errors.Is(err, wire.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
-	ReportStatus(ctx, nil, s.HTTPBase(), Status{MAC: testMAC, State: StateComplete})
-	if mi, _ := FetchMachine(ctx, nil, s.HTTPBase(), testMAC); !mi.Installed {
+	wire.ReportStatus(ctx, nil, s.HTTPBase(), wire.Status{MAC: testMAC, State: wire.StateComplete})
+	if mi, _ := wire.FetchMachine(ctx, nil, s.HTTPBase(), testMAC); !mi.Installed {
 		t.Fatal("installed flag not set after complete")
 	}
 }
@@ -424,40 +380,13 @@ func TestBootScriptPerDisk(t *testing.T) {
 	if !strings.Contains(body, want) || strings.Contains(body, "nixlos.disk=") {
 		t.Fatalf("script lacks %q (or has nixlos.disk=):\n%s", want, body)
 	}
-	mi, err := FetchMachine(context.Background(), nil, s.HTTPBase(), testMAC)
+	mi, err := wire.FetchMachine(context.Background(), nil, s.HTTPBase(), testMAC)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if wantD := map[string]string{"disk1": "/dev/disk/by-id/virtio-a", "disk2": "/dev/vdb"}; !reflect.DeepEqual(mi.Disks, wantD) || mi.Disk != "" {
 		t.Fatalf("machine info disk %q disks %v, want disks %v", mi.Disk, mi.Disks, wantD)
 	}
-}
-
-func FuzzDecodeMachineInfo(f *testing.F) {
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"server","disk":"auto","after":"poweroff","auto":true,"key":true,"installed":false}`))
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"a b"}`))
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"x","disk":"/dev/sda; rm"}`))
-	f.Add([]byte(`{"mac":"52:54:00:12:34:56","host":"x","disks":{"disk1":"/dev/vda","disk 2":"/dev/vdb"}}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		mi, err := DecodeMachineInfo(bytes.NewReader(data))
-		if err != nil {
-			return
-		}
-		if c, err := CanonicalMAC(mi.MAC); err != nil || c != mi.MAC || !hostRe.MatchString(mi.Host) {
-			t.Fatalf("accepted %+v", mi)
-		}
-		if strings.ContainsAny(mi.Disk, " \t\n\"'\\") || (mi.Disk != "" && mi.Disk != "auto" && !strings.HasPrefix(mi.Disk, "/dev/")) {
-			t.Fatalf("accepted disk %q", mi.Disk)
-		}
-		for k, v := range mi.Disks {
-			if !diskKeyRe.MatchString(k) || CheckDiskDev(v) != nil {
-				t.Fatalf("accepted disks %q = %q", k, v)
-			}
-		}
-		if mi.After != "" && !contains(ValidAfter, mi.After) {
-			t.Fatalf("accepted after %q", mi.After)
-		}
-	})
 }
 
 // TestLocalBootScript: BIOS hands drive 0x80 to the firmware; UEFI chains

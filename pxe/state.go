@@ -14,18 +14,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
-)
 
-// States a machine goes through, as shown in events and the table.
-const (
-	StateDHCP       = "dhcp"       // DHCP answered with boot information
-	StateBooting    = "booting"    // boot script, kernel or initrd fetched
-	StateInstalling = "installing" // the installer reported progress
-	StateComplete   = "complete"   // the installer reported success
-	StateFailed     = "failed"     // the installer reported failure
-	StateLocalBoot  = "local-boot" // sent to its local disk (already installed)
-	StateRefused    = "refused"    // a key request was refused
-	// StateDiscovered (discover.go): an unknown machine reported its hardware.
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // Event is one line of `mkiso serve --json`.
@@ -38,7 +28,7 @@ type Event struct {
 	Progress int       `json:"-"` // 0–100, -1 when unknown; shown in the table only
 	// Discovered is set on a "discovered" event: the machine's vendor,
 	// firmware, RAM and disks (mkiso serve --discover).
-	Discovered *DiscoverySummary `json:"discovered,omitempty"`
+	Discovered *wire.DiscoverySummary `json:"discovered,omitempty"`
 }
 
 // MachineState is one row of the machine table.
@@ -49,7 +39,7 @@ type MachineState struct {
 	Installed                 bool // reported complete: boots from local disk
 	// Discovered is the hardware an unknown machine reported in discovery
 	// mode (nil otherwise).
-	Discovered *DiscoverySummary
+	Discovered *wire.DiscoverySummary
 }
 
 // MaxMachines bounds the machine table; events for further new MACs are dropped.
@@ -91,7 +81,7 @@ func NewTracker(sink func(Event), stateFile string) (*Tracker, error) {
 		return nil, fmt.Errorf("state file %s: %w (fix: delete it to forget installed machines)", stateFile, err)
 	}
 	for mac, host := range st.Installed {
-		t.machines[mac] = &MachineState{MAC: mac, Host: host, State: StateComplete, Progress: 100, Installed: true, Message: "installed earlier"}
+		t.machines[mac] = &MachineState{MAC: mac, Host: host, State: wire.StateComplete, Progress: 100, Installed: true, Message: "installed earlier"}
 	}
 	return t, nil
 }
@@ -123,7 +113,7 @@ func (t *Tracker) Record(mac, host, state, message string, progress int) {
 	if host != "" {
 		m.Host = host
 	}
-	if state != StateRefused {
+	if state != wire.StateRefused {
 		m.State = state
 	} else if m.State == "" {
 		m.State = state
@@ -131,7 +121,7 @@ func (t *Tracker) Record(mac, host, state, message string, progress int) {
 	if progress >= 0 {
 		m.Progress = progress
 	}
-	if state == StateComplete {
+	if state == wire.StateComplete {
 		m.Progress = 100
 		m.Installed = true
 	}
@@ -139,7 +129,7 @@ func (t *Tracker) Record(mac, host, state, message string, progress int) {
 	m.Updated = t.now()
 	ev := Event{Time: m.Updated.UTC(), MAC: mac, Host: m.Host, State: state, Message: message, Progress: m.Progress}
 	var saveErr error
-	if state == StateComplete {
+	if state == wire.StateComplete {
 		saveErr = t.saveLocked()
 	}
 	sink := t.Sink
@@ -178,7 +168,7 @@ func (t *Tracker) saveLocked() error {
 
 // Discovered records that mac, not in the map, reported its hardware in
 // discovery mode: its row is "discovered" with sum, and the event carries sum.
-func (t *Tracker) Discovered(mac string, sum DiscoverySummary) {
+func (t *Tracker) Discovered(mac string, sum wire.DiscoverySummary) {
 	t.mu.Lock()
 	m := t.machines[mac]
 	if m == nil && len(t.machines) >= MaxMachines {
@@ -189,8 +179,8 @@ func (t *Tracker) Discovered(mac string, sum DiscoverySummary) {
 		m = &MachineState{MAC: mac, Progress: -1}
 		t.machines[mac] = m
 	}
-	m.State, m.Message, m.Updated, m.Discovered = StateDiscovered, sum.String()+" (waiting: mkiso enroll "+mac+" --host NAME)", t.now(), &sum
-	ev := Event{Time: m.Updated.UTC(), MAC: mac, Host: m.Host, State: StateDiscovered, Message: m.Message, Progress: m.Progress, Discovered: &sum}
+	m.State, m.Message, m.Updated, m.Discovered = wire.StateDiscovered, sum.String()+" (waiting: mkiso enroll "+mac+" --host NAME)", t.now(), &sum
+	ev := Event{Time: m.Updated.UTC(), MAC: mac, Host: m.Host, State: wire.StateDiscovered, Message: m.Message, Progress: m.Progress, Discovered: &sum}
 	sink := t.Sink
 	t.mu.Unlock()
 	if sink != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/kernel"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // The VM test: a real PXE segment in a network namespace (bridge + tap),
@@ -430,7 +431,7 @@ func TestVMNetworkBootStandInInstaller(t *testing.T) {
 				vm2.stop(syscall.SIGKILL, 5*time.Second)
 
 				got := stateOrder(events(srv.text()), m.mac)
-				want := []string{StateDHCP, StateBooting, StateInstalling, StateRefused, StateComplete, StateDHCP, StateLocalBoot}
+				want := []string{wire.StateDHCP, wire.StateBooting, wire.StateInstalling, wire.StateRefused, wire.StateComplete, wire.StateDHCP, wire.StateLocalBoot}
 				if !inOrder(got, want) {
 					t.Errorf("%s: server states %v, want in order %v", m.name, got, want)
 				}

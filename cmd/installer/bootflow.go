@@ -26,7 +26,7 @@ import (
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/netconf"
 	"github.com/nixlos/nixlos/partition"
-	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // version is set at link time: -ldflags "-X main.version=...".
@@ -108,7 +108,7 @@ func (b *boot) report(state, msg string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := pxe.ReportStatus(ctx, nil, b.cmdline.Server, pxe.Status{MAC: b.mac, Host: b.host, State: state, Message: msg}); err != nil {
+	if err := wire.ReportStatus(ctx, nil, b.cmdline.Server, wire.Status{MAC: b.mac, Host: b.host, State: state, Message: msg}); err != nil {
 		fmt.Fprintf(b.out, "nixlos: warning: status report to %s: %v\n", b.cmdline.Server, err)
 	}
 }
@@ -243,8 +243,8 @@ func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 	}
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	info, err := pxe.FetchMachine(fctx, nil, c.Server, b.mac)
-	if errors.Is(err, pxe.ErrUnknownMachine) {
+	info, err := wire.FetchMachine(fctx, nil, c.Server, b.mac)
+	if errors.Is(err, wire.ErrUnknownMachine) {
 		fmt.Fprintf(b.out, "nixlos: %s is not in the server's map: choose at the menu\n", b.mac)
 		return nil
 	}
@@ -301,7 +301,7 @@ func (b *boot) key(ctx context.Context, c bootcfg.Cmdline) (*agekey.Key, error) 
 	if c.Server != "" && c.Token != "" && b.mac != "" {
 		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		data, err := pxe.FetchKey(fctx, nil, c.Server, b.mac, c.Token)
+		data, err := wire.FetchKey(fctx, nil, c.Server, b.mac, c.Token)
 		if err != nil {
 			return nil, fmt.Errorf("age key from %s: %w", c.Server, err)
 		}

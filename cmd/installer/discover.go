@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // errEnrolled ends the boot flow of a machine in discovery mode once the
@@ -38,7 +38,7 @@ func (b *boot) discover(ctx context.Context, server string) error {
 	if err != nil {
 		return fmt.Errorf("discovery: detect: %w", err)
 	}
-	d := pxe.Discovery{MAC: b.mac, Vendor: readDMI("sys_vendor"), Product: readDMI("product_name"), Report: r}
+	d := wire.Discovery{MAC: b.mac, Vendor: readDMI("sys_vendor"), Product: readDMI("product_name"), Report: r}
 	return waitEnrolled(ctx, b.out, server, d, discoverEvery)
 }
 
@@ -46,26 +46,26 @@ func (b *boot) discover(ctx context.Context, server string) error {
 // /v1/machine every interval until the MAC is mapped to a host the served
 // bundle has. While the MAC is unknown it posts the report again every
 // repostEvery polls, so that a restarted server shows it as discovered again.
-func waitEnrolled(ctx context.Context, out io.Writer, server string, d pxe.Discovery, every time.Duration) error {
+func waitEnrolled(ctx context.Context, out io.Writer, server string, d wire.Discovery, every time.Duration) error {
 	posted := false
 	lastWait := ""
 	unknown := 0
 	for {
 		if !posted {
-			switch err := pxe.PostDiscovery(ctx, nil, server, d); {
+			switch err := wire.PostDiscovery(ctx, nil, server, d); {
 			case err == nil && unknown > 0:
 				posted = true // a repeat: said once already
 			case err == nil:
 				posted = true
 				fmt.Fprintf(out, "nixlos: discovery: this machine (%s) reported to %s; waiting for 'mkiso enroll %s --host NAME'\n", d.MAC, server, d.MAC)
-			case errors.Is(err, pxe.ErrEnrolled):
+			case errors.Is(err, wire.ErrEnrolled):
 				posted = true
 			default:
 				fmt.Fprintf(out, "nixlos: discovery: %v (retrying)\n", err)
 			}
 		}
 		if posted {
-			info, err := pxe.FetchMachine(ctx, nil, server, d.MAC)
+			info, err := wire.FetchMachine(ctx, nil, server, d.MAC)
 			switch {
 			case err == nil && info.Waiting == "":
 				fmt.Fprintf(out, "nixlos: discovery: enrolled as host=%s; rebooting into its install\n", info.Host)
@@ -75,7 +75,7 @@ func waitEnrolled(ctx context.Context, out io.Writer, server string, d pxe.Disco
 					fmt.Fprintf(out, "nixlos: discovery: enrolled as host=%s, waiting: %s\n", info.Host, info.Waiting)
 					lastWait = info.Waiting
 				}
-			case errors.Is(err, pxe.ErrUnknownMachine):
+			case errors.Is(err, wire.ErrUnknownMachine):
 				if unknown++; unknown%repostEvery == 0 {
 					posted = false
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 type syncBuf struct {
@@ -63,7 +64,7 @@ func TestWaitEnrolled(t *testing.T) {
 	repostEvery = 3
 	defer hs.Close()
 	const mac = "52:54:00:aa:bb:02"
-	d := pxe.Discovery{MAC: mac, Vendor: "QEMU", Report: hw.Report{Firmware: hw.BIOS, Disks: []hw.Disk{{Name: "vda", Kind: hw.KindDisk, SizeBytes: 1 << 30}}}}
+	d := wire.Discovery{MAC: mac, Vendor: "QEMU", Report: hw.Report{Firmware: hw.BIOS, Disks: []hw.Disk{{Name: "vda", Kind: hw.KindDisk, SizeBytes: 1 << 30}}}}
 	out := &syncBuf{}
 	done := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -74,7 +75,7 @@ func TestWaitEnrolled(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	snap := tr.Snapshot()
-	if len(snap) != 1 || snap[0].State != pxe.StateDiscovered {
+	if len(snap) != 1 || snap[0].State != wire.StateDiscovered {
 		t.Fatalf("table after the report: %+v\n%s", snap, out)
 	}
 	time.Sleep(300 * time.Millisecond) // several polls: still waiting, the report posted again

@@ -12,6 +12,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/pxe"
+	"github.com/nixlos/nixlos/pxe/wire"
 )
 
 // TestEnrollThenHosts: mkiso enroll --new-host on a git copy of the example
@@ -43,7 +44,7 @@ func TestEnrollThenHosts(t *testing.T) {
 	const mac = "52:54:00:aa:bb:04"
 	rep := hw.Report{Firmware: hw.UEFI, Memory: hw.Memory{TotalBytes: 2 << 30},
 		Disks: []hw.Disk{{Name: "vda", Kind: hw.KindDisk, SizeBytes: 8 << 30, Bus: hw.BusVirtio, Serial: "NEW1", Modules: []string{"virtio_blk", "virtio_pci"}}}}
-	if err := pxe.SaveDiscovery(pxe.DefaultDiscoverDir(mapf), pxe.Discovery{MAC: mac, Vendor: "QEMU", Report: rep}); err != nil {
+	if err := pxe.SaveDiscovery(pxe.DefaultDiscoverDir(mapf), wire.Discovery{MAC: mac, Vendor: "QEMU", Report: rep}); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer

@@ -1,4 +1,4 @@
-package pxe
+package wire
 
 import (
 	"bytes"
@@ -105,3 +105,36 @@ func FetchMachine(ctx context.Context, client *http.Client, server, mac string) 
 
 // ErrUnknownMachine is FetchMachine's error for a MAC not in the server's map.
 var ErrUnknownMachine = errors.New("MAC not in the server's map")
+
+// PostDiscovery POSTs d to server's /v1/discover (server is the
+// nixlos.server URL). client may be nil (http.DefaultClient).
+func PostDiscovery(ctx context.Context, client *http.Client, server string, d Discovery) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	body, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("discovery report: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+"/v1/discover", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("discovery report: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("discovery report to %s: %w", server, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusConflict {
+		return ErrEnrolled
+	}
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("discovery report to %s: %s: %s", server, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// ErrEnrolled is PostDiscovery's error when the MAC is in the map already.
+var ErrEnrolled = errors.New("MAC is in the server's map already")
