@@ -18,7 +18,7 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Key is an age X25519 identity.
@@ -82,13 +82,13 @@ func Load(path string) (*Key, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, cli.BadInput(path, "give the age key file (age-keygen -o FILE makes one)", "does not exist")
+			return nil, errs.BadInput(path, "give the age key file (age-keygen -o FILE makes one)", "does not exist")
 		}
 		return nil, fmt.Errorf("read age key %s: %w", path, err)
 	}
 	k, err := Parse(data)
 	if err != nil {
-		return nil, cli.BadInput(path, "give an age identity file (age-keygen -o FILE makes one)", "%v", err)
+		return nil, errs.BadInput(path, "give an age identity file (age-keygen -o FILE makes one)", "%v", err)
 	}
 	return k, nil
 }
@@ -137,7 +137,7 @@ func writeSecret(path string, data []byte) error {
 // owned by root. Missing directories above the parent are made 0755.
 func Install(root, keyFile string, k *Key) (string, error) {
 	if !filepath.IsAbs(keyFile) {
-		return "", cli.BadInput(keyFile, "set sops.age.keyFile to an absolute path", "age key path is not absolute")
+		return "", errs.BadInput(keyFile, "set sops.age.keyFile to an absolute path", "age key path is not absolute")
 	}
 	dst := filepath.Join(root, filepath.Clean(keyFile))
 	parent := filepath.Dir(dst)

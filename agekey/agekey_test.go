@@ -9,7 +9,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -83,7 +83,7 @@ func TestVerify(t *testing.T) {
 				t.Fatal("wrong key verified")
 			}
 			msg := err.Error()
-			if cli.ExitCode(err) != 2 || !strings.Contains(msg, "secrets.yaml") || !strings.Contains(msg, right.Recipient()) || !strings.Contains(msg, "cannot decrypt") {
+			if errs.Code(err) != 2 || !strings.Contains(msg, "secrets.yaml") || !strings.Contains(msg, right.Recipient()) || !strings.Contains(msg, "cannot decrypt") {
 				t.Errorf("message: %s", msg)
 			}
 			for _, k := range []*agekey.Key{right, wrong} {
@@ -125,7 +125,7 @@ func TestVerifyTampered(t *testing.T) {
 		"plain file":     "example:\n    api_token: x\n",
 		"not yaml":       "\x00\x01: [",
 	} {
-		if _, err := agekey.Verify(k, []byte(data), "secrets.yaml"); err == nil || cli.ExitCode(err) != 2 {
+		if _, err := agekey.Verify(k, []byte(data), "secrets.yaml"); err == nil || errs.Code(err) != 2 {
 			t.Errorf("%s: Verify = %v, want an input error", name, err)
 		}
 	}
@@ -162,14 +162,14 @@ func TestLoadNotAnIdentity(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
-		if cli.ExitCode(err) != 2 || !strings.Contains(msg, p) || !strings.Contains(msg, "not an age identity") {
+		if errs.Code(err) != 2 || !strings.Contains(msg, p) || !strings.Contains(msg, "not an age identity") {
 			t.Errorf("%s: %s", name, msg)
 		}
 		if strings.Contains(msg, secret[:30]) || (content != "" && strings.Contains(msg, strings.TrimSpace(content))) {
 			t.Errorf("%s: error quotes the file: %s", name, msg)
 		}
 	}
-	if _, err := agekey.Load(filepath.Join(dir, "missing")); cli.ExitCode(err) != 2 {
+	if _, err := agekey.Load(filepath.Join(dir, "missing")); errs.Code(err) != 2 {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -234,7 +234,7 @@ func TestInstallModes(t *testing.T) {
 	}
 	check(dst2, 0o600)
 	check(filepath.Dir(dst2), 0o700)
-	if _, err := agekey.Install(root, "relative/key.txt", k); cli.ExitCode(err) != 2 {
+	if _, err := agekey.Install(root, "relative/key.txt", k); errs.Code(err) != 2 {
 		t.Errorf("relative key path: %v", err)
 	}
 }

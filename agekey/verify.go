@@ -18,7 +18,7 @@ import (
 	"filippo.io/age/armor"
 	"gopkg.in/yaml.v3"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Result tells what Verify checked.
@@ -63,18 +63,18 @@ func Verify(k *Key, data []byte, name string) (Result, error) {
 	root, meta, err := parseSops(data)
 	switch {
 	case errors.Is(err, errNotMapping):
-		return res, cli.BadInput(name, "give the host's sops-encrypted YAML or JSON file", "not a YAML/JSON mapping")
+		return res, errs.BadInput(name, "give the host's sops-encrypted YAML or JSON file", "not a YAML/JSON mapping")
 	case errors.Is(err, errNoMeta):
-		return res, cli.BadInput(name, "encrypt it with sops (sops --encrypt --age RECIPIENT)", "not a sops-encrypted file (no sops metadata)")
+		return res, errs.BadInput(name, "encrypt it with sops (sops --encrypt --age RECIPIENT)", "not a sops-encrypted file (no sops metadata)")
 	case err != nil:
-		return res, cli.BadInput(name, "re-encrypt it with sops", "%v", err)
+		return res, errs.BadInput(name, "re-encrypt it with sops", "%v", err)
 	}
 	entries := meta.ageEntries()
 	if len(entries) == 0 {
-		return res, cli.BadInput(name, "add an age recipient: sops updatekeys with an age key in .sops.yaml", "not encrypted for any age recipient")
+		return res, errs.BadInput(name, "add an age recipient: sops updatekeys with an age key in .sops.yaml", "not encrypted for any age recipient")
 	}
 	if meta.ShamirThreshold > 1 {
-		return res, cli.BadInput(name, "use a single key group", "uses Shamir secret sharing (threshold %d), which one age key cannot open", meta.ShamirThreshold)
+		return res, errs.BadInput(name, "use a single key group", "uses Shamir secret sharing (threshold %d), which one age key cannot open", meta.ShamirThreshold)
 	}
 	var dataKey []byte
 	var recipients []string
@@ -93,17 +93,17 @@ func Verify(k *Key, data []byte, name string) (Result, error) {
 		}
 	}
 	if dataKey == nil {
-		return res, cli.BadInput(name,
+		return res, errs.BadInput(name,
 			fmt.Sprintf("use the key of one of those recipients, or re-encrypt the file for %s", k.Recipient()),
 			"age key %s cannot decrypt it: the file is encrypted for %s", k.Recipient(), strings.Join(recipients, ", "))
 	}
 	lm, err := time.Parse(time.RFC3339, meta.LastModified)
 	if err != nil {
-		return res, cli.BadInput(name, "re-encrypt it with sops", "sops lastmodified %q is not an RFC 3339 time", meta.LastModified)
+		return res, errs.BadInput(name, "re-encrypt it with sops", "sops lastmodified %q is not an RFC 3339 time", meta.LastModified)
 	}
 	mac, _, err := decryptValue(meta.MAC, dataKey, lm.Format(time.RFC3339))
 	if err != nil {
-		return res, cli.BadInput(name, "restore the file from git or re-encrypt it with sops", "its MAC does not authenticate with the data key the age key opened (file corrupted or tampered): %v", err)
+		return res, errs.BadInput(name, "restore the file from git or re-encrypt it with sops", "its MAC does not authenticate with the data key the age key opened (file corrupted or tampered): %v", err)
 	}
 	if meta.EncryptedSuffix != "" || meta.UnencryptedRegex != "" || meta.EncryptedRegex != "" ||
 		meta.UnencryptedCommentRgx != "" || meta.EncryptedCommentRgx != "" || meta.MACOnlyEncrypted {
@@ -116,11 +116,11 @@ func Verify(k *Key, data []byte, name string) (Result, error) {
 			continue
 		}
 		if err := w.walk(root.Content[i+1], []string{root.Content[i].Value}, false); err != nil {
-			return res, cli.BadInput(name, "restore the file from git or re-encrypt it with sops", "%v", err)
+			return res, errs.BadInput(name, "restore the file from git or re-encrypt it with sops", "%v", err)
 		}
 	}
 	if got := fmt.Sprintf("%X", w.h.Sum(nil)); got != string(mac) {
-		return res, cli.BadInput(name, "restore the file from git or re-encrypt it with sops", "values do not match the file's MAC (file tampered)")
+		return res, errs.BadInput(name, "restore the file from git or re-encrypt it with sops", "values do not match the file's MAC (file tampered)")
 	}
 	res.Values, res.Checked = w.n, "values+mac"
 	return res, nil

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/netconf"
 )
 
@@ -98,7 +98,7 @@ func (c Choices) Decided() bool { return len(c.Menu) == 0 }
 //
 // Settings from nixlos.server (per-MAC host/disk/after) are merged into c by
 // the caller before Choose. After the menu picks a host, call Choose again
-// with c.Host set. Errors are *cli.InputError values (exit 2), joined.
+// with c.Host set. Errors are *errs.InputError values (exit 2), joined.
 func Choose(hosts []Host, c Cmdline, disks []hw.Disk) (Choices, error) {
 	ch := Choices{After: c.After, Auto: c.Auto, Net: c.Net, Server: c.Server, Disks: map[string]string{}, Chosen: map[string]ChosenDisk{}}
 	if ch.After == "" {
@@ -115,11 +115,11 @@ func Choose(hosts []Host, c Cmdline, disks []hw.Disk) (Choices, error) {
 	var host Host
 	switch {
 	case len(hosts) == 0:
-		return Choices{}, cli.BadInput("manifest", "build the image from a flake with at least one nixosConfiguration", "has no hosts")
+		return Choices{}, errs.BadInput("manifest", "build the image from a flake with at least one nixosConfiguration", "has no hosts")
 	case c.Host != "":
 		h, ok := byName[c.Host]
 		if !ok {
-			return Choices{}, cli.BadInput("nixlos.host="+c.Host, "use one of: "+strings.Join(names, ", "), "no such host in the manifest")
+			return Choices{}, errs.BadInput("nixlos.host="+c.Host, "use one of: "+strings.Join(names, ", "), "no such host in the manifest")
 		}
 		host = h
 	case len(hosts) == 1:
@@ -142,7 +142,7 @@ func Choose(hosts []Host, c Cmdline, disks []hw.Disk) (Choices, error) {
 			case strings.HasPrefix(m, "disk "):
 				fix = "add nixlos.disk=/dev/… or nixlos.disk=auto (nixlos.disk.<disk>=… for a layout with several disks)"
 			}
-			problems = append(problems, cli.BadInput(input, fix, "unattended install, but the menu would have to ask: %s", m))
+			problems = append(problems, errs.BadInput(input, fix, "unattended install, but the menu would have to ask: %s", m))
 		}
 	}
 	if len(problems) > 0 {
@@ -160,7 +160,7 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 	source := map[string]string{}
 	if c.Disk != "" {
 		if len(keys) != 1 {
-			problems = append(problems, cli.BadInput("nixlos.disk="+c.Disk,
+			problems = append(problems, errs.BadInput("nixlos.disk="+c.Disk,
 				fmt.Sprintf("name each disk: %s", diskParams(keys)),
 				"host %s has %d disks (%s), nixlos.disk is for a layout with one disk", host.Name, len(keys), strings.Join(keys, ", ")))
 		} else {
@@ -176,12 +176,12 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		v := c.Disks[k]
 		param := "nixlos.disk." + k + "=" + v
 		if !contains(keys, k) {
-			problems = append(problems, cli.BadInput(param, "use one of the layout's disks: "+diskParams(keys),
+			problems = append(problems, errs.BadInput(param, "use one of the layout's disks: "+diskParams(keys),
 				"host %s's layout has no disk %q", host.Name, k))
 			continue
 		}
 		if prev, ok := want[k]; ok && prev != v {
-			problems = append(problems, cli.BadInput(param, "give the disk once", "conflicts with %s", source[k]))
+			problems = append(problems, errs.BadInput(param, "give the disk once", "conflicts with %s", source[k]))
 			continue
 		}
 		want[k], source[k] = v, param
@@ -205,18 +205,18 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		case diskrules.IsRules(v):
 			rs, err := diskrules.Parse(v)
 			if err != nil { // Parse checked the command line's; the PXE map's and the flake's come here unchecked
-				problems = append(problems, cli.BadInput(source[k], diskrules.SyntaxHelp, "%v", err))
+				problems = append(problems, errs.BadInput(source[k], diskrules.SyntaxHelp, "%v", err))
 				continue
 			}
 			ruleWants = append(ruleWants, diskrules.Want{Key: k, Rules: rs, Source: source[k]})
 		default:
 			d, err := findDisk(disks, v)
 			if err != nil {
-				problems = append(problems, cli.BadInput(source[k], "name a whole disk of this machine: "+listDisks(disks)+", or use auto", "%v", err))
+				problems = append(problems, errs.BadInput(source[k], "name a whole disk of this machine: "+listDisks(disks)+", or use auto", "%v", err))
 				continue
 			}
 			if other, dup := taken[d.Name]; dup {
-				problems = append(problems, cli.BadInput(source[k], "give each layout disk its own device", "%s is already chosen for disk %s", d.Path, other))
+				problems = append(problems, errs.BadInput(source[k], "give each layout disk its own device", "%s is already chosen for disk %s", d.Path, other))
 				continue
 			}
 			taken[d.Name] = k
@@ -225,16 +225,16 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		}
 	}
 	if len(ruleWants) > 0 {
-		picks, errs := diskrules.Resolve(ruleWants, disks, taken)
-		for _, err := range errs {
+		picks, failures := diskrules.Resolve(ruleWants, disks, taken)
+		for _, err := range failures {
 			var me *diskrules.MatchError
 			if errors.As(err, &me) {
-				problems = append(problems, cli.BadInput(me.Want.Source, me.Fix(), "%s", me.Error()))
+				problems = append(problems, errs.BadInput(me.Want.Source, me.Fix(), "%s", me.Error()))
 			} else {
 				problems = append(problems, err)
 			}
 		}
-		if len(errs) > 0 {
+		if len(failures) > 0 {
 			return problems
 		}
 		for _, p := range picks {
@@ -244,7 +244,7 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 		}
 	}
 	if len(autoKeys) > 1 {
-		problems = append(problems, cli.BadInput("auto", "name the devices: "+diskParams(autoKeys),
+		problems = append(problems, errs.BadInput("auto", "name the devices: "+diskParams(autoKeys),
 			"auto is given for %d disks (%s); it can only pick one", len(autoKeys), strings.Join(autoKeys, ", ")))
 		return problems
 	}
@@ -272,14 +272,14 @@ func chooseDisks(ch *Choices, host Host, c Cmdline, disks []hw.Disk) []error {
 			if len(why) > 0 {
 				detail = strings.Join(why, "; ")
 			}
-			problems = append(problems, cli.BadInput(source[k], "attach a disk, or name one explicitly: "+paramFor(keys, k)+"/dev/…",
+			problems = append(problems, errs.BadInput(source[k], "attach a disk, or name one explicitly: "+paramFor(keys, k)+"/dev/…",
 				"no candidate disk (a non-removable disk that is not the boot medium and not in use): %s", detail))
 		default:
 			var list []string
 			for _, d := range cands {
 				list = append(list, describe(d))
 			}
-			problems = append(problems, cli.BadInput(source[k], "name the one to install on, e.g. "+paramFor(keys, k)+cands[0].Path,
+			problems = append(problems, errs.BadInput(source[k], "name the one to install on, e.g. "+paramFor(keys, k)+cands[0].Path,
 				"%d candidate disks, auto needs exactly one: %s", len(cands), strings.Join(list, ", ")))
 		}
 	}

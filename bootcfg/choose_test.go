@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 const gib = 1 << 30
@@ -41,7 +41,7 @@ func TestChoose(t *testing.T) {
 		wantHost  string
 		wantDisks map[string]string
 		wantMenu  []string // substrings, one per menu entry
-		errs      []string // substrings, one per problem
+		failures  []string // substrings, one per problem
 	}{
 		{name: "auto, one candidate", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=auto nixlos.auto=1",
 			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
@@ -50,13 +50,13 @@ func TestChoose(t *testing.T) {
 			disks:    []hw.Disk{disk("sda", 16*gib, boot), disk("sdb", 32*gib, removable), disk("sr0", gib, cd), disk("vda", 8*gib, nil), disk("loop0", gib, func(d *hw.Disk) { d.Kind = hw.KindLoop })},
 			wantHost: "laptop", wantDisks: map[string]string{"main": "/dev/vda"}},
 		{name: "auto, two candidates", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=auto",
-			disks: []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 16*gib, func(d *hw.Disk) { d.Model = "QEMU HARDDISK" })},
-			errs:  []string{"nixlos.disk=auto: 2 candidate disks, auto needs exactly one: /dev/vda (8.0 GiB), /dev/vdb (16.0 GiB QEMU HARDDISK) (fix: name the one to install on, e.g. nixlos.disk=/dev/vda)"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 16*gib, func(d *hw.Disk) { d.Model = "QEMU HARDDISK" })},
+			failures: []string{"nixlos.disk=auto: 2 candidate disks, auto needs exactly one: /dev/vda (8.0 GiB), /dev/vdb (16.0 GiB QEMU HARDDISK) (fix: name the one to install on, e.g. nixlos.disk=/dev/vda)"}},
 		{name: "auto, zero candidates", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=auto",
-			disks: []hw.Disk{disk("sda", 16*gib, boot), disk("sdb", 32*gib, removable), disk("vdc", 8*gib, mounted)},
-			errs:  []string{"nixlos.disk=auto: no candidate disk", "/dev/sda: boot medium: iso9660 image", "/dev/sdb: removable", "/dev/vdc: in use: /data"}},
+			disks:    []hw.Disk{disk("sda", 16*gib, boot), disk("sdb", 32*gib, removable), disk("vdc", 8*gib, mounted)},
+			failures: []string{"nixlos.disk=auto: no candidate disk", "/dev/sda: boot medium: iso9660 image", "/dev/sdb: removable", "/dev/vdc: in use: /data"}},
 		{name: "auto, no disks at all", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=auto",
-			errs: []string{"no candidate disk (a non-removable disk that is not the boot medium and not in use): no disks found"}},
+			failures: []string{"no candidate disk (a non-removable disk that is not the boot medium and not in use): no disks found"}},
 		{name: "explicit device and by-id", hosts: hosts, cmdline: "nixlos.host=server nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/disk/by-id/virtio-target",
 			disks:    []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, byID)},
 			wantHost: "server", wantDisks: map[string]string{"disk1": "/dev/vda", "disk2": "/dev/vdb"}},
@@ -67,35 +67,35 @@ func TestChoose(t *testing.T) {
 			disks:    []hw.Disk{disk("sdb", 32*gib, removable)},
 			wantHost: "laptop", wantDisks: map[string]string{"main": "/dev/sdb"}},
 		{name: "explicit boot medium refused", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=/dev/sda",
-			disks: []hw.Disk{disk("sda", 16*gib, boot)},
-			errs:  []string{"nixlos.disk=/dev/sda: /dev/sda is the installer's boot medium (iso9660 image)"}},
+			disks:    []hw.Disk{disk("sda", 16*gib, boot)},
+			failures: []string{"nixlos.disk=/dev/sda: /dev/sda is the installer's boot medium (iso9660 image)"}},
 		{name: "explicit partition refused", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=/dev/vda1",
-			disks: []hw.Disk{disk("vda", 16*gib, withPart)},
-			errs:  []string{"/dev/vda1 is a partition of /dev/vda, not a whole disk"}},
+			disks:    []hw.Disk{disk("vda", 16*gib, withPart)},
+			failures: []string{"/dev/vda1 is a partition of /dev/vda, not a whole disk"}},
 		{name: "explicit unknown device", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk=/dev/nvme9n1",
-			disks: []hw.Disk{disk("vda", 16*gib, nil)},
-			errs:  []string{"nixlos.disk=/dev/nvme9n1: no disk /dev/nvme9n1 on this machine (fix: name a whole disk of this machine: /dev/vda, or use auto)"}},
+			disks:    []hw.Disk{disk("vda", 16*gib, nil)},
+			failures: []string{"nixlos.disk=/dev/nvme9n1: no disk /dev/nvme9n1 on this machine (fix: name a whole disk of this machine: /dev/vda, or use auto)"}},
 		{name: "host not in manifest", hosts: hosts, cmdline: "nixlos.host=nosuch nixlos.disk=auto",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{"nixlos.host=nosuch: no such host in the manifest (fix: use one of: laptop, server)"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{"nixlos.host=nosuch: no such host in the manifest (fix: use one of: laptop, server)"}},
 		{name: "disk key not in layout", hosts: hosts, cmdline: "nixlos.host=laptop nixlos.disk.data=/dev/vda",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{`nixlos.disk.data=/dev/vda: host laptop's layout has no disk "data" (fix: use one of the layout's disks: nixlos.disk.main=/dev/…)`}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{`nixlos.disk.data=/dev/vda: host laptop's layout has no disk "data" (fix: use one of the layout's disks: nixlos.disk.main=/dev/…)`}},
 		{name: "nixlos.disk with a two-disk layout", hosts: hosts, cmdline: "nixlos.host=server nixlos.disk=auto",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{"host server has 2 disks (disk1, disk2), nixlos.disk is for a layout with one disk (fix: name each disk: nixlos.disk.disk1=/dev/… nixlos.disk.disk2=/dev/…)"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{"host server has 2 disks (disk1, disk2), nixlos.disk is for a layout with one disk (fix: name each disk: nixlos.disk.disk1=/dev/… nixlos.disk.disk2=/dev/…)"}},
 		{name: "auto for two keys", hosts: hosts, cmdline: "nixlos.host=server nixlos.disk.disk1=auto nixlos.disk.disk2=auto",
-			disks: []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, nil)},
-			errs:  []string{"auto is given for 2 disks (disk1, disk2)"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, nil)},
+			failures: []string{"auto is given for 2 disks (disk1, disk2)"}},
 		{name: "same device twice", hosts: hosts, cmdline: "nixlos.host=server nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/disk/by-id/virtio-target",
-			disks: []hw.Disk{disk("vda", 8*gib, byID)},
-			errs:  []string{"/dev/vda is already chosen for disk disk1"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, byID)},
+			failures: []string{"/dev/vda is already chosen for disk disk1"}},
 		{name: "nixlos.disk and named key conflict", hosts: one, cmdline: "nixlos.disk=/dev/vda nixlos.disk.main=/dev/vdb",
-			disks: []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, nil)},
-			errs:  []string{"nixlos.disk.main=/dev/vdb: conflicts with nixlos.disk=/dev/vda"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil), disk("vdb", 8*gib, nil)},
+			failures: []string{"nixlos.disk.main=/dev/vdb: conflicts with nixlos.disk=/dev/vda"}},
 		{name: "two problems at once", hosts: hosts, cmdline: "nixlos.host=server nixlos.disk.disk1=/dev/nope nixlos.disk.extra=/dev/vda",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{`layout has no disk "extra"`, "no disk /dev/nope"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{`layout has no disk "extra"`, "no disk /dev/nope"}},
 		{name: "menu: no host given", hosts: hosts, cmdline: "",
 			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
 			wantMenu: []string{"host: nixlos.host not given, the manifest has 2 hosts (laptop, server)"}},
@@ -109,33 +109,33 @@ func TestChoose(t *testing.T) {
 			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
 			wantHost: "server", wantDisks: map[string]string{"disk2": "/dev/vda"}, wantMenu: []string{"disk disk1: not given"}},
 		{name: "unattended needs a host", hosts: hosts, cmdline: "nixlos.auto=1",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{"nixlos.auto=1: unattended install, but the menu would have to ask: host: nixlos.host not given", "(fix: add nixlos.host=NAME (one of: laptop, server))"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{"nixlos.auto=1: unattended install, but the menu would have to ask: host: nixlos.host not given", "(fix: add nixlos.host=NAME (one of: laptop, server))"}},
 		{name: "unattended needs a disk", hosts: hosts, cmdline: "nixlos.auto=1 nixlos.host=laptop",
-			disks: []hw.Disk{disk("vda", 8*gib, nil)},
-			errs:  []string{"menu would have to ask: disk main: not given", "(fix: add nixlos.disk=/dev/… or nixlos.disk=auto"}},
+			disks:    []hw.Disk{disk("vda", 8*gib, nil)},
+			failures: []string{"menu would have to ask: disk main: not given", "(fix: add nixlos.disk=/dev/… or nixlos.disk=auto"}},
 		{name: "empty manifest", hosts: nil, cmdline: "nixlos.host=laptop",
-			errs: []string{"manifest: has no hosts"}},
+			failures: []string{"manifest: has no hosts"}},
 	} {
 		c, err := Parse(tc.cmdline)
 		if err != nil {
 			t.Fatalf("%s: Parse: %v", tc.name, err)
 		}
 		got, err := Choose(tc.hosts, c, tc.disks)
-		if len(tc.errs) > 0 {
+		if len(tc.failures) > 0 {
 			if err == nil {
 				t.Errorf("%s: Choose = %+v, want errors", tc.name, got)
 				continue
 			}
-			if cli.ExitCode(err) != 2 {
-				t.Errorf("%s: exit code %d, want 2 (%v)", tc.name, cli.ExitCode(err), err)
+			if errs.Code(err) != 2 {
+				t.Errorf("%s: exit code %d, want 2 (%v)", tc.name, errs.Code(err), err)
 			}
-			for _, want := range tc.errs {
+			for _, want := range tc.failures {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("%s: error lacks %q:\n%v", tc.name, want, err)
 				}
 			}
-			var ie *cli.InputError
+			var ie *errs.InputError
 			if !errors.As(err, &ie) || ie.Fix == "" {
 				t.Errorf("%s: problem without a fix: %v", tc.name, err)
 			}

@@ -21,7 +21,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/diskrules"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/netconf"
 )
 
@@ -126,12 +126,12 @@ func isSpace(c byte) bool {
 
 // Parse parses a kernel command line (the contents of /proc/cmdline). On
 // bad input it returns every problem at once, joined (errors.Join) as
-// *cli.InputError values (exit 2), each naming the parameter and the fix.
+// *errs.InputError values (exit 2), each naming the parameter and the fix.
 func Parse(cmdline string) (Cmdline, error) {
 	c := Cmdline{After: AfterReboot, Net: netconf.DefaultConfig()}
 	var problems []error
 	bad := func(p Param, fix, format string, args ...any) {
-		problems = append(problems, cli.BadInput(show(p), fix, format, args...))
+		problems = append(problems, errs.BadInput(show(p), fix, format, args...))
 	}
 	seen := map[string]string{}
 	set := func(p Param) {
@@ -278,7 +278,7 @@ func Parse(cmdline string) (Cmdline, error) {
 		}
 	}
 	if c.Discover && c.Server == "" && len(problems) == 0 {
-		problems = append(problems, cli.BadInput("nixlos.discover=1", "add nixlos.server=URL (the PXE server to report to), or leave nixlos.discover out",
+		problems = append(problems, errs.BadInput("nixlos.discover=1", "add nixlos.server=URL (the PXE server to report to), or leave nixlos.discover out",
 			"discovery reports to a PXE server, and there is no nixlos.server"))
 	}
 	if len(problems) > 0 {

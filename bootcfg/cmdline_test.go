@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/diskrules"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/netconf"
 )
@@ -52,10 +52,10 @@ func TestParse(t *testing.T) {
 		return c
 	}
 	for _, tc := range []struct {
-		name string
-		in   string
-		want Cmdline
-		errs []string // substrings, one per expected problem
+		name     string
+		in       string
+		want     Cmdline
+		failures []string // substrings, one per expected problem
 	}{
 		{name: "empty", in: "", want: def(Cmdline{})},
 		{name: "demo line", in: "BOOT_IMAGE=/vmlinuz console=ttyS0,115200 console=tty0 quiet nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff\n",
@@ -66,12 +66,12 @@ func TestParse(t *testing.T) {
 			want: def(Cmdline{Server: "http://10.0.2.2:8080", Net: static})},
 		{name: "pxe token", in: "nixlos.server=http://10.99.0.1:8080 nixlos.token=0123456789abcdef0123456789abcdef",
 			want: def(Cmdline{Server: "http://10.99.0.1:8080", Token: "0123456789abcdef0123456789abcdef"})},
-		{name: "bad token", in: "nixlos.token=xyz", errs: []string{"nixlos.token"}},
+		{name: "bad token", in: "nixlos.token=xyz", failures: []string{"nixlos.token"}},
 		{name: "discovery", in: "nixlos.server=http://10.99.0.1:8080 nixlos.discover=1",
 			want: def(Cmdline{Server: "http://10.99.0.1:8080", Discover: true})},
 		{name: "discover=0", in: "nixlos.discover=0", want: def(Cmdline{})},
-		{name: "discover without server", in: "nixlos.discover=1", errs: []string{"nixlos.discover=1: discovery reports to a PXE server"}},
-		{name: "bad discover", in: "nixlos.discover=maybe nixlos.server=http://h", errs: []string{`nixlos.discover=maybe: "maybe" is not 1 or 0`}},
+		{name: "discover without server", in: "nixlos.discover=1", failures: []string{"nixlos.discover=1: discovery reports to a PXE server"}},
+		{name: "bad discover", in: "nixlos.discover=maybe nixlos.server=http://h", failures: []string{`nixlos.discover=maybe: "maybe" is not 1 or 0`}},
 		{name: "ip off", in: "ip=off", want: def(Cmdline{Net: netconf.Config{Mode: netconf.ModeOff}})},
 		{name: "bare auto", in: "nixlos.auto", want: def(Cmdline{Auto: true})},
 		{name: "auto=0", in: "nixlos.auto=0", want: def(Cmdline{})},
@@ -83,10 +83,10 @@ func TestParse(t *testing.T) {
 		{name: "others ignored", in: "root=/dev/sda1 rd.lvm=0 nixlosx=1 mynixlos.host=z", want: def(Cmdline{})},
 		{name: "after -- is init's, non-nixlos ignored", in: "nixlos.host=a -- --foo nixlosx=1 --firecracker-init", want: def(Cmdline{Host: "a"})},
 
-		{name: "unknown nixlos param", in: "nixlos.hots=laptop", errs: []string{"nixlos.hots=laptop: unknown nixlos parameter (fix: did you mean nixlos.host? known parameters: nixlos.host"}},
-		{name: "bare nixlos", in: "nixlos", errs: []string{"nixlos: unknown nixlos parameter"}},
+		{name: "unknown nixlos param", in: "nixlos.hots=laptop", failures: []string{"nixlos.hots=laptop: unknown nixlos parameter (fix: did you mean nixlos.host? known parameters: nixlos.host"}},
+		{name: "bare nixlos", in: "nixlos", failures: []string{"nixlos: unknown nixlos parameter"}},
 		{name: "all problems at once", in: "nixlos.host= nixlos.disk=vda nixlos.after=halt nixlos.auto=maybe nixlos.foo=1 nixlos.server=ftp://x ip=bogus NIXLOS.HOST=x",
-			errs: []string{
+			failures: []string{
 				"nixlos.host=: needs a value",
 				"nixlos.disk=vda: \"vda\" is not a device path (fix: write the full path /dev/vda",
 				`nixlos.after=halt: "halt" is not reboot, poweroff or shell`,
@@ -96,33 +96,33 @@ func TestParse(t *testing.T) {
 				"ip=bogus:",
 				"NIXLOS.HOST=x: parameter names are case-sensitive (fix: write nixlos parameters in lowercase: nixlos.host)",
 			}},
-		{name: "empty disk key", in: "nixlos.disk.=/dev/vda", errs: []string{"has no disk name"}},
-		{name: "unclean path", in: "nixlos.disk=/dev/../dev/vda", errs: []string{"not a clean path"}},
-		{name: "nixlos after --", in: "-- nixlos.host=a", errs: []string{`nixlos.host=a: comes after "--"`}},
-		{name: "host with space", in: `nixlos.host="a b"`, errs: []string{`nixlos.host="a b": "a b" is not a host name`}},
+		{name: "empty disk key", in: "nixlos.disk.=/dev/vda", failures: []string{"has no disk name"}},
+		{name: "unclean path", in: "nixlos.disk=/dev/../dev/vda", failures: []string{"not a clean path"}},
+		{name: "nixlos after --", in: "-- nixlos.host=a", failures: []string{`nixlos.host=a: comes after "--"`}},
+		{name: "host with space", in: `nixlos.host="a b"`, failures: []string{`nixlos.host="a b": "a b" is not a host name`}},
 	} {
 		got, err := Parse(tc.in)
-		if len(tc.errs) > 0 {
+		if len(tc.failures) > 0 {
 			if err == nil {
 				t.Errorf("%s: Parse(%q) = %+v, want errors", tc.name, tc.in, got)
 				continue
 			}
-			if cli.ExitCode(err) != 2 {
-				t.Errorf("%s: exit code %d, want 2", tc.name, cli.ExitCode(err))
+			if errs.Code(err) != 2 {
+				t.Errorf("%s: exit code %d, want 2", tc.name, errs.Code(err))
 			}
 			var n int
 			if j, ok := err.(interface{ Unwrap() []error }); ok {
 				n = len(j.Unwrap())
 			}
-			if n != len(tc.errs) {
-				t.Errorf("%s: %d problems, want %d:\n%v", tc.name, n, len(tc.errs), err)
+			if n != len(tc.failures) {
+				t.Errorf("%s: %d problems, want %d:\n%v", tc.name, n, len(tc.failures), err)
 			}
-			for _, want := range tc.errs {
+			for _, want := range tc.failures {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("%s: error lacks %q:\n%v", tc.name, want, err)
 				}
 			}
-			var ie *cli.InputError
+			var ie *errs.InputError
 			if !errors.As(err, &ie) || ie.Fix == "" {
 				t.Errorf("%s: problem without a fix: %v", tc.name, err)
 			}
@@ -155,7 +155,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := Parse(s)
 		if err != nil {
-			if cli.ExitCode(err) != 2 {
+			if errs.Code(err) != 2 {
 				t.Fatalf("Parse(%q): error is not bad input: %v", s, err)
 			}
 			return

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // recorded loads a recorded `installer detect --json` machine of package
@@ -46,7 +46,7 @@ func TestParseRules(t *testing.T) {
 	} {
 		c, err := Parse(tc.in)
 		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) || cli.ExitCode(err) != 2 {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || errs.Code(err) != 2 {
 				t.Errorf("Parse(%q) = %v, want bad input containing %q", tc.in, err, tc.err)
 			}
 			continue
@@ -72,7 +72,7 @@ func TestChooseRules(t *testing.T) {
 		cmdline   string
 		wantDisks map[string]string
 		wantLines []string
-		errs      []string
+		failures  []string
 	}{
 		{name: "one-disk layout by rules", machine: "nvme-sata", cmdline: "nixlos.host=laptop nixlos.disk=match:size>=100G,bus=nvme",
 			wantDisks: map[string]string{"main": "/dev/disk/by-id/nvme-Samsung_SSD_980_PRO_1TB_S5GXNF0R123456A"},
@@ -80,17 +80,17 @@ func TestChooseRules(t *testing.T) {
 		{name: "twins by serial", machine: "twin-sata", cmdline: "nixlos.host=server nixlos.disk.disk1=match:serial=PHYF0001* nixlos.disk.disk2=match:serial=PHYF0002*",
 			wantDisks: map[string]string{"disk1": "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0001000A480BGN", "disk2": "/dev/disk/by-id/ata-INTEL_SSDSC2KB480G8_PHYF0002000B480BGN"}},
 		{name: "twins ambiguous", machine: "twin-sata", cmdline: "nixlos.host=server nixlos.disk.disk1=match:bus=sata nixlos.disk.disk2=/dev/nvme0n1",
-			errs: []string{"nixlos.disk.disk1=match:bus=sata: disk disk1: 2 disks match, the rules must pick exactly one: /dev/sda (INTEL SSDSC2KB480G8, serial PHYF0001000A480BGN, 447.1 GiB (480.1 GB), sata ssd); /dev/sdb (INTEL SSDSC2KB480G8, serial PHYF0002000B480BGN, 447.1 GiB (480.1 GB), sata ssd); rejected: /dev/nvme0n1 (INTEL SSDPEKKW256G8, serial BTHH81234567256B, 238.5 GiB (256.1 GB), nvme nvme): chosen for disk disk2 (fix: add a rule only one of them passes, e.g. match:bus=sata,serial=PHYF0001000A480BGN)"}},
+			failures: []string{"nixlos.disk.disk1=match:bus=sata: disk disk1: 2 disks match, the rules must pick exactly one: /dev/sda (INTEL SSDSC2KB480G8, serial PHYF0001000A480BGN, 447.1 GiB (480.1 GB), sata ssd); /dev/sdb (INTEL SSDSC2KB480G8, serial PHYF0002000B480BGN, 447.1 GiB (480.1 GB), sata ssd); rejected: /dev/nvme0n1 (INTEL SSDPEKKW256G8, serial BTHH81234567256B, 238.5 GiB (256.1 GB), nvme nvme): chosen for disk disk2 (fix: add a rule only one of them passes, e.g. match:bus=sata,serial=PHYF0001000A480BGN)"}},
 		{name: "path first, then rules, then auto", machine: "nvme-sata", cmdline: "nixlos.host=nas nixlos.disk.boot=auto nixlos.disk.data=match:type=hdd",
-			errs: []string{"nixlos.disk.boot=auto: 2 candidate disks"}},
+			failures: []string{"nixlos.disk.boot=auto: 2 candidate disks"}},
 		{name: "rules leave auto one disk", machine: "twin-sata", cmdline: "nixlos.host=nas nixlos.disk.boot=auto nixlos.disk.data=match:bus=sata,serial=*1000A*",
-			errs: []string{"nixlos.disk.boot=auto: 2 candidate disks"}},
+			failures: []string{"nixlos.disk.boot=auto: 2 candidate disks"}},
 		{name: "rules and auto", machine: "laptop-usb", cmdline: "nixlos.host=nas nixlos.disk.boot=auto nixlos.disk.data=match:bus=usb,type=hdd",
 			wantDisks: map[string]string{"boot": "/dev/nvme0n1", "data": "/dev/disk/by-id/usb-Seagate_Expansion_HDD_NACF1234-0:0"},
 			wantLines: []string{"disk boot: /dev/nvme0n1 (WDC PC SN530 SDBPNPZ-512G-1006, serial 21034G801234, 476.9 GiB (512.1 GB), nvme nvme) by auto",
 				"disk data: /dev/disk/by-id/usb-Seagate_Expansion_HDD_NACF1234-0:0 = /dev/sdc (Expansion HDD, serial NACF1234, 1.8 TiB (2.0 TB), usb hdd) by match:bus=usb,type=hdd"}},
 		{name: "no match names every disk", machine: "virtio", cmdline: "nixlos.host=laptop nixlos.auto=1 nixlos.disk=match:size>=100G",
-			errs: []string{"nixlos.disk=match:size>=100G: disk main: no disk matches; rejected: /dev/sr0 (QEMU DVD-ROM, 700.0 MiB (734.0 MB)): not a disk (cdrom) | /dev/vda (serial small-a, 8.0 GiB (8.6 GB), virtio hdd): size>=100G: size 8.0 GiB (8.6 GB) < 100.0 GiB (107.4 GB) |"}},
+			failures: []string{"nixlos.disk=match:size>=100G: disk main: no disk matches; rejected: /dev/sr0 (QEMU DVD-ROM, 700.0 MiB (734.0 MB)): not a disk (cdrom) | /dev/vda (serial small-a, 8.0 GiB (8.6 GB), virtio hdd): size>=100G: size 8.0 GiB (8.6 GB) < 100.0 GiB (107.4 GB) |"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(tc.cmdline)
@@ -98,14 +98,14 @@ func TestChooseRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			ch, err := Choose(hosts, c, recorded(t, tc.machine))
-			if tc.errs != nil {
+			if tc.failures != nil {
 				if err == nil {
 					t.Fatalf("Choose = %+v, want errors", ch)
 				}
-				if cli.ExitCode(err) != 2 {
+				if errs.Code(err) != 2 {
 					t.Errorf("error is not bad input: %v", err)
 				}
-				for _, w := range tc.errs {
+				for _, w := range tc.failures {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error lacks %q:\n%v", w, err)
 					}
@@ -159,7 +159,7 @@ func TestChooseFlakeRules(t *testing.T) {
 	}
 	bad := []Host{{Name: "server", Disks: []string{"disk1"}, Rules: map[string]string{"disk1": "match:colour=red"}}}
 	c, _ := Parse("nixlos.host=server")
-	if _, err := Choose(bad, c, disks); err == nil || !strings.Contains(err.Error(), `host server's nixlos.diskRules.disk1 = "match:colour=red": rule "colour=red": unknown key`) || cli.ExitCode(err) != 2 {
+	if _, err := Choose(bad, c, disks); err == nil || !strings.Contains(err.Error(), `host server's nixlos.diskRules.disk1 = "match:colour=red": rule "colour=red": unknown key`) || errs.Code(err) != 2 {
 		t.Errorf("bad flake rules: %v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/initramfs/cpio"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe"
 )
@@ -39,11 +39,11 @@ type buildInfo struct {
 func readBuild(dir string) (*buildInfo, error) {
 	fix := "build it first: mkiso build FLAKE --format pxe [--closure] --host NAME --out DIR, then --build DIR (or give --flake FLAKE)"
 	if dir == "" {
-		return nil, cli.BadInput("--build", fix, "no build directory given")
+		return nil, errs.BadInput("--build", fix, "no build directory given")
 	}
 	b, err := pxe.OpenBundle(dir, "")
 	if err != nil {
-		return nil, cli.BadInput(dir, fix, "%v", err)
+		return nil, errs.BadInput(dir, fix, "%v", err)
 	}
 	bi := &buildInfo{Dir: b.Dir, Kernel: filepath.Join(b.Dir, pxe.KernelFile), Initrd: filepath.Join(b.Dir, pxe.InitrdFile), Sops: map[string][]byte{}}
 	if fi, err := os.Stat(filepath.Join(b.Dir, pxe.CacheDir, "nix-cache-info")); err == nil && fi.Mode().IsRegular() {
@@ -51,7 +51,7 @@ func readBuild(dir string) (*buildInfo, error) {
 	}
 	f, err := os.Open(bi.Initrd)
 	if err != nil {
-		return nil, cli.BadInput(bi.Initrd, fix, "%v", err)
+		return nil, errs.BadInput(bi.Initrd, fix, "%v", err)
 	}
 	defer f.Close()
 	files := map[string][]byte{}
@@ -71,15 +71,15 @@ func readBuild(dir string) (*buildInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, cli.BadInput(bi.Initrd, fix, "cannot read the initrd: %v", err)
+		return nil, errs.BadInput(bi.Initrd, fix, "cannot read the initrd: %v", err)
 	}
 	bi.Manifest, bi.Installer = files[imagepath.Manifest], files["bin/installer"]
 	if bi.Manifest == nil || bi.Installer == nil {
-		return nil, cli.BadInput(bi.Initrd, fix, "not a nixlos installer initrd (no manifest or installer)")
+		return nil, errs.BadInput(bi.Initrd, fix, "not a nixlos installer initrd (no manifest or installer)")
 	}
 	var m flake.Manifest
 	if err := json.Unmarshal(bi.Manifest, &m); err != nil {
-		return nil, cli.BadInput(bi.Initrd, fix, "manifest: %v", err)
+		return nil, errs.BadInput(bi.Initrd, fix, "manifest: %v", err)
 	}
 	bi.Parsed = &m
 	for name, d := range files {

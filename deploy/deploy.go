@@ -72,7 +72,7 @@ import (
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/netconf"
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/preflight"
@@ -142,7 +142,7 @@ func (r *run) step(format string, args ...any) {
 	fmt.Fprintf(r.out, "deploy: "+format+"\n", args...)
 }
 
-// Run deploys. Errors are *cli.InputError (exit 2) for everything found
+// Run deploys. Errors are *errs.InputError (exit 2) for everything found
 // before the target changes, plain errors (exit 1) after.
 func Run(ctx context.Context, o Options) (err error) {
 	if o.Stdout == nil {
@@ -208,10 +208,10 @@ func Run(ctx context.Context, o Options) (err error) {
 func (r *run) local() error {
 	o := r.o
 	if o.Host == "" {
-		return cli.BadInput("--host", "name the flake host to install: --host NAME", "missing")
+		return errs.BadInput("--host", "name the flake host to install: --host NAME", "missing")
 	}
 	if o.Target == "" {
-		return cli.Usagef("no target (fix: mkiso deploy [user@]HOST --host NAME --build DIR)")
+		return errs.Usagef("no target (fix: mkiso deploy [user@]HOST --host NAME --build DIR)")
 	}
 	if o.Build == "" && o.Flake != "" {
 		dir, err := r.build(o.Flake)
@@ -228,7 +228,7 @@ func (r *run) local() error {
 	r.bi = bi
 	h, ok := bi.Parsed.Hosts[o.Host]
 	if !ok {
-		return cli.BadInput("--host "+o.Host, "one of: "+strings.Join(bi.hosts(), ", ")+" (or rebuild with --host "+o.Host+")", "not a host of the build")
+		return errs.BadInput("--host "+o.Host, "one of: "+strings.Join(bi.hosts(), ", ")+" (or rebuild with --host "+o.Host+")", "not a host of the build")
 	}
 	c := bootcfg.Cmdline{Host: o.Host, Auto: true, After: bootcfg.AfterReboot}
 	if o.After != "" {
@@ -238,7 +238,7 @@ func (r *run) local() error {
 		k, v, ok := strings.Cut(d, "=")
 		if !ok {
 			if c.Disk != "" {
-				return cli.BadInput("--disk "+d, "give KEY=DEV for each disk of a layout with several", "a second --disk without a key")
+				return errs.BadInput("--disk "+d, "give KEY=DEV for each disk of a layout with several", "a second --disk without a key")
 			}
 			c.Disk = d
 			continue
@@ -273,21 +273,21 @@ func (r *run) local() error {
 		if h.SopsFile != "" {
 			data, ok := bi.Sops[h.SopsFile]
 			if !ok {
-				return cli.BadInput(h.SopsFile, "rebuild: the build's flake must hold the host's sops file", "not in the build's flake")
+				return errs.BadInput(h.SopsFile, "rebuild: the build's flake must hold the host's sops file", "not in the build's flake")
 			}
 			res, err := agekey.Verify(k, data, h.SopsFile)
 			if err != nil {
-				return cli.BadInput("--age-key "+o.AgeKey, "give the age key the host's secrets are encrypted to", "the key does not open %s (nothing was done on the target): %v", h.SopsFile, err)
+				return errs.BadInput("--age-key "+o.AgeKey, "give the age key the host's secrets are encrypted to", "the key does not open %s (nothing was done on the target): %v", h.SopsFile, err)
 			}
 			r.step("age key %s opens %s (%d values)", res.Recipient, h.SopsFile, res.Values)
 		}
 	case bi.KeyInside:
 		r.step("age key: embedded in the build")
 	case h.SopsFile != "":
-		return cli.BadInput("--age-key", "give the host's age key: --age-key FILE", "host %s has secrets (%s) and the build embeds no key", o.Host, h.SopsFile)
+		return errs.BadInput("--age-key", "give the host's age key: --age-key FILE", "host %s has secrets (%s) and the build embeds no key", o.Host, h.SopsFile)
 	}
 	if h.Toplevel != "" && !bi.Closure {
-		return cli.BadInput(o.Build, "rebuild with --closure, or give the build's own directory", "the manifest names a closure for %s but the bundle has no %s/", o.Host, pxe.CacheDir)
+		return errs.BadInput(o.Build, "rebuild with --closure, or give the build's own directory", "the manifest names a closure for %s but the bundle has no %s/", o.Host, pxe.CacheDir)
 	}
 	return nil
 }
@@ -331,7 +331,7 @@ func (r *run) probe(ctx context.Context) error {
 	}
 	f, err := ParseFacts(out)
 	if err != nil {
-		return cli.BadInput(r.o.Target, "the target needs a POSIX /bin/sh login shell", "%v", err)
+		return errs.BadInput(r.o.Target, "the target needs a POSIX /bin/sh login shell", "%v", err)
 	}
 	r.f = f
 	if err := r.check(); err != nil {
@@ -352,15 +352,15 @@ func (r *run) check() error {
 	f, t := r.f, r.o.Target
 	switch {
 	case f.UID != 0 && !f.Sudo:
-		return cli.BadInput(t, "log in as root (root@HOST) or give the user passwordless sudo", "user is not root (uid %d) and sudo -n does not work: kexec and mounting need root", f.UID)
+		return errs.BadInput(t, "log in as root (root@HOST) or give the user passwordless sudo", "user is not root (uid %d) and sudo -n does not work: kexec and mounting need root", f.UID)
 	case f.Arch != "" && f.Arch != "x86_64":
-		return cli.BadInput(t, "deploy to an x86_64 machine", "the machine is %s; the installer is built for x86_64", f.Arch)
+		return errs.BadInput(t, "deploy to an x86_64 machine", "the machine is %s; the installer is built for x86_64", f.Arch)
 	case !f.KexecSupported:
-		return cli.BadInput(t, "boot the machine from installer media instead (mkiso build: ISO, USB or PXE), or run a kernel with CONFIG_KEXEC", "its kernel %s has no kexec support (/sys/kernel/kexec_loaded is missing)", f.Kernel)
+		return errs.BadInput(t, "boot the machine from installer media instead (mkiso build: ISO, USB or PXE), or run a kernel with CONFIG_KEXEC", "its kernel %s has no kexec support (/sys/kernel/kexec_loaded is missing)", f.Kernel)
 	case f.KexecDisabled:
-		return cli.BadInput(t, "kexec_load_disabled cannot be turned off again: reboot the machine with it unset, then deploy", "kexec is disabled (/proc/sys/kernel/kexec_load_disabled = 1)")
+		return errs.BadInput(t, "kexec_load_disabled cannot be turned off again: reboot the machine with it unset, then deploy", "kexec is disabled (/proc/sys/kernel/kexec_load_disabled = 1)")
 	case f.Lockdown == "integrity" || f.Lockdown == "confidentiality":
-		return cli.BadInput(t, "turn off Secure Boot / kernel lockdown, or boot installer media", "the kernel is locked down (%s): it only kexecs signed kernels", f.Lockdown)
+		return errs.BadInput(t, "turn off Secure Boot / kernel lockdown, or boot installer media", "the kernel is locked down (%s): it only kexecs signed kernels", f.Lockdown)
 	}
 	floor := RAMFloor(r.hostClosure())
 	stage := r.stageBytes()
@@ -369,10 +369,10 @@ func (r *run) check() error {
 		if r.hostClosure() {
 			what = "copying the prebuilt closure"
 		}
-		return cli.BadInput(t, "give the machine more memory, or boot installer media", "it has %s of RAM; the installer runs from RAM and %s needs at least %s", hw.HumanBytes(f.MemTotal), what, hw.HumanBytes(floor))
+		return errs.BadInput(t, "give the machine more memory, or boot installer media", "it has %s of RAM; the installer runs from RAM and %s needs at least %s", hw.HumanBytes(f.MemTotal), what, hw.HumanBytes(floor))
 	}
 	if need := 3*stage + 64<<20; f.MemAvailable > 0 && f.MemAvailable < need {
-		return cli.BadInput(t, "stop services to free memory, or give the machine more", "only %s of RAM is free; staging the installer (%s in a tmpfs, copied once more by kexec and then into the kernel) needs %s", hw.HumanBytes(f.MemAvailable), hw.HumanBytes(stage), hw.HumanBytes(need))
+		return errs.BadInput(t, "stop services to free memory, or give the machine more", "only %s of RAM is free; staging the installer (%s in a tmpfs, copied once more by kexec and then into the kernel) needs %s", hw.HumanBytes(f.MemAvailable), hw.HumanBytes(stage), hw.HumanBytes(need))
 	}
 	r.step("target: %s, kernel %s, %s RAM (%s free; floor %s), kexec supported, root%s", f.Arch, f.Kernel, hw.HumanBytes(f.MemTotal), hw.HumanBytes(f.MemAvailable), hw.HumanBytes(floor), map[bool]string{true: " via sudo", false: ""}[f.UID != 0])
 	return nil
@@ -520,7 +520,7 @@ func (r *run) plan(ctx context.Context, rep hw.Report) error {
 		return fmt.Errorf("installer plan: %w", err)
 	}
 	if code != 0 {
-		return cli.BadInput("--disk", "name the disks with --disk KEY=DEV (see the target's disks above)", "no plan for %s on %s:\n%s", r.o.Host, r.o.Target, indent(out))
+		return errs.BadInput("--disk", "name the disks with --disk KEY=DEV (see the target's disks above)", "no plan for %s on %s:\n%s", r.o.Host, r.o.Target, indent(out))
 	}
 	r.step("install plan for %s on %s:", r.o.Host, r.o.Target)
 	fmt.Fprint(r.out, indent(out))
@@ -529,7 +529,7 @@ func (r *run) plan(ctx context.Context, rep hw.Report) error {
 		return fmt.Errorf("installer check: %w", err)
 	}
 	if code != 0 {
-		return cli.BadInput(r.o.Target, "see the findings above", "the pre-flight gate refuses the machine:\n%s", indent(out))
+		return errs.BadInput(r.o.Target, "see the findings above", "the pre-flight gate refuses the machine:\n%s", indent(out))
 	}
 	r.step("pre-flight gate:")
 	fmt.Fprint(r.out, indent(out))
@@ -562,7 +562,7 @@ func (r *run) confirm() error {
 		return nil
 	}
 	if !r.o.Terminal || r.o.Stdin == nil {
-		return cli.BadInput("confirmation", "run it on a terminal to type the host name, or pass --yes", "the disks above would be wiped and no terminal is there to confirm (nothing was written)")
+		return errs.BadInput("confirmation", "run it on a terminal to type the host name, or pass --yes", "the disks above would be wiped and no terminal is there to confirm (nothing was written)")
 	}
 	fmt.Fprintf(r.out, "Type the host name (%s) to kexec %s into the installer and wipe the disks above: ", r.o.Host, r.o.Target)
 	var line []byte
@@ -577,7 +577,7 @@ func (r *run) confirm() error {
 		}
 	}
 	if strings.TrimSpace(string(line)) != r.o.Host {
-		return cli.BadInput("confirmation", "type the host name exactly", "%q is not %q: nothing was written", strings.TrimSpace(string(line)), r.o.Host)
+		return errs.BadInput("confirmation", "type the host name exactly", "%q is not %q: nothing was written", strings.TrimSpace(string(line)), r.o.Host)
 	}
 	return nil
 }
@@ -680,18 +680,18 @@ func (r *run) startServer() (*statusServer, string, error) {
 	if listen == "" {
 		la, ok := r.t.LocalAddr().(*net.TCPAddr)
 		if !ok || la.IP.To4() == nil {
-			return nil, "", cli.BadInput("--listen", "give --listen ADDR:PORT (an IPv4 address the target can reach) and --server-url", "the SSH connection is not over IPv4 (%v)", r.t.LocalAddr())
+			return nil, "", errs.BadInput("--listen", "give --listen ADDR:PORT (an IPv4 address the target can reach) and --server-url", "the SSH connection is not over IPv4 (%v)", r.t.LocalAddr())
 		}
 		listen = net.JoinHostPort(la.IP.String(), "0")
 	}
 	h, p, err := net.SplitHostPort(listen)
 	if err != nil {
-		return nil, "", cli.BadInput("--listen "+listen, "give ADDR:PORT", "%v", err)
+		return nil, "", errs.BadInput("--listen "+listen, "give ADDR:PORT", "%v", err)
 	}
 	ip, err := netip.ParseAddr(h)
 	port, perr := strconv.Atoi(p)
 	if err != nil || perr != nil || !ip.Is4() {
-		return nil, "", cli.BadInput("--listen "+listen, "give an IPv4 ADDR:PORT", "not an IPv4 address and port")
+		return nil, "", errs.BadInput("--listen "+listen, "give an IPv4 ADDR:PORT", "not an IPv4 address and port")
 	}
 	b, err := pxe.OpenBundle(r.bi.Dir, "")
 	if err != nil {
@@ -722,7 +722,7 @@ func (r *run) startServer() (*statusServer, string, error) {
 	if base == "" {
 		if !r.f.ClientIP.Is4() {
 			srv.Close()
-			return nil, "", cli.BadInput("--server-url", "give --server-url http://ADDR:PORT as the target reaches this machine (and --listen)", "cannot tell the workstation's address as the target sees it (SSH_CONNECTION)")
+			return nil, "", errs.BadInput("--server-url", "give --server-url http://ADDR:PORT as the target reaches this machine (and --listen)", "cannot tell the workstation's address as the target sees it (SSH_CONNECTION)")
 		}
 		base = fmt.Sprintf("http://%s", net.JoinHostPort(r.f.ClientIP.String(), strconv.Itoa(srv.HTTPAddr.Port)))
 	}

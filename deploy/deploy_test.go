@@ -22,7 +22,7 @@ import (
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/initramfs/cpio"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
@@ -119,8 +119,8 @@ func TestRefusals(t *testing.T) {
 			var out bytes.Buffer
 			err := Run(context.Background(), Options{Target: "root@192.0.2.10", Host: "laptop", Build: build, Stdout: &out, Yes: true,
 				Dial: func(context.Context, SSHConfig) (Target, error) { return ft, nil }})
-			if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) {
-				t.Fatalf("exit %d, err %v; want exit 2 with %q\n%s", cli.ExitCode(err), err, tc.want, out.String())
+			if errs.Code(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) {
+				t.Fatalf("exit %d, err %v; want exit 2 with %q\n%s", errs.Code(err), err, tc.want, out.String())
 			}
 			if len(ft.cmds) != 0 {
 				t.Fatalf("the target was changed after the refusal: %q", ft.cmds)
@@ -173,8 +173,8 @@ func TestLocalInput(t *testing.T) {
 			tc.o.Stdout = io.Discard
 			tc.o.Dial = func(context.Context, SSHConfig) (Target, error) { dialed = true; return nil, errors.New("dialed") }
 			err := Run(context.Background(), tc.o)
-			if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) || dialed {
-				t.Fatalf("exit %d (dialed %v): %v; want exit 2 with %q", cli.ExitCode(err), dialed, err, tc.want)
+			if errs.Code(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) || dialed {
+				t.Fatalf("exit %d (dialed %v): %v; want exit 2 with %q", errs.Code(err), dialed, err, tc.want)
 			}
 		})
 	}
@@ -299,8 +299,8 @@ func TestDialSSH(t *testing.T) {
 				}
 				return
 			}
-			if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) {
-				t.Fatalf("exit %d: %v; want exit 2 with %q", cli.ExitCode(err), err, tc.want)
+			if errs.Code(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.want) {
+				t.Fatalf("exit %d: %v; want exit 2 with %q", errs.Code(err), err, tc.want)
 			}
 		})
 	}
@@ -332,7 +332,7 @@ func TestParseTarget(t *testing.T) {
 	} {
 		u, h, p, err := ParseTarget(tc.in, tc.port)
 		if tc.bad {
-			if cli.ExitCode(err) != 2 {
+			if errs.Code(err) != 2 {
 				t.Errorf("%q: want bad input, got %v", tc.in, err)
 			}
 			continue
@@ -376,12 +376,12 @@ func TestNetwork(t *testing.T) {
 	}
 	noConn := f
 	noConn.ServerIP = netip.Addr{}
-	if _, _, err := noConn.Network(one); cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "--ip") {
+	if _, _, err := noConn.Network(one); errs.Code(err) != 2 || !strings.Contains(err.Error(), "--ip") {
 		t.Fatalf("no SSH_CONNECTION: %v", err)
 	}
 	offLink := f
 	offLink.ServerIP = netip.MustParseAddr("192.0.2.7")
-	if _, _, err := offLink.Network(one); cli.ExitCode(err) != 2 {
+	if _, _, err := offLink.Network(one); errs.Code(err) != 2 {
 		t.Fatalf("address on no route: %v", err)
 	}
 }
@@ -461,7 +461,7 @@ func TestConfirm(t *testing.T) {
 	} {
 		tc.o.Host, tc.o.Target = "laptop", "root@h"
 		r := &run{o: tc.o, out: io.Discard}
-		if got := cli.ExitCode(r.confirm()); got != tc.wantExit {
+		if got := errs.Code(r.confirm()); got != tc.wantExit {
 			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.wantExit)
 		}
 	}
@@ -512,8 +512,8 @@ func TestStatusChannel(t *testing.T) {
 			}()
 			err = r.follow(context.Background(), st)
 			got := out.String() + fmt.Sprint(err)
-			if cli.ExitCode(err) != tc.exit {
-				t.Fatalf("exit %d: %v\n%s", cli.ExitCode(err), err, out.String())
+			if errs.Code(err) != tc.exit {
+				t.Fatalf("exit %d: %v\n%s", errs.Code(err), err, out.String())
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {

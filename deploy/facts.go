@@ -10,7 +10,7 @@ import (
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/netconf"
 )
 
@@ -234,7 +234,7 @@ func maskBits(m netip.Addr) int {
 func (f Facts) Network(nics []hw.NIC) (netconf.Config, string, error) {
 	fix := "give the installer's network yourself with --ip (the kernel's ip= syntax, e.g. --ip 192.0.2.10::192.0.2.1:255.255.255.0::eth0:off:192.0.2.1)"
 	if !f.ServerIP.IsValid() || !f.ServerIP.Is4() {
-		return netconf.Config{}, "", cli.BadInput("network", fix, "cannot tell the target's IPv4 address from its SSH session (SSH_CONNECTION=%s)", f.ServerIP)
+		return netconf.Config{}, "", errs.BadInput("network", fix, "cannot tell the target's IPv4 address from its SSH session (SSH_CONNECTION=%s)", f.ServerIP)
 	}
 	var iface string
 	var prefix netip.Prefix
@@ -244,7 +244,7 @@ func (f Facts) Network(nics []hw.NIC) (netconf.Config, string, error) {
 		}
 	}
 	if iface == "" {
-		return netconf.Config{}, "", cli.BadInput("network", fix, "no on-link route holds %s in /proc/net/route", f.ServerIP)
+		return netconf.Config{}, "", errs.BadInput("network", fix, "no on-link route holds %s in /proc/net/route", f.ServerIP)
 	}
 	c := netconf.Config{Mode: netconf.ModeStatic, Address: netip.PrefixFrom(f.ServerIP, prefix.Bits()), DNS: f.DNS}
 	if len(c.DNS) > 2 {

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Target is the machine being deployed to: a shell over SSH (or a fake in
@@ -64,16 +64,16 @@ func ParseTarget(s string, port int) (user, host string, p int, err error) {
 	if h, ps, e := net.SplitHostPort(host); e == nil {
 		n, e := strconv.Atoi(ps)
 		if e != nil || n <= 0 || n > 65535 {
-			return "", "", 0, cli.BadInput(s, "give [user@]HOST and --port N", "port %q is not a port number", ps)
+			return "", "", 0, errs.BadInput(s, "give [user@]HOST and --port N", "port %q is not a port number", ps)
 		}
 		host, p = h, n
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if user == "" || host == "" || strings.ContainsAny(user+host, " \t/") {
-		return "", "", 0, cli.BadInput(s, "give [user@]HOST, e.g. root@192.0.2.10", "not a target")
+		return "", "", 0, errs.BadInput(s, "give [user@]HOST, e.g. root@192.0.2.10", "not a target")
 	}
 	if p <= 0 || p > 65535 {
-		return "", "", 0, cli.BadInput("--port", "give a TCP port 1-65535", "%d is not a port", p)
+		return "", "", 0, errs.BadInput("--port", "give a TCP port 1-65535", "%d is not a port", p)
 	}
 	return user, host, p, nil
 }
@@ -97,7 +97,7 @@ func DialSSH(ctx context.Context, c SSHConfig) (Target, error) {
 	d := net.Dialer{Timeout: c.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, cli.BadInput(addr, "check the address and --port, and that sshd runs there and a firewall lets you in", "cannot connect: %v", unwrapNet(err))
+		return nil, errs.BadInput(addr, "check the address and --port, and that sshd runs there and a firewall lets you in", "cannot connect: %v", unwrapNet(err))
 	}
 	conn.SetDeadline(time.Now().Add(c.Timeout))
 	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{
@@ -113,9 +113,9 @@ func DialSSH(ctx context.Context, c SSHConfig) (Target, error) {
 		case errors.As(err, &ke):
 			return nil, ke
 		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, cli.BadInput(c.User+"@"+addr, "give the key with --ssh-key FILE or load it into ssh-agent; the target must accept it for "+c.User, "login refused: %v", err)
+			return nil, errs.BadInput(c.User+"@"+addr, "give the key with --ssh-key FILE or load it into ssh-agent; the target must accept it for "+c.User, "login refused: %v", err)
 		}
-		return nil, cli.BadInput(addr, "check that it is an SSH server", "SSH handshake failed: %v", err)
+		return nil, errs.BadInput(addr, "check that it is an SSH server", "SSH handshake failed: %v", err)
 	}
 	conn.SetDeadline(time.Time{})
 	return &sshTarget{c: ssh.NewClient(cc, chans, reqs)}, nil
@@ -149,13 +149,13 @@ func hostKeyCallback(c SSHConfig, addr string) (ssh.HostKeyCallback, []string, e
 	if file == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {
-			return nil, nil, cli.BadInput("known_hosts", "give --known-hosts FILE", "no home directory: %v", err)
+			return nil, nil, errs.BadInput("known_hosts", "give --known-hosts FILE", "no home directory: %v", err)
 		}
 		file = filepath.Join(home, ".ssh", "known_hosts")
 	}
 	cb, err := knownhosts.New(file)
 	if err != nil {
-		return nil, nil, cli.BadInput(file, "create it with ssh-keyscan -p PORT HOST >> "+file+" (and compare the fingerprint), or give --known-hosts FILE", "cannot read known hosts: %v", err)
+		return nil, nil, errs.BadInput(file, "create it with ssh-keyscan -p PORT HOST >> "+file+" (and compare the fingerprint), or give --known-hosts FILE", "cannot read known hosts: %v", err)
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		err := cb(hostname, remote, key)
@@ -166,10 +166,10 @@ func hostKeyCallback(c SSHConfig, addr string) (ssh.HostKeyCallback, []string, e
 		if errors.As(err, &ke) {
 			fp := ssh.FingerprintSHA256(key)
 			if len(ke.Want) > 0 {
-				return &hostKeyError{cli.BadInput(addr, fmt.Sprintf("if the machine was really reinstalled, remove the old key (ssh-keygen -R %q -f %s) and check the new fingerprint", knownHost(addr), file),
+				return &hostKeyError{errs.BadInput(addr, fmt.Sprintf("if the machine was really reinstalled, remove the old key (ssh-keygen -R %q -f %s) and check the new fingerprint", knownHost(addr), file),
 					"HOST KEY MISMATCH: the server offered %s %s, which %s:%d does not list for it: refused (someone may be impersonating it)", key.Type(), fp, ke.Want[0].Filename, ke.Want[0].Line)}
 			}
-			return &hostKeyError{cli.BadInput(addr, fmt.Sprintf("check the fingerprint, then add it: ssh-keyscan -p PORT HOST >> %s (or --known-hosts FILE, or --insecure-host-key)", file),
+			return &hostKeyError{errs.BadInput(addr, fmt.Sprintf("check the fingerprint, then add it: ssh-keyscan -p PORT HOST >> %s (or --known-hosts FILE, or --insecure-host-key)", file),
 				"host key %s %s is not in %s: refused", key.Type(), fp, file)}
 		}
 		return err
@@ -223,12 +223,12 @@ func authMethods(keyFile string) ([]ssh.AuthMethod, func(), error) {
 	if keyFile != "" {
 		data, err := os.ReadFile(keyFile)
 		if err != nil {
-			return nil, closeAgent, cli.BadInput(keyFile, "give a private key file with --ssh-key", "%v", err)
+			return nil, closeAgent, errs.BadInput(keyFile, "give a private key file with --ssh-key", "%v", err)
 		}
 		signer, err := ssh.ParsePrivateKey(data)
 		clear(data)
 		if err != nil {
-			return nil, closeAgent, cli.BadInput(keyFile, "give an unencrypted private key, or load it into ssh-agent and leave out --ssh-key", "%v", err)
+			return nil, closeAgent, errs.BadInput(keyFile, "give an unencrypted private key, or load it into ssh-agent and leave out --ssh-key", "%v", err)
 		}
 		return []ssh.AuthMethod{ssh.PublicKeys(signer)}, closeAgent, nil
 	}
@@ -256,7 +256,7 @@ func authMethods(keyFile string) ([]ssh.AuthMethod, func(), error) {
 		}
 	}
 	if len(methods) == 0 {
-		return nil, closeAgent, cli.BadInput("--ssh-key", "give --ssh-key FILE or start ssh-agent with the key loaded", "no SSH key: no agent and no ~/.ssh/id_* key")
+		return nil, closeAgent, errs.BadInput("--ssh-key", "give --ssh-key FILE or start ssh-agent with the key loaded", "no SSH key: no agent and no ~/.ssh/id_* key")
 	}
 	return methods, closeAgent, nil
 }

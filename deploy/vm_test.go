@@ -17,7 +17,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/vmtest"
@@ -131,8 +131,8 @@ func TestDeployVM(t *testing.T) {
 		o := opts(&out)
 		o.KnownHosts = other
 		err := Run(ctx, o)
-		if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "HOST KEY MISMATCH") {
-			t.Fatalf("want exit 2 host key mismatch, got %d: %v\n%s", cli.ExitCode(err), err, out.String())
+		if errs.Code(err) != 2 || !strings.Contains(fmt.Sprint(err), "HOST KEY MISMATCH") {
+			t.Fatalf("want exit 2 host key mismatch, got %d: %v\n%s", errs.Code(err), err, out.String())
 		}
 		t.Logf("refused: %v", err)
 	})
@@ -141,8 +141,8 @@ func TestDeployVM(t *testing.T) {
 		o := opts(&out)
 		o.AgeKey = wrongAge
 		err := Run(ctx, o)
-		if cli.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "does not open") || strings.Contains(out.String(), "deploy: connect") {
-			t.Fatalf("want exit 2 before connecting, got %d: %v\n%s", cli.ExitCode(err), err, out.String())
+		if errs.Code(err) != 2 || !strings.Contains(fmt.Sprint(err), "does not open") || strings.Contains(out.String(), "deploy: connect") {
+			t.Fatalf("want exit 2 before connecting, got %d: %v\n%s", errs.Code(err), err, out.String())
 		}
 		t.Logf("refused: %v", err)
 	})
@@ -177,7 +177,7 @@ func TestDeployVM(t *testing.T) {
 	if err != nil {
 		vm.Send("cat /tmp/dropbear.log\n") // when the guest still runs its shell
 		time.Sleep(3 * time.Second)
-		t.Fatalf("deploy: exit %d: %v\nguest console:\n%s", cli.ExitCode(err), err, vm.Tail(60))
+		t.Fatalf("deploy: exit %d: %v\nguest console:\n%s", errs.Code(err), err, vm.Tail(60))
 	}
 	if !strings.Contains(out.String(), "install complete host=laptop") {
 		t.Fatalf("no install complete in the output")

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/pxe"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
@@ -68,7 +68,7 @@ func Enroll(ctx context.Context, o Options) (Result, error) {
 	}
 	mac, err := wire.CanonicalMAC(o.MAC)
 	if err != nil {
-		return Result{}, cli.BadInput(o.MAC, "give the MAC 'mkiso serve' shows as discovered, e.g. 52:54:00:12:34:56", "%v", err)
+		return Result{}, errs.BadInput(o.MAC, "give the MAC 'mkiso serve' shows as discovered, e.g. 52:54:00:12:34:56", "%v", err)
 	}
 	mapData, err := readMap(o.MapFile, mac)
 	if err != nil {
@@ -79,11 +79,11 @@ func Enroll(ctx context.Context, o Options) (Result, error) {
 	}
 	d, err := pxe.LoadDiscovery(o.DiscoverDir, mac)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Result{}, cli.BadInput(mac, "boot the machine from 'mkiso serve --discover --map "+o.MapFile+"' first; it shows as discovered when its report is in "+o.DiscoverDir,
+		return Result{}, errs.BadInput(mac, "boot the machine from 'mkiso serve --discover --map "+o.MapFile+"' first; it shows as discovered when its report is in "+o.DiscoverDir,
 			"unknown MAC: no discovery report %s", pxe.DiscoveryFile(o.DiscoverDir, mac))
 	}
 	if err != nil {
-		return Result{}, cli.BadInput(pxe.DiscoveryFile(o.DiscoverDir, mac), "delete it and boot the machine into discovery again", "%v", err)
+		return Result{}, errs.BadInput(pxe.DiscoveryFile(o.DiscoverDir, mac), "delete it and boot the machine into discovery again", "%v", err)
 	}
 	if err := checkFlake(o); err != nil {
 		return Result{}, err
@@ -94,11 +94,11 @@ func Enroll(ctx context.Context, o Options) (Result, error) {
 	}
 	keys := diskKeys(tmpl)
 	if len(keys) == 0 {
-		return Result{}, cli.BadInput("--host "+o.Host, "give a host with a disko layout (mkiso hosts "+o.Flake+" shows them)", "host %s has no disk layout", o.Host)
+		return Result{}, errs.BadInput("--host "+o.Host, "give a host with a disko layout (mkiso hosts "+o.Flake+" shows them)", "host %s has no disk layout", o.Host)
 	}
 	rules, picked, err := Rules(keys, d.Report)
 	if err != nil {
-		return Result{}, cli.BadInput(mac, "connect the disks the layout needs, or choose a template with fewer disks", "%v", err)
+		return Result{}, errs.BadInput(mac, "connect the disks the layout needs, or choose a template with fewer disks", "%v", err)
 	}
 	res := Result{MAC: mac, Host: o.Host, Rules: rules}
 	res.Notes = append(res.Notes, firmwareNotes(tmpl.BootLoader, string(d.Report.Firmware), o.Host)...)
@@ -125,21 +125,21 @@ func Enroll(ctx context.Context, o Options) (Result, error) {
 // be in it yet.
 func readMap(file, mac string) ([]byte, error) {
 	if file == "" {
-		return nil, cli.BadInput("--map", "give the map file mkiso serve runs with: --map FILE", "required")
+		return nil, errs.BadInput("--map", "give the map file mkiso serve runs with: --map FILE", "required")
 	}
 	data, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, cli.BadInput(file, "give the map file mkiso serve runs with (create an empty one to start)", "no such map file")
+		return nil, errs.BadInput(file, "give the map file mkiso serve runs with (create an empty one to start)", "no such map file")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("map %s: %w", file, err)
 	}
 	m, err := pxe.ParseMap(data, file)
 	if err != nil {
-		return nil, cli.BadInput(file, "fix the map file first", "%v", err)
+		return nil, errs.BadInput(file, "fix the map file first", "%v", err)
 	}
 	if mc, ok := m.Lookup(mac); ok {
-		return nil, cli.BadInput(mac, fmt.Sprintf("edit %s:%d to change it", file, mc.Line), "already in the map as host %s", mc.Host)
+		return nil, errs.BadInput(mac, fmt.Sprintf("edit %s:%d to change it", file, mc.Line), "already in the map as host %s", mc.Host)
 	}
 	return data, nil
 }
@@ -148,25 +148,25 @@ func readMap(file, mac string) ([]byte, error) {
 // the template directory and that the new host does not exist.
 func checkFlake(o Options) error {
 	if fi, err := os.Stat(filepath.Join(o.Flake, "flake.nix")); err != nil || !fi.Mode().IsRegular() {
-		return cli.BadInput("--flake "+o.Flake, "give the flake directory, the one holding flake.nix", "no flake.nix in %s", o.Flake)
+		return errs.BadInput("--flake "+o.Flake, "give the flake directory, the one holding flake.nix", "no flake.nix in %s", o.Flake)
 	}
 	if !hostRe.MatchString(o.Host) {
-		return cli.BadInput("--host "+o.Host, "give a host name of the flake", "not a host name")
+		return errs.BadInput("--host "+o.Host, "give a host name of the flake", "not a host name")
 	}
 	if o.NewHost == "" {
 		return nil
 	}
 	if !hostRe.MatchString(o.NewHost) {
-		return cli.BadInput("--new-host "+o.NewHost, "use letters, digits, _ and - (a directory name under hosts/)", "not a host name")
+		return errs.BadInput("--new-host "+o.NewHost, "use letters, digits, _ and - (a directory name under hosts/)", "not a host name")
 	}
 	tdir := filepath.Join(o.Flake, "hosts", o.Host)
 	if fi, err := os.Stat(tdir); err != nil || !fi.IsDir() {
-		return cli.BadInput("--host "+o.Host, "name a template host that has a directory under "+filepath.Join(o.Flake, "hosts")+": "+strings.Join(hostDirs(o.Flake), ", "),
+		return errs.BadInput("--host "+o.Host, "name a template host that has a directory under "+filepath.Join(o.Flake, "hosts")+": "+strings.Join(hostDirs(o.Flake), ", "),
 			"no template directory %s", tdir)
 	}
 	ndir := filepath.Join(o.Flake, "hosts", o.NewHost)
 	if _, err := os.Lstat(ndir); err == nil {
-		return cli.BadInput("--new-host "+o.NewHost, "choose another name, or remove "+ndir+" first", "host exists: %s", ndir)
+		return errs.BadInput("--new-host "+o.NewHost, "choose another name, or remove "+ndir+" first", "host exists: %s", ndir)
 	}
 	return nil
 }
@@ -193,7 +193,7 @@ func evalHost(ctx context.Context, flakeDir, host string) (flake.Host, error) {
 	}
 	h, ok := m.Hosts[host]
 	if !ok {
-		return flake.Host{}, cli.BadInput("--host "+host, "name a host of the flake: mkiso hosts "+flakeDir, "no such host")
+		return flake.Host{}, errs.BadInput("--host "+host, "name a host of the flake: mkiso hosts "+flakeDir, "no such host")
 	}
 	return h, nil
 }

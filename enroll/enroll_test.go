@@ -14,7 +14,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/pxe"
 	"github.com/nixlos/nixlos/pxe/wire"
@@ -152,7 +152,7 @@ func newFixture(t *testing.T, firmware hw.Firmware) fixture {
 func fakeEval(bootLoader string) func(context.Context, string, string) (flake.Host, error) {
 	return func(_ context.Context, _, host string) (flake.Host, error) {
 		if host != "laptop" {
-			return flake.Host{}, cli.BadInput("--host "+host, "name a host of the flake", "no such host")
+			return flake.Host{}, errs.BadInput("--host "+host, "name a host of the flake", "no such host")
 		}
 		return flake.Host{System: "x86_64-linux", Disko: json.RawMessage(`{"disk":{"main":{"device":"/dev/vda"}}}`), SopsFile: "secrets/secrets.yaml", BootLoader: bootLoader}, nil
 	}
@@ -266,10 +266,10 @@ func TestEnrollErrors(t *testing.T) {
 			tc.mutate(f, &o)
 			before, _ := os.ReadFile(f.mapf)
 			_, err := Enroll(context.Background(), o)
-			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v (exit %d), want %q", err, cli.ExitCode(err), tc.want)
+			if errs.Code(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v (exit %d), want %q", err, errs.Code(err), tc.want)
 			}
-			var ie *cli.InputError
+			var ie *errs.InputError
 			if !errors.As(err, &ie) || ie.Fix == "" {
 				t.Errorf("no fix: %v", err)
 			}

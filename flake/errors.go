@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // HostError is why one host of a flake did not evaluate. The other hosts
@@ -46,14 +46,14 @@ func (e *HostError) Summary() string {
 	return strings.TrimSpace(strings.TrimPrefix(first, "error:"))
 }
 
-// InputError is the host's error as a *cli.InputError (exit 2) that names
+// InputError is the host's error as a *errs.InputError (exit 2) that names
 // the host, the option and the fix, with Nix's full message.
 func (e *HostError) InputError() error {
 	opt := ""
 	if e.Option != "" {
 		opt = " (option " + e.Option + ")"
 	}
-	return cli.BadInput("host "+e.Host, e.Fix, "does not evaluate%s:\n%s\n", opt, indent(e.Message))
+	return errs.BadInput("host "+e.Host, e.Fix, "does not evaluate%s:\n%s\n", opt, indent(e.Message))
 }
 
 // nixDiag is what parseNixError finds in Nix's stderr.

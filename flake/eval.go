@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // evalExpr is the expression `nix eval` runs. The %s are the flake
@@ -197,7 +197,7 @@ type Options struct {
 // `nix eval` per broken host (see evalHosts). With opt.Hosts only those
 // hosts are evaluated, so a broken host that is not selected costs nothing.
 // Flake-level problems (flake.nix does not evaluate, no nixosConfigurations,
-// no hosts, an unknown selected host) are *cli.InputError.
+// no hosts, an unknown selected host) are *errs.InputError.
 //
 // Cost, measured with Nix 2.8 on the realflakes fixtures (real disko and
 // sops-nix modules, 2 shared cores; BenchmarkRealFlakesExport): 4 good hosts
@@ -212,7 +212,7 @@ func Export(ctx context.Context, f *Flake, opt Options) (*Manifest, error) {
 	if len(opt.Hosts) > 0 {
 		only = slices.Clone(opt.Hosts)
 	}
-	r, errs, err := evalHosts(ctx, f, opt, only)
+	r, failures, err := evalHosts(ctx, f, opt, only)
 	if err != nil {
 		return nil, err
 	}
@@ -222,11 +222,11 @@ func Export(ctx context.Context, f *Flake, opt Options) (*Manifest, error) {
 	}
 	for _, name := range opt.Hosts {
 		if !slices.Contains(r.Names, name) {
-			return nil, cli.BadInput(name, "choose one of: "+strings.Join(r.Names, ", "), "no such host in the flake (nixosConfigurations)")
+			return nil, errs.BadInput(name, "choose one of: "+strings.Join(r.Names, ", "), "no such host in the flake (nixosConfigurations)")
 		}
 	}
-	if len(errs) > 0 {
-		m.Errors = errs
+	if len(failures) > 0 {
+		m.Errors = failures
 	}
 	return m, nil
 }
@@ -239,13 +239,13 @@ func Export(ctx context.Context, f *Flake, opt Options) (*Manifest, error) {
 // (a crash, a stack overflow): then each remaining host is evaluated alone,
 // opt.Parallel at a time, so that the failing ones are found anyway.
 func evalHosts(ctx context.Context, f *Flake, opt Options, only []string) (*evalResult, map[string]*HostError, error) {
-	errs := map[string]*HostError{}
+	failures := map[string]*HostError{}
 	skip := []string{}
 	for {
 		out, err := opt.Nix.Run(ctx, evalArgs(f, only, skip)...)
 		if err == nil {
 			r, err := decodeEval(out)
-			return r, errs, err
+			return r, failures, err
 		}
 		var ne *NixError
 		if !errors.As(err, &ne) {
@@ -253,18 +253,18 @@ func evalHosts(ctx context.Context, f *Flake, opt Options, only []string) (*eval
 		}
 		d := parseNixError(ne.Stderr)
 		if d.Host != "" && !slices.Contains(skip, d.Host) && (only == nil || slices.Contains(only, d.Host)) {
-			errs[d.Host] = newHostError(f, d.Host, d)
+			failures[d.Host] = newHostError(f, d.Host, d)
 			skip = append(skip, d.Host)
 			continue
 		}
-		return evalEach(ctx, f, opt, only, skip, errs, err)
+		return evalEach(ctx, f, opt, only, skip, failures, err)
 	}
 }
 
 // evalEach is evalHosts' fallback for a failure that names no host: it
 // lists the hosts with a run that evaluates none (its failure is the
 // flake's), then evaluates each one alone.
-func evalEach(ctx context.Context, f *Flake, opt Options, only, skip []string, errs map[string]*HostError, first error) (*evalResult, map[string]*HostError, error) {
+func evalEach(ctx context.Context, f *Flake, opt Options, only, skip []string, failures map[string]*HostError, first error) (*evalResult, map[string]*HostError, error) {
 	out, err := opt.Nix.Run(ctx, evalArgs(f, []string{}, nil)...)
 	if err != nil {
 		return nil, nil, evalError(f, first)
@@ -307,7 +307,7 @@ func evalEach(ctx context.Context, f *Flake, opt Options, only, skip []string, e
 					r.Hosts[n] = h
 				}
 			case errors.As(err, &ne):
-				errs[n] = newHostError(f, n, parseNixError(ne.Stderr))
+				failures[n] = newHostError(f, n, parseNixError(ne.Stderr))
 			case fatal == nil:
 				fatal = err
 			}
@@ -317,15 +317,15 @@ func evalEach(ctx context.Context, f *Flake, opt Options, only, skip []string, e
 	if fatal != nil {
 		return nil, nil, fatal
 	}
-	return r, errs, nil
+	return r, failures, nil
 }
 
 func fromEval(f *Flake, r *evalResult, opt Options) (*Manifest, error) {
 	if !r.HasNixosConfigurations {
-		return nil, cli.BadInput(f.Dir, "add outputs.nixosConfigurations.<host> = nixpkgs.lib.nixosSystem { ... } to flake.nix", "the flake has no nixosConfigurations output")
+		return nil, errs.BadInput(f.Dir, "add outputs.nixosConfigurations.<host> = nixpkgs.lib.nixosSystem { ... } to flake.nix", "the flake has no nixosConfigurations output")
 	}
 	if len(r.Names) == 0 && len(r.Hosts) == 0 {
-		return nil, cli.BadInput(f.Dir, "add at least one host under outputs.nixosConfigurations in flake.nix", "nixosConfigurations has no hosts")
+		return nil, errs.BadInput(f.Dir, "add at least one host under outputs.nixosConfigurations in flake.nix", "nixosConfigurations has no hosts")
 	}
 	m := &Manifest{Version: 1, Flake: Info{Dir: opt.Dir, Rev: r.Rev, NarHash: r.NarHash}, Hosts: map[string]Host{}}
 	if m.Flake.Dir == "" {

@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Flake is a flake directory on disk.
@@ -25,31 +25,31 @@ type Flake struct {
 }
 
 // Find checks that path is a directory holding flake.nix and returns it.
-// Every failure is a *cli.InputError naming the path and the fix.
+// Every failure is a *errs.InputError naming the path and the fix.
 func Find(path string) (*Flake, error) {
 	if path == "" {
-		return nil, cli.BadInput("FLAKE", "give the directory that holds flake.nix", "no flake directory given")
+		return nil, errs.BadInput("FLAKE", "give the directory that holds flake.nix", "no flake directory given")
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, cli.BadInput(path, "give the directory that holds flake.nix", "%v", err)
+		return nil, errs.BadInput(path, "give the directory that holds flake.nix", "%v", err)
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, cli.BadInput(path, "give the directory that holds flake.nix", "does not exist")
+		return nil, errs.BadInput(path, "give the directory that holds flake.nix", "does not exist")
 	case err != nil:
-		return nil, cli.BadInput(path, "give a readable directory that holds flake.nix", "%v", err)
+		return nil, errs.BadInput(path, "give a readable directory that holds flake.nix", "%v", err)
 	case !st.IsDir():
 		fix := "give the directory that holds flake.nix"
 		if filepath.Base(abs) == "flake.nix" {
 			fix = "give its directory: " + filepath.Dir(path)
 		}
-		return nil, cli.BadInput(path, fix, "is a file, not a directory")
+		return nil, errs.BadInput(path, fix, "is a file, not a directory")
 	}
 	fst, err := os.Stat(filepath.Join(abs, "flake.nix"))
 	if err != nil || !fst.Mode().IsRegular() {
-		return nil, cli.BadInput(path, "give the directory of a flake (it holds flake.nix), or create flake.nix there", "no flake.nix in this directory")
+		return nil, errs.BadInput(path, "give the directory of a flake (it holds flake.nix), or create flake.nix there", "no flake.nix in this directory")
 	}
 	f := &Flake{Dir: abs}
 	if root := gitRoot(abs); root != "" {

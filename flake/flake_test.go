@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -82,7 +82,7 @@ func TestBadInput(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Hosts(%s) succeeded, want an input error", path)
 			}
-			if code := cli.ExitCode(err); code != 2 {
+			if code := errs.Code(err); code != 2 {
 				t.Errorf("exit code %d, want 2 (err: %v)", code, err)
 			}
 			msg := err.Error()
@@ -124,11 +124,11 @@ func TestHostWithoutDiskLayout(t *testing.T) {
 	}
 	for _, name := range []string{"bare", "empty"} {
 		_, err := m.Select(name)
-		if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "no disk layout") || !strings.Contains(err.Error(), "disko") {
+		if errs.Code(err) != 2 || !strings.Contains(err.Error(), "no disk layout") || !strings.Contains(err.Error(), "disko") {
 			t.Errorf("Select(%s) = %v, want a refusal naming the fix", name, err)
 		}
 	}
-	if _, err := m.Select("nope"); cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "bare, empty, full") {
+	if _, err := m.Select("nope"); errs.Code(err) != 2 || !strings.Contains(err.Error(), "bare, empty, full") {
 		t.Errorf("Select(nope) = %v", err)
 	}
 	h, err := m.Select("full")

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Hosts finds the flake at path and exports its manifest: the one call
@@ -93,5 +93,5 @@ func (m *Manifest) BrokenError(flakeDir string) error {
 	if good := m.HostNames(); len(good) > 0 {
 		fix += " (these evaluate: " + strings.Join(good, ", ") + ")"
 	}
-	return cli.BadInput(flakeDir, fix, "%s\n", b.String())
+	return errs.BadInput(flakeDir, fix, "%s\n", b.String())
 }

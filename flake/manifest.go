@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 )
 
@@ -154,10 +154,10 @@ func (m *Manifest) Select(name string) (Host, error) {
 	}
 	h, ok := m.Hosts[name]
 	if !ok {
-		return Host{}, cli.BadInput(name, "choose one of: "+strings.Join(m.AllHostNames(), ", "), "no such host in the flake")
+		return Host{}, errs.BadInput(name, "choose one of: "+strings.Join(m.AllHostNames(), ", "), "no such host in the flake")
 	}
 	if !h.HasLayout() {
-		return Host{}, cli.BadInput(name, noLayoutFix(name), "host has no disk layout (config.disko.devices has no disks)")
+		return Host{}, errs.BadInput(name, noLayoutFix(name), "host has no disk layout (config.disko.devices has no disks)")
 	}
 	return h, nil
 }

@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Flags are the options every nix call gets: flakes on, no binary caches
@@ -35,7 +35,7 @@ func (n Nix) Look() (string, error) {
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", cli.BadInput(name, InstallHint, "nix is not installed (not found in PATH)")
+		return "", errs.BadInput(name, InstallHint, "nix is not installed (not found in PATH)")
 	}
 	return p, nil
 }
@@ -112,7 +112,7 @@ func evalError(f *Flake, err error) error {
 			fix = known
 		}
 	}
-	return cli.BadInput(f.Dir, fix, "nix could not evaluate the flake:\n%s\n", indent(msg))
+	return errs.BadInput(f.Dir, fix, "nix could not evaluate the flake:\n%s\n", indent(msg))
 }
 
 func indent(s string) string {

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/flake/realflaketest"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -444,7 +444,7 @@ func TestRealFlakesBrokenHost(t *testing.T) {
 				t.Errorf("message: %s", e.Message)
 			}
 			_, err = m.Select("broken")
-			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "mdraid") {
+			if errs.Code(err) != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "mdraid") {
 				t.Errorf("Select(broken) = %v", err)
 			}
 			for _, good := range []string{"laptop", "server"} {
@@ -462,7 +462,7 @@ func TestRealFlakesBrokenHost(t *testing.T) {
 				t.Errorf("%d nix runs for good hosts, want 1", n)
 			}
 			_, _, err = Hosts(ctx, dir, Options{Hosts: []string{"nope"}})
-			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "broken, laptop, server") {
+			if errs.Code(err) != 2 || !strings.Contains(err.Error(), "broken, laptop, server") {
 				t.Errorf("unknown selected host: %v", err)
 			}
 		})
@@ -570,9 +570,9 @@ func BenchmarkRealFlakesExport(b *testing.B) {
 		// host alone (2 at a time).
 		f, _ := Find(fleet)
 		for b.Loop() {
-			r, errs, err := evalEach(ctx, f, Options{}, nil, []string{}, map[string]*HostError{}, nil)
-			if err != nil || len(errs) != 1 || len(r.Hosts) != 2 {
-				b.Fatalf("%v %v", err, errs)
+			r, failures, err := evalEach(ctx, f, Options{}, nil, []string{}, map[string]*HostError{}, nil)
+			if err != nil || len(failures) != 1 || len(r.Hosts) != 2 {
+				b.Fatalf("%v %v", err, failures)
 			}
 		}
 	})

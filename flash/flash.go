@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -49,7 +49,7 @@ func (p Plan) Err() error {
 	if len(p.Refused) == 0 {
 		return nil
 	}
-	return cli.BadInput(p.Device.Label(), "choose a removable or USB disk that is not in use: run 'mkiso flash' to list them",
+	return errs.BadInput(p.Device.Label(), "choose a removable or USB disk that is not in use: run 'mkiso flash' to list them",
 		"refusing to write: %s", strings.Join(p.Refused, "; "))
 }
 
@@ -128,11 +128,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.Image != "" {
 		n, err := imageSize(o.Image)
 		if err != nil {
-			return cli.BadInput(o.Image, "give the nixlos.iso or nixlos-usb.img that 'mkiso build' wrote", "%v", err)
+			return errs.BadInput(o.Image, "give the nixlos.iso or nixlos-usb.img that 'mkiso build' wrote", "%v", err)
 		}
 		imageBytes = n
 	} else if o.Device != "" {
-		return cli.Usagef("no IMAGE given (usage: mkiso flash IMAGE [DEVICE])")
+		return errs.Usagef("no IMAGE given (usage: mkiso flash IMAGE [DEVICE])")
 	}
 	g := o.Gather
 	g.Image = o.Image
@@ -158,22 +158,22 @@ func Run(ctx context.Context, o Options) error {
 			return nil
 		}
 		if len(entries) == 0 {
-			return cli.BadInput("DEVICE", "plug in a USB stick and run again", "no removable or USB disk to write %s to", o.Image)
+			return errs.BadInput("DEVICE", "plug in a USB stick and run again", "no removable or USB disk to write %s to", o.Image)
 		}
 		if !o.Terminal {
-			return cli.BadInput("DEVICE", "name one of the disks above: mkiso flash "+o.Image+" /dev/…", "no device given and no terminal to ask on")
+			return errs.BadInput("DEVICE", "name one of the disks above: mkiso flash "+o.Image+" /dev/…", "no device given and no terminal to ask on")
 		}
 		fmt.Fprint(o.Stdout, "Write to which disk? Type its name (e.g. "+entries[0].Name+"): ")
 		answer, _ := in.ReadString('\n')
 		f, ok := Choose(listed, answer)
 		if !ok {
-			return cli.BadInput(strings.TrimSpace(answer), "type the name of a listed disk", "not one of the listed disks")
+			return errs.BadInput(strings.TrimSpace(answer), "type the name of a listed disk", "not one of the listed disks")
 		}
 		device = f.Path
 	}
 	f, err := Find(all, device)
 	if err != nil {
-		return cli.BadInput(device, "name a whole removable or USB disk: run 'mkiso flash' to list them", "%v", err)
+		return errs.BadInput(device, "name a whole removable or USB disk: run 'mkiso flash' to list them", "%v", err)
 	}
 	plan := NewPlan(o.Image, imageBytes, f, o.IO.Chunk)
 	if o.DryRun {
@@ -191,14 +191,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if !o.Yes {
 		if !o.Terminal {
-			return cli.BadInput(f.Path, "run it on a terminal to type the confirmation, or pass --yes in scripts",
+			return errs.BadInput(f.Path, "run it on a terminal to type the confirmation, or pass --yes in scripts",
 				"not writing: confirmation needed and stdin is not a terminal")
 		}
 		fmt.Fprint(o.Stdout, plan.Text())
 		fmt.Fprintf(o.Stdout, "Everything on %s will be lost. Type its name (%s) to write: ", f.Label(), f.Name)
 		answer, _ := in.ReadString('\n')
 		if !Confirmed(f, answer) {
-			return cli.BadInput(f.Path, "type the device's name exactly to confirm", "not confirmed (typed %q); nothing written", strings.TrimSpace(answer))
+			return errs.BadInput(f.Path, "type the device's name exactly to confirm", "not confirmed (typed %q); nothing written", strings.TrimSpace(answer))
 		}
 	}
 	// Again just before writing: the disk may have been mounted meanwhile.

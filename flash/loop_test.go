@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -91,8 +91,8 @@ func TestLoopDeviceRefused(t *testing.T) {
 	dev, file, data := loopOver(t, 8<<20)
 	img, _ := randomFile(t, t.TempDir(), "nixlos.iso", 1<<20, 1)
 	r := runFlash(Options{Image: img, Device: dev, Yes: true})
-	if cli.ExitCode(r.err) != 2 || !strings.Contains(r.err.Error(), dev) || !strings.Contains(r.err.Error(), "loop device, not a removable or USB disk") {
-		t.Errorf("flash to %s: exit %d, %v", dev, cli.ExitCode(r.err), r.err)
+	if errs.Code(r.err) != 2 || !strings.Contains(r.err.Error(), dev) || !strings.Contains(r.err.Error(), "loop device, not a removable or USB disk") {
+		t.Errorf("flash to %s: exit %d, %v", dev, errs.Code(r.err), r.err)
 	}
 	unchanged(t, file, data)
 
@@ -109,7 +109,7 @@ func TestLoopDeviceRefused(t *testing.T) {
 
 	// A partition name or a missing device is bad input too.
 	for _, d := range []string{dev + "p1", "/dev/nonexistent"} {
-		if r := runFlash(Options{Image: img, Device: d, Yes: true}); cli.ExitCode(r.err) != 2 {
+		if r := runFlash(Options{Image: img, Device: d, Yes: true}); errs.Code(r.err) != 2 {
 			t.Errorf("%s: %v", d, r.err)
 		}
 	}
@@ -144,8 +144,8 @@ func TestLoopFlash(t *testing.T) {
 		{Image: img, Gather: g}, // no device, no terminal to ask on
 	} {
 		r := runFlash(o)
-		if cli.ExitCode(r.err) != 2 {
-			t.Errorf("%+v: exit %d %v", o, cli.ExitCode(r.err), r.err)
+		if errs.Code(r.err) != 2 {
+			t.Errorf("%+v: exit %d %v", o, errs.Code(r.err), r.err)
 		}
 		unchanged(t, file, old)
 	}
@@ -180,7 +180,7 @@ func TestLoopFlash(t *testing.T) {
 	}
 	// Too small a stick.
 	big, _ := randomFile(t, t.TempDir(), "big.iso", 17<<20, 4)
-	if r := runFlash(Options{Image: big, Device: dev, Yes: true, Gather: g}); cli.ExitCode(r.err) != 2 || !strings.Contains(r.err.Error(), "but the image needs") {
+	if r := runFlash(Options{Image: big, Device: dev, Yes: true, Gather: g}); errs.Code(r.err) != 2 || !strings.Contains(r.err.Error(), "but the image needs") {
 		t.Errorf("too small: %v", r.err)
 	}
 }
@@ -199,8 +199,8 @@ func TestLoopMountedRefused(t *testing.T) {
 	before, _ := os.ReadFile(img)
 	g := GatherOptions{Adjust: asStick(dev)}
 	r := runFlash(Options{Image: img, Device: dev, Yes: true, Gather: g})
-	if cli.ExitCode(r.err) != 2 {
-		t.Fatalf("mounted stick: exit %d %v", cli.ExitCode(r.err), r.err)
+	if errs.Code(r.err) != 2 {
+		t.Fatalf("mounted stick: exit %d %v", errs.Code(r.err), r.err)
 	}
 	for _, want := range []string{dev, "holds the image being written", "is mounted at " + mnt} {
 		if !strings.Contains(r.err.Error(), want) {

@@ -98,7 +98,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -211,10 +211,10 @@ type Plan struct {
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
-// *cli.InputError (exit 2).
+// *errs.InputError (exit 2).
 func NewPlan(opt Options) (*Plan, error) {
 	if opt.Manifest == nil {
-		return nil, cli.BadInput("manifest", "give the image's manifest (/etc/nixlos/manifest.json) or one from 'mkiso manifest FLAKE'", "no manifest")
+		return nil, errs.BadInput("manifest", "give the image's manifest (/etc/nixlos/manifest.json) or one from 'mkiso manifest FLAKE'", "no manifest")
 	}
 	host, err := opt.Manifest.Select(opt.Host)
 	if err != nil {
@@ -232,24 +232,24 @@ func NewPlan(opt Options) (*Plan, error) {
 		flakeDir = flake.EmbeddedDir
 	}
 	if fi, err := os.Stat(filepath.Join(flakeDir, "flake.nix")); err != nil || !fi.Mode().IsRegular() {
-		return nil, cli.BadInput(flakeDir, "give the flake directory (--flake DIR) or use the image's embedded flake", "no flake.nix in the flake directory")
+		return nil, errs.BadInput(flakeDir, "give the flake directory (--flake DIR) or use the image's embedded flake", "no flake.nix in the flake directory")
 	}
 	d, err := partition.Load(host.Disko)
 	if err != nil {
-		return nil, cli.BadInput("host "+opt.Host, "correct the host's disko layout", "%v", err)
+		return nil, errs.BadInput("host "+opt.Host, "correct the host's disko layout", "%v", err)
 	}
 	targets, err := partition.ParseDiskArgs(d, opt.Disks)
 	if err != nil {
-		return nil, cli.BadInput("--disk", "name each layout disk: --disk KEY=/dev/…", "%v", err)
+		return nil, errs.BadInput("--disk", "name each layout disk: --disk KEY=/dev/…", "%v", err)
 	}
 	for k := range targets {
 		if _, ok := d.Disk[k]; !ok {
-			return nil, cli.BadInput("--disk "+k, "use the layout's disk keys", "no disk %q in the layout", k)
+			return nil, errs.BadInput("--disk "+k, "use the layout's disk keys", "no disk %q in the layout", k)
 		}
 	}
 	lp, err := partition.NewPlan(d, targets, partition.Options{Root: root})
 	if err != nil {
-		return nil, cli.BadInput("host "+opt.Host, "use a bigger disk or smaller partitions", "%v", err)
+		return nil, errs.BadInput("host "+opt.Host, "use a bigger disk or smaller partitions", "%v", err)
 	}
 	p := &Plan{
 		Host: opt.Host, HostInfo: host, FlakeDir: flakeDir, Root: root, Layout: lp,
@@ -258,7 +258,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	}
 	for k, dp := range lp.Disks {
 		if dp.Virtual {
-			return nil, cli.BadInput("--disk "+k, "give a device (--disk "+k+"=/dev/…); sizes only plan", "disk %s is a virtual size, not a device", k)
+			return nil, errs.BadInput("--disk "+k, "give a device (--disk "+k+"=/dev/…); sizes only plan", "disk %s is a virtual size, not a device", k)
 		}
 		p.Disks[k] = dp.Device
 	}
@@ -266,10 +266,10 @@ func NewPlan(opt Options) (*Plan, error) {
 		p.SopsFile = filepath.Join(flakeDir, host.SopsFile)
 	}
 	if opt.System != "" && !isStorePath(opt.System) {
-		return nil, cli.BadInput("system "+opt.System, "give the store path of a built toplevel (/nix/store/<hash>-nixos-system-…)", "not a Nix store path")
+		return nil, errs.BadInput("system "+opt.System, "give the store path of a built toplevel (/nix/store/<hash>-nixos-system-…)", "not a Nix store path")
 	}
 	if opt.System == "" && opt.CopySystem != nil {
-		return nil, cli.BadInput("closure", "give the store path of the system to copy", "a closure copier but no system store path")
+		return nil, errs.BadInput("closure", "give the store path of the system to copy", "a closure copier but no system store path")
 	}
 
 	// verify-key
@@ -277,7 +277,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	case host.SopsFile == "":
 		p.add(StepVerifyKey, "", "host has no sopsFile to check a key against")
 	case opt.Key == nil:
-		return nil, cli.BadInput("age key", "embed it in the image, serve it with mkiso serve, paste it at the menu or pass --age-key FILE", "host %s has sops secrets (%s) but no age key was given", opt.Host, host.SopsFile)
+		return nil, errs.BadInput("age key", "embed it in the image, serve it with mkiso serve, paste it at the menu or pass --age-key FILE", "host %s has sops secrets (%s) but no age key was given", opt.Host, host.SopsFile)
 	default:
 		p.add(StepVerifyKey, fmt.Sprintf("age key %s decrypts %s", opt.Key.Recipient(), host.SopsFile), "")
 	}
@@ -298,13 +298,13 @@ func NewPlan(opt Options) (*Plan, error) {
 			case opt.Password != nil:
 				k.Source = KeyPrompt
 			default:
-				return nil, cli.BadInput("luks "+l.Name,
+				return nil, errs.BadInput("luks "+l.Name,
 					fmt.Sprintf("put the passphrase at %s in the host's sops file, create %s, or run on a terminal", k.SopsPath, path),
 					"key file %s does not exist and no passphrase source is available", path)
 			}
 			if k.Source != KeyExisting && !opt.KeyFileOnDisk {
 				if err := checkRAMPath(path); err != nil {
-					return nil, cli.BadInput("luks "+l.Name, "create "+path+" yourself, or use a path under /tmp on the live system", "key file %s: %v", path, err)
+					return nil, errs.BadInput("luks "+l.Name, "create "+path+" yourself, or use a path under /tmp on the live system", "key file %s: %v", path, err)
 				}
 			}
 			p.LUKSKeys = append(p.LUKSKeys, k)

@@ -14,7 +14,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // layout is a one-disk LUKS layout whose keyFile is keyFile.
@@ -170,7 +170,7 @@ func TestLUKSKeyPolicy(t *testing.T) {
 			}
 			p, err := NewPlan(o)
 			if tc.errLike != "" {
-				var ie *cli.InputError
+				var ie *errs.InputError
 				if err == nil || !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.errLike) {
 					t.Fatalf("err = %v, want an input error with %q", err, tc.errLike)
 				}

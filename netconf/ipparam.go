@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // Mode is how the network is configured.
@@ -94,10 +94,10 @@ const ipFix = "use ip=dhcp, ip=off, or ip=<client-ip>:<server-ip>:<gw-ip>:<netma
 // bootp, both, off, none) or up to ten colon-separated fields. A client
 // address with autoconf empty, off or none is a static configuration; an
 // empty netmask takes the kernel's classful default. IPv6 and rarp are not
-// supported. Errors are *cli.InputError (exit 2) naming ip= and the fix.
+// supported. Errors are *errs.InputError (exit 2) naming ip= and the fix.
 func ParseIP(s string) (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, cli.BadInput("ip="+s, ipFix, format, args...)
+		return Config{}, errs.BadInput("ip="+s, ipFix, format, args...)
 	}
 	if s == "" {
 		return bad("empty value")

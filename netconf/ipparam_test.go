@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func TestParseIP(t *testing.T) {
@@ -56,8 +56,8 @@ func TestParseIP(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("ParseIP(%q) err = %v, want containing %q", tc.in, err, tc.wantErr)
 			}
-			if err != nil && cli.ExitCode(err) != 2 {
-				t.Errorf("ParseIP(%q) exit code %d, want 2", tc.in, cli.ExitCode(err))
+			if err != nil && errs.Code(err) != 2 {
+				t.Errorf("ParseIP(%q) exit code %d, want 2", tc.in, errs.Code(err))
 			}
 			if err != nil && !strings.Contains(err.Error(), "fix: use ip=dhcp") {
 				t.Errorf("ParseIP(%q) error lacks the fix: %v", tc.in, err)
@@ -89,7 +89,7 @@ func FuzzParseIP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseIP(s)
 		if err != nil {
-			if cli.ExitCode(err) != 2 {
+			if errs.Code(err) != 2 {
 				t.Fatalf("ParseIP(%q) error is not bad input: %v", s, err)
 			}
 			return

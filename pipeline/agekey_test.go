@@ -11,7 +11,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // TestCheckAgeKey: mkiso build --age-key decrypts each selected host's sops
@@ -66,8 +66,8 @@ func TestCheckAgeKey(t *testing.T) {
 			p := &Profile{Flake: &flake.Flake{Dir: dir}, ageKey: key, AgeKeyFile: "/k/age.txt"}
 			var log bytes.Buffer
 			err := p.checkAgeKey(manifest(tc.sops), &log)
-			if cli.ExitCode(err) != tc.exit {
-				t.Fatalf("exit %d (%v), want %d\n%s", cli.ExitCode(err), err, tc.exit, log.String())
+			if errs.Code(err) != tc.exit {
+				t.Fatalf("exit %d (%v), want %d\n%s", errs.Code(err), err, tc.exit, log.String())
 			}
 			text := log.String()
 			if err != nil {

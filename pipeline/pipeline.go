@@ -13,7 +13,7 @@
 // Options are the raw inputs (flags); NewProfile validates them without
 // writing anything and returns a Profile; Profile.Steps is the plan, a
 // step.List whose steps carry their functions; Build runs it. Every bad
-// input is a *cli.InputError (exit 2) naming the input and the fix, found
+// input is a *errs.InputError (exit 2) naming the input and the fix, found
 // before the output directory is touched.
 package pipeline
 
@@ -39,7 +39,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
 	"github.com/nixlos/nixlos/internal/step"
@@ -134,7 +134,7 @@ func NewProfile(opt Options) (*Profile, error) {
 		p.Version = initramfs.InstallerVersionDefault
 	}
 	if opt.Flake == "" {
-		return nil, cli.Usagef("no FLAKE given (fix: mkiso build FLAKE, e.g. mkiso build examples/nix-los)")
+		return nil, errs.Usagef("no FLAKE given (fix: mkiso build FLAKE, e.g. mkiso build examples/nix-los)")
 	}
 	f, err := flake.Find(opt.Flake)
 	if err != nil {
@@ -144,7 +144,7 @@ func NewProfile(opt Options) (*Profile, error) {
 	seen := map[string]bool{}
 	for _, h := range p.Hosts {
 		if h == "" || seen[h] {
-			return nil, cli.BadInput("--host "+strconv.Quote(h), "name each host once (mkiso hosts FLAKE lists them)", "empty or repeated host")
+			return nil, errs.BadInput("--host "+strconv.Quote(h), "name each host once (mkiso hosts FLAKE lists them)", "empty or repeated host")
 		}
 		seen[h] = true
 	}
@@ -164,12 +164,12 @@ func NewProfile(opt Options) (*Profile, error) {
 	if opt.AgeKey != "" {
 		k, err := agekey.Load(opt.AgeKey)
 		if err != nil {
-			var ie *cli.InputError
+			var ie *errs.InputError
 			if errors.As(err, &ie) {
 				return nil, err
 			}
 			// Unreadable (permissions, a directory…): still the user's input.
-			return nil, cli.BadInput(opt.AgeKey, "make the age key file readable (age-keygen -o FILE makes one)", "cannot read the age key: %v", errors.Unwrap(err))
+			return nil, errs.BadInput(opt.AgeKey, "make the age key file readable (age-keygen -o FILE makes one)", "cannot read the age key: %v", errors.Unwrap(err))
 		}
 		p.ageKey = k
 		p.AgeKeyFile, _ = filepath.Abs(opt.AgeKey)
@@ -179,7 +179,7 @@ func NewProfile(opt Options) (*Profile, error) {
 		out = "out"
 	}
 	if p.Out, err = filepath.Abs(out); err != nil {
-		return nil, cli.BadInput(out, "give a writable directory with --out", "%v", err)
+		return nil, errs.BadInput(out, "give a writable directory with --out", "%v", err)
 	}
 	if err := checkWritable(p.Out); err != nil {
 		return nil, err
@@ -199,25 +199,25 @@ func (p *Profile) checkKernel(opt Options) error {
 	if kernel == "" {
 		k, err := kernelpkg.Default()
 		if err != nil {
-			return cli.BadInput("kernel", "install one (apt-get install linux-image-amd64) or pass --kernel FILE --modules-dir DIR", "no installed kernel found: %v", err)
+			return errs.BadInput("kernel", "install one (apt-get install linux-image-amd64) or pass --kernel FILE --modules-dir DIR", "no installed kernel found: %v", err)
 		}
 		kernel = k.Image
 	}
 	abs, err := filepath.Abs(kernel)
 	if err != nil {
-		return cli.BadInput(kernel, "pass an x86_64 bzImage with --kernel", "%v", err)
+		return errs.BadInput(kernel, "pass an x86_64 bzImage with --kernel", "%v", err)
 	}
 	f, err := os.Open(abs)
 	if err != nil {
-		return cli.BadInput(kernel, "pass an existing, readable x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "cannot open the kernel: %v", errors.Unwrap(err))
+		return errs.BadInput(kernel, "pass an existing, readable x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "cannot open the kernel: %v", errors.Unwrap(err))
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return cli.BadInput(kernel, "pass a bzImage file with --kernel, not a directory", "not a regular file")
+		return errs.BadInput(kernel, "pass a bzImage file with --kernel, not a directory", "not a regular file")
 	}
 	rel, _, err := image.KernelVersion(f)
 	if err != nil {
-		return cli.BadInput(kernel, "pass an x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "not a kernel image: %v", err)
+		return errs.BadInput(kernel, "pass an x86_64 bzImage with --kernel (Debian: /boot/vmlinuz-*)", "not a kernel image: %v", err)
 	}
 	p.Kernel, p.KernelVersion = abs, rel
 	mods := opt.ModulesDir
@@ -225,10 +225,10 @@ func (p *Profile) checkKernel(opt Options) error {
 		mods = filepath.Join("/lib/modules", rel)
 	}
 	if p.ModulesDir, err = filepath.Abs(mods); err != nil {
-		return cli.BadInput(mods, "pass the kernel's modules directory with --modules-dir", "%v", err)
+		return errs.BadInput(mods, "pass the kernel's modules directory with --modules-dir", "%v", err)
 	}
 	if _, err := os.Stat(filepath.Join(p.ModulesDir, "modules.dep")); err != nil {
-		return cli.BadInput(mods, fmt.Sprintf("pass the modules directory of kernel %s (holding modules.dep) with --modules-dir", rel), "no modules.dep: %v", errors.Unwrap(err))
+		return errs.BadInput(mods, fmt.Sprintf("pass the modules directory of kernel %s (holding modules.dep) with --modules-dir", rel), "no modules.dep: %v", errors.Unwrap(err))
 	}
 	return nil
 }
@@ -242,22 +242,22 @@ func checkWritable(dir string) error {
 		st, err := os.Stat(p)
 		if err == nil {
 			if !st.IsDir() {
-				return cli.BadInput(dir, fix, "%s is not a directory", p)
+				return errs.BadInput(dir, fix, "%s is not a directory", p)
 			}
 			break
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return cli.BadInput(dir, fix, "%v", errors.Unwrap(err))
+			return errs.BadInput(dir, fix, "%v", errors.Unwrap(err))
 		}
 		parent := filepath.Dir(p)
 		if parent == p {
-			return cli.BadInput(dir, fix, "no existing parent directory")
+			return errs.BadInput(dir, fix, "no existing parent directory")
 		}
 		p = parent
 	}
 	f, err := os.CreateTemp(p, ".nixlos-write-check-*")
 	if err != nil {
-		return cli.BadInput(dir, fix, "cannot write in %s: %v", p, errors.Unwrap(err))
+		return errs.BadInput(dir, fix, "cannot write in %s: %v", p, errors.Unwrap(err))
 	}
 	name := f.Name()
 	f.Close()
@@ -274,7 +274,7 @@ func resolveEpoch(explicit *int64, f *flake.Flake) (int64, error) {
 	case os.Getenv("SOURCE_DATE_EPOCH") != "":
 		v, err := strconv.ParseInt(strings.TrimSpace(os.Getenv("SOURCE_DATE_EPOCH")), 10, 64)
 		if err != nil {
-			return 0, cli.BadInput("SOURCE_DATE_EPOCH="+os.Getenv("SOURCE_DATE_EPOCH"), "set it to a Unix time in seconds, or unset it", "not an integer")
+			return 0, errs.BadInput("SOURCE_DATE_EPOCH="+os.Getenv("SOURCE_DATE_EPOCH"), "set it to a Unix time in seconds, or unset it", "not an integer")
 		}
 		e = v
 	case f.IsGit():
@@ -398,10 +398,10 @@ func (b *Job) prepare() error {
 	}
 	// Nothing is written before this point.
 	if err := os.MkdirAll(p.Out, 0o755); err != nil {
-		return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+		return errs.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
 	}
 	if b.stage, err = os.MkdirTemp(p.Out, ".build-"); err != nil { // 0700
-		return cli.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
+		return errs.BadInput(p.Out, "choose a writable output directory with --out DIR", "%v", err)
 	}
 	if _, err := flake.Copy(b.ctx, p.Flake, filepath.Join(b.stage, "flake")); err != nil {
 		return fmt.Errorf("copy flake: %w", err)
@@ -420,7 +420,7 @@ func (b *Job) closure() error {
 		FlakeRef: p.Flake.Ref(), Hosts: res.Hosts, Cache: b.nixCache, Nix: p.Nix.Path, Log: indent(w), Key: b.cacheKey,
 	})
 	if errors.Is(err, closure.ErrNoToplevel) {
-		return cli.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
+		return errs.BadInput(p.Flake.Dir, "give each host a NixOS system (nixosConfigurations.HOST.config.system.build.toplevel), pick hosts with --host, or build without --closure", "%v", err)
 	}
 	if err != nil {
 		return err
@@ -482,19 +482,19 @@ func (b *Job) images() error {
 	}
 	// The formats are independent files: build them concurrently.
 	outs := make([]image.Output, len(p.Formats))
-	errs := make([]error, len(p.Formats))
+	failures := make([]error, len(p.Formats))
 	var wg sync.WaitGroup
 	for i, f := range p.Formats {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i], errs[i] = buildFormat(spec, imgDir, f)
+			outs[i], failures[i] = buildFormat(spec, imgDir, f)
 		}()
 	}
 	wg.Wait()
 	for i, f := range p.Formats {
-		if errs[i] != nil {
-			return fmt.Errorf("%s: %w", f, errs[i])
+		if failures[i] != nil {
+			return fmt.Errorf("%s: %w", f, failures[i])
 		}
 		o := outs[i]
 		fmt.Fprintf(w, "  %-4s %s (%.1f MiB) in %s\n", f, filepath.Base(o.Path), float64(o.Size)/(1<<20), o.Duration.Round(time.Millisecond))
@@ -575,7 +575,7 @@ func (p *Profile) manifest(ctx context.Context) (*flake.Manifest, []string, erro
 			}
 		}
 		if len(out.Hosts) == 0 {
-			return nil, nil, cli.BadInput(p.Flake.Dir, flake.NoLayoutFix, "no host has a disk layout")
+			return nil, nil, errs.BadInput(p.Flake.Dir, flake.NoLayoutFix, "no host has a disk layout")
 		}
 		return &out, skipped, nil
 	}
@@ -663,7 +663,7 @@ func (p *Profile) checkAgeKey(m *flake.Manifest, w io.Writer) error {
 	case len(failed) == 0 && opened == 0:
 		fmt.Fprintf(w, "warning: no selected host has a sops file (sops.defaultSopsFile): the age key %s was not checked\n", p.ageKey.Recipient())
 	case opened == 0:
-		return cli.BadInput("--age-key "+p.AgeKeyFile,
+		return errs.BadInput("--age-key "+p.AgeKeyFile,
 			fmt.Sprintf("pass the age key of one of the recipients named above with --age-key, or re-encrypt the files for %s (add it to .sops.yaml, then sops updatekeys FILE)", p.ageKey.Recipient()),
 			"age key %s decrypts none of the selected hosts' secrets:\n  %s\n", p.ageKey.Recipient(), strings.Join(failed, "\n  "))
 	default:
@@ -687,7 +687,7 @@ func (p *Profile) verifySops(rel string) string {
 		return fmt.Sprintf("cannot read it: %v", errors.Unwrap(err))
 	}
 	_, err = agekey.Verify(p.ageKey, data, rel)
-	var ie *cli.InputError
+	var ie *errs.InputError
 	if errors.As(err, &ie) {
 		return ie.Err.Error()
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs/cpio"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -376,8 +376,8 @@ func TestManifestSelection(t *testing.T) {
 			p := &Profile{Flake: tc.f, Hosts: tc.hosts}
 			m, skipped, err := p.manifest(context.Background())
 			if tc.errWant != "" {
-				if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.errWant) {
-					t.Fatalf("err %v (exit %d), want bad input naming %q", err, cli.ExitCode(err), tc.errWant)
+				if errs.Code(err) != 2 || !strings.Contains(err.Error(), tc.errWant) {
+					t.Fatalf("err %v (exit %d), want bad input naming %q", err, errs.Code(err), tc.errWant)
 				}
 				return
 			}

@@ -46,7 +46,7 @@ import (
 
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -153,14 +153,14 @@ type Result struct {
 // Err is nil when the gate passes, else bad input (exit 2) naming every
 // refusal with its hardware, config line and fix.
 func (r Result) Err() error {
-	var errs []error
+	var failures []error
 	for _, f := range r.Findings {
 		if f.OK {
 			continue
 		}
-		errs = append(errs, cli.BadInput("pre-flight "+f.Check, f.Fix, "%s: %s (config: %s)", f.Hardware, f.Problem, f.Config))
+		failures = append(failures, errs.BadInput("pre-flight "+f.Check, f.Fix, "%s: %s (config: %s)", f.Hardware, f.Problem, f.Config))
 	}
-	return errors.Join(errs...)
+	return errors.Join(failures...)
 }
 
 // Lines renders the findings for a console, one line each:

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -158,8 +158,8 @@ func TestRun(t *testing.T) {
 			if r.OK != (len(tc.refused) == 0) {
 				t.Errorf("OK = %v", r.OK)
 			}
-			if err := r.Err(); (err == nil) != r.OK || (err != nil && cli.ExitCode(err) != 2) {
-				t.Errorf("Err = %v (exit %d)", err, cli.ExitCode(err))
+			if err := r.Err(); (err == nil) != r.OK || (err != nil && errs.Code(err) != 2) {
+				t.Errorf("Err = %v (exit %d)", err, errs.Code(err))
 			}
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 	"github.com/nixlos/nixlos/preflight"
 )
@@ -65,7 +66,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return cli.Usagef("check takes no arguments, got %q (fix: use --host NAME)", pos)
+		return errs.Usagef("check takes no arguments, got %q (fix: use --host NAME)", pos)
 	}
 	m, err := flake.LoadManifest(*manifest)
 	if err != nil {
@@ -105,7 +106,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 			k, v, ok := strings.Cut(a, "=")
 			if !ok {
 				if len(keys) != 1 {
-					return cli.BadInput("--disk "+a, "name the layout disk: --disk KEY=DEV", "the host's layout has %d disks", len(keys))
+					return errs.BadInput("--disk "+a, "name the layout disk: --disk KEY=DEV", "the host's layout has %d disks", len(keys))
 				}
 				k, v = keys[0], a
 			}
@@ -118,7 +119,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if ch.Host == "" {
-		return cli.BadInput("host", "give --host NAME or nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
+		return errs.BadInput("host", "give --host NAME or nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
 	}
 	method := methodFor(m, ch.Host, false)
 	var initrd *preflight.Initrd
@@ -160,11 +161,11 @@ func readReport(path string) (hw.Report, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return hw.Report{}, cli.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "%v", err)
+		return hw.Report{}, errs.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "%v", err)
 	}
 	var rep hw.Report
 	if err := json.Unmarshal(data, &rep); err != nil {
-		return hw.Report{}, cli.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "not a detect report: %v", err)
+		return hw.Report{}, errs.BadInput("--detect "+path, "give a file written by 'installer detect --json'", "not a detect report: %v", err)
 	}
 	return rep, nil
 }
@@ -191,7 +192,7 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 	}
 	layout, err := partition.Load(h.Disko)
 	if err != nil {
-		return preflight.Result{}, nil, cli.BadInput("host "+ch.Host+" disko.devices", "correct the layout", "%v", err)
+		return preflight.Result{}, nil, errs.BadInput("host "+ch.Host+" disko.devices", "correct the layout", "%v", err)
 	}
 	chosen := map[string]bootcfg.ChosenDisk{}
 	for k, v := range ch.Chosen {
@@ -357,7 +358,7 @@ func setFirmware(rep *hw.Report, firmware string) error {
 	case hw.UEFI, hw.BIOS:
 		rep.Firmware = hw.Firmware(firmware)
 	default:
-		return cli.BadInput("--firmware "+firmware, "use --firmware uefi or --firmware bios", "unknown firmware")
+		return errs.BadInput("--firmware "+firmware, "use --firmware uefi or --firmware bios", "unknown firmware")
 	}
 	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // checkHosts: laptop (ESP only: UEFI), server (EF02 only: BIOS), big (a
@@ -72,7 +72,7 @@ func TestCheckCommand(t *testing.T) {
 			if err != nil {
 				text += "\n" + err.Error()
 			}
-			if got := cli.ExitCode(err); got != tc.exit {
+			if got := errs.Code(err); got != tc.exit {
 				t.Fatalf("exit %d, want %d: %v\n%s", got, tc.exit, err, out.String())
 			}
 			for _, s := range tc.contains {
@@ -85,8 +85,8 @@ func TestCheckCommand(t *testing.T) {
 			}
 			out.Reset()
 			err = run(append(args, "--json"), &out, &out)
-			if cli.ExitCode(err) != tc.exit {
-				t.Fatalf("--json: exit %d: %v", cli.ExitCode(err), err)
+			if errs.Code(err) != tc.exit {
+				t.Fatalf("--json: exit %d: %v", errs.Code(err), err)
 			}
 			var got struct {
 				OK       bool `json:"ok"`

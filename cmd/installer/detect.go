@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func init() {
@@ -34,7 +35,7 @@ func runDetect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return cli.BadInput(pos[0], "run 'installer detect --help'", "detect takes no arguments")
+		return errs.BadInput(pos[0], "run 'installer detect --help'", "detect takes no arguments")
 	}
 	r, err := hw.Detect(hw.Options{Root: *root, NoDeviceReads: *noReads})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // TestDetectCommand runs `installer detect` on this machine (read-only):
@@ -63,12 +63,12 @@ func TestDetectCommand(t *testing.T) {
 
 func TestDetectUsage(t *testing.T) {
 	var out bytes.Buffer
-	if err := run([]string{"detect", "--help"}, &out, &out); cli.ExitCode(err) != 0 || !strings.Contains(out.String(), "Usage: installer detect [--json]") {
+	if err := run([]string{"detect", "--help"}, &out, &out); errs.Code(err) != 0 || !strings.Contains(out.String(), "Usage: installer detect [--json]") {
 		t.Errorf("--help: %v\n%s", err, out.String())
 	}
 	for _, args := range [][]string{{"detect", "--bogus"}, {"detect", "extra"}} {
-		if err := run(args, &out, &out); cli.ExitCode(err) != 2 {
-			t.Errorf("%v: exit %d (%v), want 2", args, cli.ExitCode(err), err)
+		if err := run(args, &out, &out); errs.Code(err) != 2 {
+			t.Errorf("%v: exit %d (%v), want 2", args, errs.Code(err), err)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -63,10 +64,10 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return cli.Usagef("install takes no arguments, got %q (fix: use --host NAME --disk KEY=DEV)", pos)
+		return errs.Usagef("install takes no arguments, got %q (fix: use --host NAME --disk KEY=DEV)", pos)
 	}
 	if *host == "" {
-		return cli.Usagef("install needs --host NAME (fix: installer install --host NAME --disk KEY=DEV)")
+		return errs.Usagef("install needs --host NAME (fix: installer install --host NAME --disk KEY=DEV)")
 	}
 	m, err := flake.LoadManifest(*manifest)
 	if err != nil {
@@ -138,11 +139,11 @@ func loadKey(path string) (*agekey.Key, error) {
 	}
 	k, err := agekey.Load(path)
 	if err != nil {
-		var ie *cli.InputError
+		var ie *errs.InputError
 		if errors.As(err, &ie) {
 			return nil, err
 		}
-		return nil, cli.BadInput("--age-key "+path, "give an age identity file (age-keygen format)", "%v", err)
+		return nil, errs.BadInput("--age-key "+path, "give an age identity file (age-keygen format)", "%v", err)
 	}
 	return k, nil
 }

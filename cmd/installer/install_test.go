@@ -17,7 +17,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/install"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // installFixture: a flake dir with sops secrets, a manifest whose host
@@ -105,8 +105,8 @@ func TestInstallBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(append([]string{"install"}, tc.args...), &out, &errOut)
-			if cli.ExitCode(err) != 2 {
-				t.Fatalf("exit %d (%v), want 2", cli.ExitCode(err), err)
+			if errs.Code(err) != 2 {
+				t.Fatalf("exit %d (%v), want 2", errs.Code(err), err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
@@ -158,8 +158,8 @@ func TestInstallDryRunVerifiesKey(t *testing.T) {
 		t.Run(filepath.Base(dev), func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run([]string{"install", "--manifest", manifest, "--host", "server", "--disk", "main=" + dev, "--age-key", wrongFile, "--dry-run"}, &out, &errOut)
-			if cli.ExitCode(err) != 2 {
-				t.Fatalf("wrong key: exit %d (%v), want 2\n%s", cli.ExitCode(err), err, out.String())
+			if errs.Code(err) != 2 {
+				t.Fatalf("wrong key: exit %d (%v), want 2\n%s", errs.Code(err), err, out.String())
 			}
 			for _, want := range []string{"verify-key", "secrets/secrets.yaml", key.Recipient(), wrong.Recipient(), "nothing touched"} {
 				if !strings.Contains(err.Error(), want) {

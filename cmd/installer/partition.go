@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -49,7 +50,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return cli.Usagef("partition takes no arguments, got %q (fix: use --disk KEY=DEV)", pos)
+		return errs.Usagef("partition takes no arguments, got %q (fix: use --disk KEY=DEV)", pos)
 	}
 	plan, err := lf.plan()
 	if err != nil {
@@ -58,7 +59,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	s := &partition.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
 	switch {
 	case *unmount && *open:
-		return cli.Usagef("give --unmount or --open, not both")
+		return errs.Usagef("give --unmount or --open, not both")
 	case *unmount:
 		if err := s.Unmount(); err != nil {
 			return err
@@ -104,7 +105,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 func unsafeInput(err error) error {
 	var ue *partition.UnsafeError
 	if errors.As(err, &ue) {
-		return cli.BadInput("--disk "+ue.Disk+"="+ue.Device, "choose the right disk for --disk "+ue.Disk, "refused: %s", ue.Reason)
+		return errs.BadInput("--disk "+ue.Disk+"="+ue.Device, "choose the right disk for --disk "+ue.Disk, "refused: %s", ue.Reason)
 	}
 	return err
 }
@@ -112,7 +113,7 @@ func unsafeInput(err error) error {
 // confirm asks for every target device's name on the terminal.
 func confirm(plan *partition.Plan, stdout io.Writer) error {
 	if !term.IsTerminal(int(stdin.Fd())) {
-		return cli.BadInput("stdin", "run on a terminal to confirm, or pass --yes", "not a terminal: refusing to wipe disks without confirmation")
+		return errs.BadInput("stdin", "run on a terminal to confirm, or pass --yes", "not a terminal: refusing to wipe disks without confirmation")
 	}
 	r := bufio.NewReader(stdin)
 	for _, k := range sortedDiskKeys(plan) {
@@ -120,11 +121,11 @@ func confirm(plan *partition.Plan, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "All data on %s (disk %s, %s) will be erased.\nType %s to continue: ", d.Device, k, partition.FormatSize(d.SizeBytes), d.Device)
 		line, err := r.ReadString('\n')
 		if err != nil && line == "" {
-			return cli.BadInput("confirmation", "type the device name", "no answer: %v", err)
+			return errs.BadInput("confirmation", "type the device name", "no answer: %v", err)
 		}
 		line = strings.TrimSpace(line)
 		if line != d.Device && line != filepath.Base(d.Device) {
-			return cli.BadInput("confirmation", "type exactly "+d.Device, "got %q: disk %s left untouched", line, k)
+			return errs.BadInput("confirmation", "type exactly "+d.Device, "got %q: disk %s left untouched", line, k)
 		}
 	}
 	return nil

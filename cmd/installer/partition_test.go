@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -95,8 +95,8 @@ func refusesMounted(t *testing.T, fs string) {
 	layout := writeFile(t, "layout.json", smallLayout)
 	var out bytes.Buffer
 	err := run([]string{"partition", "--layout", layout, "--disk", "main=" + dev, "--yes", "--mount", t.TempDir()}, &out, &out)
-	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "mounted at "+mnt) {
-		t.Fatalf("exit %d: %v; want exit 2 naming the mountpoint", cli.ExitCode(err), err)
+	if errs.Code(err) != 2 || !strings.Contains(err.Error(), "mounted at "+mnt) {
+		t.Fatalf("exit %d: %v; want exit 2 naming the mountpoint", errs.Code(err), err)
 	}
 	if hashDevice(t, dev) != before {
 		t.Fatal("device bytes changed")
@@ -114,8 +114,8 @@ func TestPartitionRefusesWithoutTerminal(t *testing.T) {
 	layout := writeFile(t, "layout.json", smallLayout)
 	var out bytes.Buffer
 	err := run([]string{"partition", "--layout", layout, "--disk", dev, "--mount", t.TempDir()}, &out, &out)
-	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "not a terminal") {
-		t.Fatalf("exit %d: %v; want exit 2 (not a terminal)", cli.ExitCode(err), err)
+	if errs.Code(err) != 2 || !strings.Contains(err.Error(), "not a terminal") {
+		t.Fatalf("exit %d: %v; want exit 2 (not a terminal)", errs.Code(err), err)
 	}
 	if hashDevice(t, dev) != before {
 		t.Fatal("device bytes changed")
@@ -132,8 +132,8 @@ func TestPartitionRefusesSmallDeviceAndVirtual(t *testing.T) {
 	} {
 		var out bytes.Buffer
 		err := run([]string{"partition", "--layout", corpus + "simple-efi.json", "--disk", tc.disk, "--yes", "--mount", t.TempDir()}, &out, &out)
-		if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("--disk %s: exit %d: %v; want exit 2 with %q", tc.disk, cli.ExitCode(err), err, tc.want)
+		if errs.Code(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--disk %s: exit %d: %v; want exit 2 with %q", tc.disk, errs.Code(err), err, tc.want)
 		}
 	}
 	if hashDevice(t, dev) != before {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -65,7 +66,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return cli.Usagef("plan takes no arguments, got %q (fix: use --layout FILE or --host NAME)", pos)
+		return errs.Usagef("plan takes no arguments, got %q (fix: use --layout FILE or --host NAME)", pos)
 	}
 	if *cmdline != "" {
 		cp, err := lf.planCmdline(*cmdline)
@@ -105,12 +106,12 @@ func (l *layoutFlags) load() (*partition.Devices, string, error) {
 	var input string
 	switch {
 	case l.layout != "" && l.host != "":
-		return nil, "", cli.Usagef("give --layout or --host, not both")
+		return nil, "", errs.Usagef("give --layout or --host, not both")
 	case l.layout != "":
 		input = l.layout
 		var err error
 		if data, err = os.ReadFile(l.layout); err != nil {
-			return nil, "", cli.BadInput(l.layout, "give the path of a disko devices JSON file", "cannot read layout: %v", err)
+			return nil, "", errs.BadInput(l.layout, "give the path of a disko devices JSON file", "cannot read layout: %v", err)
 		}
 	case l.host != "":
 		input = l.manifest + " host " + l.host
@@ -119,7 +120,7 @@ func (l *layoutFlags) load() (*partition.Devices, string, error) {
 			return nil, "", err
 		}
 	default:
-		return nil, "", cli.Usagef("no layout given (fix: --layout FILE or --host NAME)")
+		return nil, "", errs.Usagef("no layout given (fix: --layout FILE or --host NAME)")
 	}
 	d, err := partition.Load(data)
 	if err != nil {
@@ -127,7 +128,7 @@ func (l *layoutFlags) load() (*partition.Devices, string, error) {
 		if errors.Is(err, partition.ErrNotSupported) {
 			fix = "use gpt/table with filesystem, btrfs, swap, luks, lvm or mdadm content"
 		}
-		return nil, "", cli.BadInput(input, fix, "%v", err)
+		return nil, "", errs.BadInput(input, fix, "%v", err)
 	}
 	return d, input, nil
 }
@@ -140,11 +141,11 @@ func (l *layoutFlags) plan() (*partition.Plan, error) {
 	}
 	targets, err := partition.ParseDiskArgs(d, l.disks)
 	if err != nil {
-		return nil, cli.BadInput("--disk", "name each layout disk: --disk KEY=/dev/… or --disk KEY=8G", "%v", err)
+		return nil, errs.BadInput("--disk", "name each layout disk: --disk KEY=/dev/… or --disk KEY=8G", "%v", err)
 	}
 	p, err := partition.NewPlan(d, targets, partition.Options{Root: l.root})
 	if err != nil {
-		return nil, cli.BadInput(input, "use a bigger disk or smaller partitions", "%v", err)
+		return nil, errs.BadInput(input, "use a bigger disk or smaller partitions", "%v", err)
 	}
 	return p, nil
 }
@@ -159,11 +160,11 @@ type manifestFile struct {
 func hostLayout(path, host string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, cli.BadInput(path, "give the manifest with --manifest FILE", "cannot read manifest: %v", err)
+		return nil, errs.BadInput(path, "give the manifest with --manifest FILE", "cannot read manifest: %v", err)
 	}
 	var m manifestFile
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, cli.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "not a nixlos manifest: %v", err)
+		return nil, errs.BadInput(path, "regenerate it with 'mkiso manifest FLAKE'", "not a nixlos manifest: %v", err)
 	}
 	h, ok := m.Hosts[host]
 	if !ok {
@@ -172,10 +173,10 @@ func hostLayout(path, host string) ([]byte, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return nil, cli.BadInput("--host "+host, fmt.Sprintf("use one of: %s", strings.Join(names, ", ")), "no such host in %s", path)
+		return nil, errs.BadInput("--host "+host, fmt.Sprintf("use one of: %s", strings.Join(names, ", ")), "no such host in %s", path)
 	}
 	if len(h.Disko) == 0 || string(h.Disko) == "null" {
-		return nil, cli.BadInput("--host "+host, "add a disko layout to the host (disko.devices)", "host has no disko layout in %s", path)
+		return nil, errs.BadInput("--host "+host, "add a disko layout to the host (disko.devices)", "host has no disko layout in %s", path)
 	}
 	return h.Disko, nil
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 const corpus = "../../partition/testdata/disko/"
@@ -46,8 +46,8 @@ func TestPlanBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(append([]string{"plan"}, tc.args...), &out, &errOut)
-			if cli.ExitCode(err) != 2 {
-				t.Fatalf("exit %d (%v), want 2", cli.ExitCode(err), err)
+			if errs.Code(err) != 2 {
+				t.Fatalf("exit %d (%v), want 2", errs.Code(err), err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not mention %q", err, tc.want)

@@ -7,7 +7,7 @@ import (
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -27,7 +27,7 @@ type choicePlan struct {
 // their sizes). It never writes to a disk.
 func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	if l.layout != "" || l.host != "" {
-		return nil, cli.Usagef("--cmdline chooses the host itself (fix: drop --layout/--host, put nixlos.host= on the command line)")
+		return nil, errs.Usagef("--cmdline chooses the host itself (fix: drop --layout/--host, put nixlos.host= on the command line)")
 	}
 	c, err := bootcfg.Parse(cmdline)
 	if err != nil {
@@ -61,12 +61,12 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 		return nil, err
 	}
 	if ch.Host == "" {
-		return nil, cli.BadInput("--cmdline", "add nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
+		return nil, errs.BadInput("--cmdline", "add nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
 	}
 	l.host = ch.Host
 	if len(l.disks) == 0 {
 		if !ch.Decided() {
-			return nil, cli.BadInput("--cmdline", "add nixlos.disk=DEV (or auto), or give --disk KEY=DEV|SIZE", "disks not chosen: %s", strings.Join(ch.Menu, "; "))
+			return nil, errs.BadInput("--cmdline", "add nixlos.disk=DEV (or auto), or give --disk KEY=DEV|SIZE", "disks not chosen: %s", strings.Join(ch.Menu, "; "))
 		}
 		for k, dev := range ch.Disks {
 			if l.detect != "" { // a recorded machine: plan on empty disks of the chosen disks' sizes

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // twoHosts is a manifest with a one-disk and a two-disk host.
@@ -91,8 +91,8 @@ func TestPlanCmdlineBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
 			err := run([]string{"plan", "--manifest", manifest, "--cmdline", tc.cmdline, "--disk", "8G", "--json"}, &out, &out)
-			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("exit %d, err %v; want exit 2 mentioning %q", cli.ExitCode(err), err, tc.want)
+			if errs.Code(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("exit %d, err %v; want exit 2 mentioning %q", errs.Code(err), err, tc.want)
 			}
 		})
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/flake"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -41,7 +41,7 @@ func TestBuildWrongAgeKey(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	var stdout, stderr bytes.Buffer
 	err = run([]string{"build", ex, "--age-key", keyFile, "--format", "pxe", "--out", out}, &stdout, &stderr)
-	if code := cli.ExitCode(err); code != 2 {
+	if code := errs.Code(err); code != 2 {
 		t.Fatalf("exit %d (%v), want 2\n%s", code, err, stdout.String())
 	}
 	msg := err.Error()

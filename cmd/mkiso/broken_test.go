@@ -11,7 +11,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake/realflaketest"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -28,7 +28,7 @@ func TestBuildBesideBrokenHost(t *testing.T) {
 
 	var out bytes.Buffer
 	err := run([]string{"hosts", dir}, &out, &out)
-	if code := cli.ExitCode(err); code != 2 {
+	if code := errs.Code(err); code != 2 {
 		t.Fatalf("mkiso hosts: exit %d (%v), want 2", code, err)
 	}
 	for _, want := range []string{"laptop  x86_64-linux", "server  x86_64-linux", "broken  -", "broken: does not evaluate", "attribute 'mdadm' missing", "fix: ", `type = "mdraid"`} {
@@ -40,7 +40,7 @@ func TestBuildBesideBrokenHost(t *testing.T) {
 	all := filepath.Join(t.TempDir(), "all")
 	out.Reset()
 	err = run([]string{"build", dir, "--format", "pxe", "--out", all}, &out, &out)
-	if code := cli.ExitCode(err); code != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "--host") {
+	if code := errs.Code(err); code != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "--host") {
 		t.Errorf("mkiso build (every host): exit %d, want 2 naming host broken and --host: %v", code, err)
 	}
 	if _, err := os.Stat(all); !os.IsNotExist(err) {
@@ -51,7 +51,7 @@ func TestBuildBesideBrokenHost(t *testing.T) {
 	good := filepath.Join(t.TempDir(), "good")
 	out.Reset()
 	if err := run([]string{"build", dir, "--host", "laptop", "--format", "pxe", "--out", good}, &out, &out); err != nil {
-		t.Fatalf("mkiso build --host laptop: exit %d: %v\n%s", cli.ExitCode(err), err, out.String())
+		t.Fatalf("mkiso build --host laptop: exit %d: %v\n%s", errs.Code(err), err, out.String())
 	}
 	if !strings.Contains(out.String(), "hosts: laptop\n") {
 		t.Errorf("build output lacks the host line:\n%s", out.String())

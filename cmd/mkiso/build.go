@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/pipeline"
 )
 
@@ -90,11 +91,11 @@ func runBuild(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("build takes one FLAKE directory, got %d arguments (fix: mkiso build FLAKE [--out DIR])", len(pos))
+		return errs.Usagef("build takes one FLAKE directory, got %d arguments (fix: mkiso build FLAKE [--out DIR])", len(pos))
 	}
 	opt.Flake, opt.Hosts, opt.Version = pos[0], hosts, version
 	if opt.Formats, err = image.ParseFormats(*formats); err != nil {
-		return cli.BadInput("--format "+*formats, "use a comma-separated list of iso, usb, pxe", "%v", err)
+		return errs.BadInput("--format "+*formats, "use a comma-separated list of iso, usb, pxe", "%v", err)
 	}
 	p, err := pipeline.NewProfile(opt)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/image"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -83,7 +83,7 @@ func TestBuildBadInput(t *testing.T) {
 			}
 			var stdout, stderr bytes.Buffer
 			err := run(args, &stdout, &stderr)
-			if code := cli.ExitCode(err); code != 2 {
+			if code := errs.Code(err); code != 2 {
 				t.Fatalf("exit code %d, want 2 (err: %v)", code, err)
 			}
 			msg := err.Error()
@@ -210,8 +210,8 @@ func TestBuildThenInspect(t *testing.T) {
 func TestServeFlakeBuildsBundle(t *testing.T) {
 	var out bytes.Buffer
 	err := run([]string{"serve", exampleFlake(t), "--iface", "nixlos-no-such0"}, &out, &out)
-	if cli.ExitCode(err) != 2 || strings.Contains(out.String(), "[prepare]") {
-		t.Errorf("bad --iface with a FLAKE: exit %d, output %q (err %v)", cli.ExitCode(err), out.String(), err)
+	if errs.Code(err) != 2 || strings.Contains(out.String(), "[prepare]") {
+		t.Errorf("bad --iface with a FLAKE: exit %d, output %q (err %v)", errs.Code(err), out.String(), err)
 	}
 	testenv.Short(t, "the build half builds the installer media; skipped with -short")
 	testenv.Tools(t, "nix")

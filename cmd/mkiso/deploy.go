@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixlos/nixlos/deploy"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func init() {
@@ -76,7 +77,7 @@ func runDeploy(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("deploy takes one target [user@]HOST, got %d arguments (fix: mkiso deploy root@192.0.2.10 --host NAME --build out)", len(pos))
+		return errs.Usagef("deploy takes one target [user@]HOST, got %d arguments (fix: mkiso deploy root@192.0.2.10 --host NAME --build out)", len(pos))
 	}
 	o.Target, o.Disks = pos[0], disks
 	o.Stdin, o.Stdout = os.Stdin, stdout

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func TestDeployUsage(t *testing.T) {
@@ -38,8 +38,8 @@ func TestDeployUsage(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
 			err := run(tc.args, &out, &errb)
-			if cli.ExitCode(err) != tc.exit || !strings.Contains(out.String()+errb.String()+errString(err), tc.want) {
-				t.Fatalf("exit %d, err %v, out %q; want exit %d with %q", cli.ExitCode(err), err, out.String(), tc.exit, tc.want)
+			if errs.Code(err) != tc.exit || !strings.Contains(out.String()+errb.String()+errString(err), tc.want) {
+				t.Fatalf("exit %d, err %v, out %q; want exit %d with %q", errs.Code(err), err, out.String(), tc.exit, tc.want)
 			}
 		})
 	}

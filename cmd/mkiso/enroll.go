@@ -8,6 +8,7 @@ import (
 
 	"github.com/nixlos/nixlos/enroll"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -44,13 +45,13 @@ func runEnroll(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("enroll needs exactly one MAC (fix: mkiso enroll MAC --host NAME --map FILE)")
+		return errs.Usagef("enroll needs exactly one MAC (fix: mkiso enroll MAC --host NAME --map FILE)")
 	}
 	if *host == "" {
-		return cli.BadInput("--host", "name the host to install, or the template with --new-host", "required")
+		return errs.BadInput("--host", "name the host to install, or the template with --new-host", "required")
 	}
 	if *mapFile == "" {
-		return cli.BadInput("--map", "give the map file mkiso serve runs with", "required")
+		return errs.BadInput("--map", "give the map file mkiso serve runs with", "required")
 	}
 	res, err := enroll.Enroll(context.Background(), enroll.Options{MAC: pos[0], Host: *host, NewHost: *newHost, Flake: *flakeDir, MapFile: *mapFile})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/pxe"
 	"github.com/nixlos/nixlos/pxe/wire"
@@ -20,7 +20,7 @@ import (
 // the template's layout. Usage mistakes are exit 2.
 func TestEnrollThenHosts(t *testing.T) {
 	for _, args := range [][]string{{"52:54:00:aa:bb:04", "--map", "m.toml"}, {"52:54:00:aa:bb:04", "--host", "laptop"}, {"--host", "laptop", "--map", "m.toml"}} {
-		if err := runEnroll(args, &bytes.Buffer{}, &bytes.Buffer{}); cli.ExitCode(err) != 2 {
+		if err := runEnroll(args, &bytes.Buffer{}, &bytes.Buffer{}); errs.Code(err) != 2 {
 			t.Errorf("enroll %v: %v, want exit 2", args, err)
 		}
 	}
@@ -70,7 +70,7 @@ func TestEnrollThenHosts(t *testing.T) {
 	}
 	// Enrolling the same MAC again: the map has it.
 	err := runEnroll([]string{mac, "--host", "laptop", "--new-host", "lab2", "--flake", fl, "--map", mapf}, &out, &errb)
-	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "already in the map as host lab1") {
+	if errs.Code(err) != 2 || !strings.Contains(err.Error(), "already in the map as host lab1") {
 		t.Fatalf("second enroll: %v", err)
 	}
 }

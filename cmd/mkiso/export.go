@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -42,23 +43,23 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("export needs exactly one BUILD_DIR (fix: mkiso export BUILD_DIR --format dnsmasq --out DIR)")
+		return errs.Usagef("export needs exactly one BUILD_DIR (fix: mkiso export BUILD_DIR --format dnsmasq --out DIR)")
 	}
 	if *format != pxe.FormatMatchbox && *format != pxe.FormatDnsmasq {
-		return cli.BadInput("--format", "use --format matchbox or --format dnsmasq", "%q is not a format", *format)
+		return errs.BadInput("--format", "use --format matchbox or --format dnsmasq", "%q is not a format", *format)
 	}
 	if *out == "" {
-		return cli.BadInput("--out", "give an output directory", "required")
+		return errs.BadInput("--out", "give an output directory", "required")
 	}
 	if *format == pxe.FormatDnsmasq && *httpBase == "" {
-		return cli.BadInput("--http-base", "give the URL the http/ directory will be served at, e.g. --http-base http://10.0.0.1", "required for dnsmasq")
+		return errs.BadInput("--http-base", "give the URL the http/ directory will be served at, e.g. --http-base http://10.0.0.1", "required for dnsmasq")
 	}
 	if *unknown != pxe.UnknownMenu && *unknown != pxe.UnknownIgnore {
-		return cli.BadInput("--unknown", "use menu or ignore", "%q is not a policy", *unknown)
+		return errs.BadInput("--unknown", "use menu or ignore", "%q is not a policy", *unknown)
 	}
 	bundle, err := pxe.OpenBundle(pos[0], *cmdline)
 	if err != nil {
-		return cli.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
+		return errs.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
 	}
 	opts := pxe.ExportOptions{Format: *format, Out: *out, HTTPBase: *httpBase, Server: *server, Iface: *iface, Unknown: *unknown}
 	var m *pxe.Map
@@ -66,7 +67,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		if m, err = pxe.LoadMap(*mapFile); err != nil {
 			var me *pxe.MapError
 			if errors.As(err, &me) {
-				return cli.BadInput("--map", "fix the entry; see the map format in pxe/README.md", "%v", err)
+				return errs.BadInput("--map", "fix the entry; see the map format in pxe/README.md", "%v", err)
 			}
 			return err
 		}
@@ -74,13 +75,13 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	if *dhcpRange != "" {
 		r, err := pxe.ParseRange(*dhcpRange)
 		if err != nil {
-			return cli.BadInput("--dhcp-range", "e.g. --dhcp-range 10.99.0.100-10.99.0.150", "%v", err)
+			return errs.BadInput("--dhcp-range", "e.g. --dhcp-range 10.99.0.100-10.99.0.150", "%v", err)
 		}
 		opts.Range = &r
 	}
 	plan, err := pxe.ExportPlan(bundle, m, opts)
 	if err != nil {
-		return cli.BadInput("export", "check --http-base, --server and --dhcp-range", "%v", err)
+		return errs.BadInput("export", "check --http-base, --server and --dhcp-range", "%v", err)
 	}
 	written, err := pxe.Export(*out, plan)
 	if err != nil {

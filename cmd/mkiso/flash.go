@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixlos/nixlos/flash"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"golang.org/x/term"
 )
 
@@ -52,7 +53,7 @@ func runFlash(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) > 2 {
-		return cli.Usagef("flash takes IMAGE and at most one DEVICE, got %d arguments (fix: mkiso flash out/nixlos.iso /dev/sdX)", len(pos))
+		return errs.Usagef("flash takes IMAGE and at most one DEVICE, got %d arguments (fix: mkiso flash out/nixlos.iso /dev/sdX)", len(pos))
 	}
 	o := flash.Options{Yes: *yes, JSON: *asJSON, DryRun: *dryRun, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr,
 		Terminal: term.IsTerminal(int(os.Stdin.Fd()))}

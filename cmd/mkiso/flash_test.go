@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // TestFlashUsage: help (exit 0), bad arguments and inputs (exit 2); none of
@@ -37,7 +37,7 @@ func TestFlashUsage(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(append([]string{"flash"}, tc.args...), &out, &errOut)
-			if got := cli.ExitCode(err); got != tc.code {
+			if got := errs.Code(err); got != tc.code {
 				t.Fatalf("exit %d (%v), want %d", got, err, tc.code)
 			}
 			text := out.String()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func init() {
@@ -45,7 +46,7 @@ func runHosts(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("hosts takes one FLAKE directory, got %d arguments (fix: mkiso hosts FLAKE [--json])", len(pos))
+		return errs.Usagef("hosts takes one FLAKE directory, got %d arguments (fix: mkiso hosts FLAKE [--json])", len(pos))
 	}
 	f, m, err := flake.Hosts(context.Background(), pos[0], flake.Options{})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/flake/realflaketest"
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 // TestHostsBrokenHost runs mkiso hosts and mkiso manifest on a flake whose
@@ -22,8 +22,8 @@ func TestHostsBrokenHost(t *testing.T) {
 
 	var out, errOut bytes.Buffer
 	err := runHosts([]string{dir}, &out, &errOut)
-	if cli.ExitCode(err) != 2 {
-		t.Fatalf("mkiso hosts: exit %d (%v), want 2", cli.ExitCode(err), err)
+	if errs.Code(err) != 2 {
+		t.Fatalf("mkiso hosts: exit %d (%v), want 2", errs.Code(err), err)
 	}
 	text := out.String()
 	for _, want := range append([]string{"broken  -", "does not evaluate (see below)", "laptop  x86_64-linux", "server  x86_64-linux", "disk1=/dev/vda disk2=/dev/vdb",
@@ -40,8 +40,8 @@ func TestHostsBrokenHost(t *testing.T) {
 
 	out.Reset()
 	err = runHosts([]string{dir, "--json"}, &out, &errOut)
-	if cli.ExitCode(err) != 2 {
-		t.Errorf("mkiso hosts --json: exit %d, want 2", cli.ExitCode(err))
+	if errs.Code(err) != 2 {
+		t.Errorf("mkiso hosts --json: exit %d, want 2", errs.Code(err))
 	}
 	var js struct {
 		Hosts []struct {
@@ -82,14 +82,14 @@ func TestHostsBrokenHost(t *testing.T) {
 
 	out.Reset()
 	err = runManifest([]string{dir, "--host", "broken"}, &out, &errOut)
-	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "hosts/broken/disko.nix:13") || out.Len() != 0 {
-		t.Errorf("manifest --host broken: exit %d: %v (stdout %q)", cli.ExitCode(err), err, out.String())
+	if errs.Code(err) != 2 || !strings.Contains(err.Error(), "host broken") || !strings.Contains(err.Error(), "hosts/broken/disko.nix:13") || out.Len() != 0 {
+		t.Errorf("manifest --host broken: exit %d: %v (stdout %q)", errs.Code(err), err, out.String())
 	}
 
 	out.Reset()
 	err = runManifest([]string{dir}, &out, &errOut)
-	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "host broken") {
-		t.Errorf("manifest of all hosts: exit %d: %v", cli.ExitCode(err), err)
+	if errs.Code(err) != 2 || !strings.Contains(err.Error(), "host broken") {
+		t.Errorf("manifest of all hosts: exit %d: %v", errs.Code(err), err)
 	}
 	m.Hosts = nil
 	if err := json.Unmarshal(out.Bytes(), &m); err != nil || len(m.Hosts) != 2 {

@@ -11,6 +11,7 @@ import (
 	"github.com/nixlos/nixlos/closure"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func init() {
@@ -36,7 +37,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("inspect takes one IMAGE, got %d (fix: mkiso inspect out/nixlos.iso)", len(pos))
+		return errs.Usagef("inspect takes one IMAGE, got %d (fix: mkiso inspect out/nixlos.iso)", len(pos))
 	}
 	info, err := image.Inspect(pos[0])
 	if err != nil {
@@ -44,7 +45,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		if errors.Is(err, os.ErrNotExist) {
 			fix = "check the path; 'mkiso build FLAKE --out DIR' writes DIR/nixlos.iso"
 		}
-		return cli.BadInput(pos[0], fix, "%v", err)
+		return errs.BadInput(pos[0], fix, "%v", err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

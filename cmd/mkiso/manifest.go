@@ -7,6 +7,7 @@ import (
 
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 )
 
 func init() {
@@ -31,7 +32,7 @@ func runManifest(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("manifest takes one FLAKE directory, got %d arguments (fix: mkiso manifest FLAKE)", len(pos))
+		return errs.Usagef("manifest takes one FLAKE directory, got %d arguments (fix: mkiso manifest FLAKE)", len(pos))
 	}
 	opt := flake.Options{Dir: *dir}
 	if *host != "" {

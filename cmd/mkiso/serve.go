@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/pxe"
 )
 
@@ -63,23 +64,23 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return cli.Usagef("serve needs exactly one BUILD_DIR (fix: mkiso serve BUILD_DIR --iface IF)")
+		return errs.Usagef("serve needs exactly one BUILD_DIR (fix: mkiso serve BUILD_DIR --iface IF)")
 	}
 	if *iface == "" {
-		return cli.BadInput("--iface", "name the interface facing the machines, e.g. --iface eth1", "required")
+		return errs.BadInput("--iface", "name the interface facing the machines, e.g. --iface eth1", "required")
 	}
 	if *unknown != pxe.UnknownMenu && *unknown != pxe.UnknownIgnore {
-		return cli.BadInput("--unknown", "use menu or ignore", "%q is not a policy", *unknown)
+		return errs.BadInput("--unknown", "use menu or ignore", "%q is not a policy", *unknown)
 	}
 	if *discover && *mapFile == "" {
-		return cli.BadInput("--discover", "add --map FILE (an empty file will do): mkiso enroll adds machines to it", "needs a map file")
+		return errs.BadInput("--discover", "add --map FILE (an empty file will do): mkiso enroll adds machines to it", "needs a map file")
 	}
 	if *httpPort < 1 || *httpPort > 65535 {
-		return cli.BadInput("--http-port", "use 1-65535", "%d is not a port", *httpPort)
+		return errs.BadInput("--http-port", "use 1-65535", "%d is not a port", *httpPort)
 	}
 	if isFlakeDir(pos[0]) {
 		if _, _, err := pxe.InterfaceAddr(*iface); err != nil { // before a build
-			return cli.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
+			return errs.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
 		}
 		dir, cleanup, err := buildForServe(pos[0], *outDir, *withClosure, stderr)
 		if err != nil {
@@ -90,7 +91,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	bundle, err := pxe.OpenBundle(pos[0], *cmdline)
 	if err != nil {
-		return cli.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
+		return errs.BadInput(pos[0], "give a build directory made by 'mkiso build' (it has pxe/vmlinuz and pxe/initrd)", "%v", err)
 	}
 	if bundle.LocalEFIErr != nil {
 		fmt.Fprintf(stderr, "warning: %v\n", bundle.LocalEFIErr)
@@ -99,14 +100,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		HTTPPort: *httpPort, Bundle: bundle, Unknown: *unknown, Log: stderr}
 	cfg.Addr, cfg.Mask, err = pxe.InterfaceAddr(*iface)
 	if err != nil {
-		return cli.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
+		return errs.BadInput("--iface", "give an up interface with an IPv4 address", "%v", err)
 	}
 	if *mapFile != "" {
 		m, err := pxe.LoadMap(*mapFile)
 		if err != nil {
 			var me *pxe.MapError
 			if errors.As(err, &me) {
-				return cli.BadInput("--map", "fix the entry; see the map format in pxe/README.md", "%v", err)
+				return errs.BadInput("--map", "fix the entry; see the map format in pxe/README.md", "%v", err)
 			}
 			return err
 		}
@@ -118,7 +119,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			// Enrolled as a new host, bundle not rebuilt yet: that machine waits.
 			fmt.Fprintf(stderr, "mkiso: warning: %v (a machine enrolled as a host the bundle lacks waits in discovery until the bundle is rebuilt)\n", err)
 		} else if err != nil {
-			return cli.BadInput("--map", "name a host of the flake the bundle was built from, and that host's disks", "%v", err)
+			return errs.BadInput("--map", "name a host of the flake the bundle was built from, and that host's disks", "%v", err)
 		}
 		cfg.Map, cfg.MapFile = m, *mapFile
 		if *discover {
@@ -128,17 +129,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if *dhcpRange != "" {
 		r, err := pxe.ParseRange(*dhcpRange)
 		if err != nil {
-			return cli.BadInput("--dhcp-range", "e.g. --dhcp-range 10.99.0.100-10.99.0.150", "%v", err)
+			return errs.BadInput("--dhcp-range", "e.g. --dhcp-range 10.99.0.100-10.99.0.150", "%v", err)
 		}
 		cfg.Range = &r
 	}
 	if *ageKey != "" {
 		fi, err := os.Stat(*ageKey)
 		if err != nil {
-			return cli.BadInput("--age-key", "give a readable age key file", "%v", err)
+			return errs.BadInput("--age-key", "give a readable age key file", "%v", err)
 		}
 		if fi.Mode().Perm()&0o004 != 0 {
-			return cli.BadInput("--age-key", "chmod 600 "+*ageKey, "the key file is world-readable")
+			return errs.BadInput("--age-key", "chmod 600 "+*ageKey, "the key file is world-readable")
 		}
 		cfg.AgeKey = *ageKey
 	}
@@ -147,7 +148,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	tr, err := pxe.NewTracker(nil, *stateFile)
 	if err != nil {
-		return cli.BadInput("--state", "delete the file to forget installed machines", "%v", err)
+		return errs.BadInput("--state", "delete the file to forget installed machines", "%v", err)
 	}
 	cfg.Tracker = tr
 	srv, err := pxe.New(cfg)

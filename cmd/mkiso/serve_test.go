@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -66,8 +66,8 @@ func TestServeExportBadInput(t *testing.T) {
 	} {
 		var out bytes.Buffer
 		err := tc.run(tc.args, &out)
-		if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: exit %d, error %v; want exit 2 naming %q", tc.args, cli.ExitCode(err), err, tc.want)
+		if errs.Code(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: exit %d, error %v; want exit 2 naming %q", tc.args, errs.Code(err), err, tc.want)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/pipeline"
 	"github.com/nixlos/nixlos/vmtest"
@@ -53,10 +54,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 0 {
-		return cli.Usagef("demo takes no arguments (fix: demo --out DIR)")
+		return errs.Usagef("demo takes no arguments (fix: demo --out DIR)")
 	}
 	if why := vmtest.Available(); why != "" {
-		return cli.BadInput("qemu", "run 'make deps' (qemu-system-x86, a kernel in /boot)", "cannot run VMs: %s", why)
+		return errs.BadInput("qemu", "run 'make deps' (qemu-system-x86, a kernel in /boot)", "cannot run VMs: %s", why)
 	}
 	dir, err := filepath.Abs(*out)
 	if err != nil {

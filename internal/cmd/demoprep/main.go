@@ -31,6 +31,7 @@ import (
 	"github.com/nixlos/nixlos/agekey/sopsfile"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/standin"
 )
 
@@ -55,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *out == "" || fs.NArg() != 0 {
-		return cli.Usagef("demoprep needs --out DIR and no arguments (fix: demoprep --out DIR)")
+		return errs.Usagef("demoprep needs --out DIR and no arguments (fix: demoprep --out DIR)")
 	}
 	if *src == "" {
 		root, err := repoRoot()
@@ -99,7 +100,7 @@ func repoRoot() (string, error) {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", cli.BadInput(dir, "run it inside the nixlos repository, or pass --src examples/nix-los", "not inside the nixlos repository")
+			return "", errs.BadInput(dir, "run it inside the nixlos repository, or pass --src examples/nix-los", "not inside the nixlos repository")
 		}
 	}
 }
@@ -134,7 +135,7 @@ func (p *prep) run(ctx context.Context) error {
 	}
 	dst := p.flakeDir()
 	if abs, _ := filepath.Abs(dst); abs == src.Dir {
-		return cli.BadInput(p.out, "choose an output directory outside the example", "--out would overwrite the source flake")
+		return errs.BadInput(p.out, "choose an output directory outside the example", "--out would overwrite the source flake")
 	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("demoprep: %w", err)
@@ -338,7 +339,7 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		if _, lerr := exec.LookPath("git"); lerr != nil {
-			return "", cli.BadInput("git", "apt-get install git (or make deps)", "git is not installed")
+			return "", errs.BadInput("git", "apt-get install git (or make deps)", "git is not installed")
 		}
 		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}

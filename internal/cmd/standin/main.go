@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/standin"
 )
 
@@ -31,7 +32,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 0 {
-		return cli.Usagef("standin takes no arguments (fix: standin --out DIR)")
+		return errs.Usagef("standin takes no arguments (fix: standin --out DIR)")
 	}
 	_, err := standin.Build(standin.Options{Out: *out, KernelVersion: *kver, Log: stdout})
 	return err
