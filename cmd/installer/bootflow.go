@@ -32,8 +32,6 @@ import (
 // version is set at link time: -ldflags "-X main.version=...".
 var version = "dev"
 
-func init() { bootFlow = runBootFlow }
-
 // boot is one run of the boot flow: the consoles, the console input and
 // what was decided so far.
 type boot struct {

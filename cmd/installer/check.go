@@ -25,9 +25,8 @@ import (
 	"github.com/nixlos/nixlos/preflight"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "check", Summary: "run the pre-flight gate alone: firmware, disk sizes, RAM, network against this machine (exit 0 ok, 2 refused)", Run: runCheck})
-}
+// checkCommand is the "check" subcommand, listed in main.go.
+var checkCommand = cli.Command{Name: "check", Summary: "run the pre-flight gate alone: firmware, disk sizes, RAM, network against this machine (exit 0 ok, 2 refused)", Run: runCheck}
 
 const checkUsage = `Usage: installer check [--host NAME] [--manifest FILE] [--cmdline "nixlos.…"] [--disk KEY=DEV]... [--detect FILE] [--firmware uefi|bios] [--json]
 

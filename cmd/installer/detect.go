@@ -12,9 +12,8 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "detect", Summary: "print this machine's hardware (disks, NICs, firmware, memory, CPU)", Run: runDetect})
-}
+// detectCommand is the "detect" subcommand, listed in main.go.
+var detectCommand = cli.Command{Name: "detect", Summary: "print this machine's hardware (disks, NICs, firmware, memory, CPU)", Run: runDetect}
 
 const detectUsage = `Usage: installer detect [--json]
 

@@ -19,9 +19,8 @@ import (
 	"github.com/nixlos/nixlos/partition"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall})
-}
+// installCommand is the "install" subcommand, listed in main.go.
+var installCommand = cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall}
 
 const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios]
 

@@ -17,9 +17,8 @@ import (
 	"github.com/nixlos/nixlos/partition"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "partition", Summary: "wipe, partition, format and mount the disks as the layout says", Run: runPartition})
-}
+// partitionCommand is the "partition" subcommand, listed in main.go.
+var partitionCommand = cli.Command{Name: "partition", Summary: "wipe, partition, format and mount the disks as the layout says", Run: runPartition}
 
 const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount]
 

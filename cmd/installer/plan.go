@@ -15,9 +15,8 @@ import (
 	"github.com/nixlos/nixlos/partition"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "plan", Summary: "show how the disks would be laid out (touches nothing)", Run: runPlan})
-}
+// planCommand is the "plan" subcommand, listed in main.go.
+var planCommand = cli.Command{Name: "plan", Summary: "show how the disks would be laid out (touches nothing)", Run: runPlan}
 
 // defaultManifest is where the image carries the manifest.
 const defaultManifest = "/" + imagepath.Manifest

@@ -19,9 +19,8 @@ import (
 // installer built into the media reports it in its ready line.
 var version = "dev"
 
-func init() {
-	commands = append(commands, cli.Command{Name: "build", Summary: "build the installer ISO, USB image and PXE bundle from a flake", Run: runBuild})
-}
+// buildCommand is the "build" subcommand, listed in main.go.
+var buildCommand = cli.Command{Name: "build", Summary: "build the installer ISO, USB image and PXE bundle from a flake", Run: runBuild}
 
 const buildUsage = `Usage: mkiso build FLAKE [--out DIR] [--host NAME]... [--age-key FILE]
                    [--closure] [--format iso,usb,pxe] [--cmdline EXTRA]

@@ -14,9 +14,8 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "deploy", Summary: "install a running Linux machine over SSH via kexec", Run: runDeploy})
-}
+// deployCommand is the "deploy" subcommand, listed in main.go.
+var deployCommand = cli.Command{Name: "deploy", Summary: "install a running Linux machine over SSH via kexec", Run: runDeploy}
 
 const deployUsage = `Usage: mkiso deploy [user@]HOST --host NAME (--build DIR | --flake FLAKE) [--disk KEY=DEV]... [--age-key FILE]
                    [--ssh-key FILE] [--port N] [--known-hosts FILE | --insecure-host-key]

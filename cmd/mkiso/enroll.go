@@ -12,9 +12,8 @@ import (
 	"github.com/nixlos/nixlos/pxe"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "enroll", Summary: "add a machine 'mkiso serve --discover' discovered to the map (and write its host)", Run: runEnroll})
-}
+// enrollCommand is the "enroll" subcommand, listed in main.go.
+var enrollCommand = cli.Command{Name: "enroll", Summary: "add a machine 'mkiso serve --discover' discovered to the map (and write its host)", Run: runEnroll}
 
 const enrollUsage = `Usage: mkiso enroll MAC --host NAME --map FILE [--new-host NAME] [--flake DIR]
 

@@ -10,9 +10,8 @@ import (
 	"github.com/nixlos/nixlos/pxe"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "export", Summary: "export the PXE bundle as matchbox or dnsmasq configuration", Run: runExport})
-}
+// exportCommand is the "export" subcommand, listed in main.go.
+var exportCommand = cli.Command{Name: "export", Summary: "export the PXE bundle as matchbox or dnsmasq configuration", Run: runExport}
 
 const exportUsage = `Usage: mkiso export BUILD_DIR --format matchbox|dnsmasq --out DIR [--map FILE]
                    [--http-base URL] [--dhcp-range FIRST-LAST] [--server URL]

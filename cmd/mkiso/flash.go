@@ -13,9 +13,8 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "flash", Summary: "write an ISO or USB image to a USB stick, verified", Run: runFlash})
-}
+// flashCommand is the "flash" subcommand, listed in main.go.
+var flashCommand = cli.Command{Name: "flash", Summary: "write an ISO or USB image to a USB stick, verified", Run: runFlash}
 
 const flashUsage = `Usage: mkiso flash IMAGE [DEVICE] [--yes] [--json] [--dry-run]
        mkiso flash [IMAGE] [--json]        (list the disks it would write to)

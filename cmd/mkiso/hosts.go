@@ -11,9 +11,8 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "hosts", Summary: "list a flake's hosts with system, disks and age key path", Run: runHosts})
-}
+// hostsCommand is the "hosts" subcommand, listed in main.go.
+var hostsCommand = cli.Command{Name: "hosts", Summary: "list a flake's hosts with system, disks and age key path", Run: runHosts}
 
 const hostsUsage = `Usage: mkiso hosts FLAKE [--json]
 

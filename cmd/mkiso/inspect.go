@@ -14,9 +14,8 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "inspect", Summary: "show what an ISO, USB image or PXE directory holds", Run: runInspect})
-}
+// inspectCommand is the "inspect" subcommand, listed in main.go.
+var inspectCommand = cli.Command{Name: "inspect", Summary: "show what an ISO, USB image or PXE directory holds", Run: runInspect}
 
 const inspectUsage = `Usage: mkiso inspect IMAGE [--json]
 

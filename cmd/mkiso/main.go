@@ -1,7 +1,7 @@
 // Command mkiso runs on the workstation: it reads a NixOS flake and builds
 // bootable installer media (ISO, USB image, PXE bundle) that embed it, and
-// serves PXE. Each subcommand lives in its own file and registers itself in
-// commands; this file only dispatches.
+// serves PXE. Each subcommand lives in its own file; commands lists them;
+// this file only dispatches.
 package main
 
 import (
@@ -11,8 +11,11 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 )
 
-// commands is filled by the init functions of the subcommand files.
-var commands []cli.Command
+// commands are the subcommands (--help lists them by name).
+var commands = []cli.Command{
+	hostsCommand, manifestCommand, buildCommand, inspectCommand, exportCommand,
+	serveCommand, enrollCommand, flashCommand, deployCommand,
+}
 
 func main() {
 	cli.Exit("mkiso", run(os.Args[1:], os.Stdout, os.Stderr))

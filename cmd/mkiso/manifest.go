@@ -10,9 +10,8 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "manifest", Summary: "print a flake's install manifest (JSON)", Run: runManifest})
-}
+// manifestCommand is the "manifest" subcommand, listed in main.go.
+var manifestCommand = cli.Command{Name: "manifest", Summary: "print a flake's install manifest (JSON)", Run: runManifest}
 
 const manifestUsage = `Usage: mkiso manifest FLAKE [--host NAME] [--dir PATH]
 

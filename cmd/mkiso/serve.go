@@ -17,9 +17,8 @@ import (
 	"github.com/nixlos/nixlos/pxe"
 )
 
-func init() {
-	commands = append(commands, cli.Command{Name: "serve", Summary: "network-boot and install machines by MAC (DHCP/proxyDHCP, TFTP, HTTP)", Run: runServe})
-}
+// serveCommand is the "serve" subcommand, listed in main.go.
+var serveCommand = cli.Command{Name: "serve", Summary: "network-boot and install machines by MAC (DHCP/proxyDHCP, TFTP, HTTP)", Run: runServe}
 
 const serveUsage = `Usage: mkiso serve BUILD_DIR|FLAKE --iface IF [--map FILE] [--dhcp-range FIRST-LAST]
                   [--unknown menu|ignore] [--discover] [--age-key FILE] [--out DIR] [--closure] [--json]
