@@ -73,7 +73,7 @@ func TestDeployVM(t *testing.T) {
 	start := time.Now()
 
 	demo := filepath.Join(tmp, "demo")
-	cmd := exec.Command("go", "run", "./internal/cmd/demoprep", "--out", demo)
+	cmd := exec.Command("go", "run", "./internal/tools/demoprep", "--out", demo)
 	cmd.Dir = repoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("demoprep: %v\n%s", err, out)

@@ -46,7 +46,7 @@ func demoprep(t *testing.T) string {
 			return
 		}
 		prepDir = dir
-		cmd := exec.Command("go", "run", "../internal/cmd/demoprep", "--out", dir)
+		cmd := exec.Command("go", "run", "../internal/tools/demoprep", "--out", dir)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			prepErr = fmt.Errorf("demoprep: %v\n%s", err, out)

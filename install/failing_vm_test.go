@@ -72,7 +72,7 @@ func failingVariant(t *testing.T, name string, edit func(t *testing.T, flakeDir 
 	dir := t.TempDir()
 	start := time.Now()
 
-	cmd := exec.Command("go", "run", "./internal/cmd/demoprep", "--out", filepath.Join(dir, "demo"))
+	cmd := exec.Command("go", "run", "./internal/tools/demoprep", "--out", filepath.Join(dir, "demo"))
 	cmd.Dir = repoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("demoprep: %v\n%s", err, out)

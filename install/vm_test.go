@@ -90,7 +90,7 @@ func buildEnv() (*demoEnv, error) {
 		return nil, err
 	}
 	e := &demoEnv{dir: dir}
-	cmd := exec.Command("go", "run", "./internal/cmd/demoprep", "--out", filepath.Join(dir, "demo"))
+	cmd := exec.Command("go", "run", "./internal/tools/demoprep", "--out", filepath.Join(dir, "demo"))
 	cmd.Dir = repoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return e, fmt.Errorf("demoprep: %v\n%s", err, out)

@@ -25,7 +25,7 @@ func TestInstallFromCarriedInputs(t *testing.T) {
 	vmtest.SkipUnlessVM(t)
 	testenv.Tools(t, "git")
 	demo := filepath.Join(t.TempDir(), "demo")
-	cmd := exec.Command("go", "run", "./internal/cmd/demoprep", "--out", demo)
+	cmd := exec.Command("go", "run", "./internal/tools/demoprep", "--out", demo)
 	cmd.Dir = filepath.Join(closureFlake(), "..", "..", "..")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("demoprep: %v\n%s", err, out)

@@ -109,7 +109,7 @@ func prepareInstall(t *testing.T) installFixture {
 		t.Fatalf("go build cmd/mkiso: %v\n%s", err, b)
 	}
 	demo := filepath.Join(tmp, "demo")
-	prep := exec.Command("go", "run", "./internal/cmd/demoprep", "--out", demo)
+	prep := exec.Command("go", "run", "./internal/tools/demoprep", "--out", demo)
 	prep.Dir = ".."
 	if b, err := prep.CombinedOutput(); err != nil {
 		t.Fatalf("demoprep: %v\n%s", err, b)

@@ -6,7 +6,7 @@
   # plain-Nix stand-in for the parts it needs (module system, nixosSystem,
   # disko and sops-nix options), and `nixpkgs` is a plain source tree made
   # from this machine's Debian packages (kernel, busybox, cryptsetup, lvm,
-  # mdadm, systemd-boot, GRUB): `go run ./internal/cmd/standin` writes it at
+  # mdadm, systemd-boot, GRUB): `go run ./internal/tools/standin` writes it at
   # this path; demoprep writes one next to its flake copy and re-locks.
   # Evaluating hosts and layouts never reads it; building a system does.
   inputs.nixpkgs = {

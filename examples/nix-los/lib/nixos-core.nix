@@ -35,7 +35,7 @@ let
 
   src = standin;
   meta = if src == null
-    then throw "this system needs the flake's nixpkgs input (the stand-in: go run ./internal/cmd/standin, or demoprep)"
+    then throw "this system needs the flake's nixpkgs input (the stand-in: go run ./internal/tools/standin, or demoprep)"
     else import "${src}/default.nix";
   busybox = "${src}/bin/busybox";
   boot = cfg.boot;

@@ -2,7 +2,7 @@
 // from this machine's Debian packages (see package internal/standin).
 // Idempotent; fast when the tree is up to date.
 //
-//	go run ./internal/cmd/standin [--out DIR] [--kernel VERSION]
+//	go run ./internal/tools/standin [--out DIR] [--kernel VERSION]
 package main
 
 import (

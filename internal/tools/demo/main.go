@@ -9,7 +9,7 @@
 // system's prompt and shows what the system reports: its booted line, its
 // mounts and whether its age key is there (never the key).
 //
-//	go run ./internal/cmd/demo [--out build/demo] [--quiet]
+//	go run ./internal/tools/demo [--out build/demo] [--quiet]
 package main
 
 import (
@@ -95,7 +95,7 @@ func (d *demo) run(ctx context.Context) error {
 	keyFile := filepath.Join(d.dir, "age.key")
 	var res *pipeline.Result
 	if err := d.step("prepare flake and age key", func() error {
-		cmd := exec.CommandContext(ctx, "go", "run", "./internal/cmd/demoprep", "--out", d.dir)
+		cmd := exec.CommandContext(ctx, "go", "run", "./internal/tools/demoprep", "--out", d.dir)
 		cmd.Stdout, cmd.Stderr = d.w, d.w
 		return cmd.Run()
 	}); err != nil {

@@ -11,7 +11,7 @@
 // for the demo and tests to type at the installed system's prompt. Running
 // it again changes nothing when the flake and key are already in place.
 //
-//	go run ./internal/cmd/demoprep --out DIR [--src examples/nix-los] [--summary]
+//	go run ./internal/tools/demoprep --out DIR [--src examples/nix-los] [--summary]
 package main
 
 import (
