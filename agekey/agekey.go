@@ -10,6 +10,7 @@ package agekey
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/nixlos/nixlos/internal/errs"
+	"github.com/nixlos/nixlos/internal/fsutil"
 )
 
 // Key is an age X25519 identity.
@@ -103,30 +105,9 @@ func Write(path string, k *Key) error {
 }
 
 // writeSecret writes data to path, 0600 from the start (never briefly
-// world-readable), via a temporary file in the same directory and rename.
+// world-readable), atomically.
 func writeSecret(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".agekey-*")
-	if err != nil {
-		return fmt.Errorf("write age key %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write age key %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write age key %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write age key %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write age key %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if _, err := fsutil.WriteAtomic(path, 0o600, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 		return fmt.Errorf("write age key %s: %w", path, err)
 	}
 	return nil

@@ -17,8 +17,9 @@ import (
 // temporary gets mode before fill writes a byte (a 0600 file is never
 // readable by others, not even briefly), and replaces dst by rename only
 // when fill and the close succeed; on failure dst is untouched and the
-// temporary removed. It returns the number of bytes fill wrote. dst's
-// directory must exist.
+// temporary removed. The data reach the disk (fsync) before the rename, so
+// a power cut leaves the old file or the new one. It returns the number of
+// bytes fill wrote. dst's directory must exist.
 func WriteAtomic(dst string, mode fs.FileMode, fill func(io.Writer) error) (int64, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
 	if err != nil {
@@ -31,6 +32,10 @@ func WriteAtomic(dst string, mode fs.FileMode, fill func(io.Writer) error) (int6
 	}
 	cw := &countWriter{w: tmp}
 	if err := fill(cw); err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return 0, err
 	}

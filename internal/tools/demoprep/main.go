@@ -32,6 +32,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
+	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/standin"
 )
 
@@ -271,17 +272,7 @@ func (p *prep) lock(ctx context.Context, dst string) error {
 
 // writeSecretFile writes data to path with mode 0600 (also when it existed).
 func writeSecretFile(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return os.Chmod(path, 0o600)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("demoprep: %w", err)
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fmt.Errorf("demoprep: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if _, err := fsutil.WriteAtomic(path, 0o600, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 		return fmt.Errorf("demoprep: %w", err)
 	}
 	return nil
