@@ -204,6 +204,12 @@ type Plan struct {
 	Attribute string            `json:"attribute"` // the flake output built
 	// System is Options.System: a prebuilt system, copied instead of built.
 	System string `json:"system,omitempty"`
+	// Hash identifies the plan in the install state (computeHash).
+	Hash string `json:"planHash"`
+	// Resume, when set (SetResume), continues an interrupted install.
+	Resume *Resume `json:"resume,omitempty"`
+	// Decision is Decide's line: whether and where the install resumes.
+	Decision string `json:"resumeDecision,omitempty"`
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
@@ -344,6 +350,9 @@ func NewPlan(opt Options) (*Plan, error) {
 	p.add(StepBootCheck, p.bootCheckDetail(opt.Key != nil), "")
 	p.add(StepWriteLog, filepath.Join(root, TargetLog), "")
 	p.add(StepUnmount, "unmount "+root+" and close LVM, LUKS and md", "")
+	if p.Hash, err = p.computeHash(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -399,6 +408,9 @@ func (p *Plan) Write(w io.Writer) error {
 		fmt.Fprintf(w, " %s=%s", k, p.Disks[k])
 	}
 	fmt.Fprintln(w)
+	if p.Decision != "" {
+		fmt.Fprintln(w, p.Decision)
+	}
 	for i, s := range p.Steps {
 		if s.Skip != "" {
 			fmt.Fprintf(w, "%2d. %-13s skipped: %s\n", i+1, s.Name, s.Skip)
