@@ -313,7 +313,12 @@ func (r *runner) removeState() error {
 	if err := os.Remove(r.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("install state: %w", err)
 	}
-	return syncDir(filepath.Dir(r.statePath))
+	dir := filepath.Dir(r.statePath)
+	if err := syncDir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("install state: %w", err)
+	}
+	os.Remove(dir) // when empty
+	return nil
 }
 
 // partition lays the disks out and mounts the layout, so that the state

@@ -103,7 +103,10 @@ func writeStateFile(path string, st *State) error {
 		return err
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { // /var/lib stays 0755
+		return fmt.Errorf("install state: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("install state: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".install-state-*")

@@ -47,6 +47,9 @@ func TestStateRoundTrip(t *testing.T) {
 	if di, err := os.Stat(filepath.Dir(path)); err != nil || di.Mode().Perm() != 0o700 {
 		t.Errorf("state directory mode %v (%v), want 0700", di.Mode(), err)
 	}
+	if di, err := os.Stat(filepath.Join(dir, "mnt/var/lib")); err != nil || di.Mode().Perm() != 0o755 {
+		t.Errorf("/var/lib mode %v (%v), want 0755", di.Mode(), err)
+	}
 	ents, _ := os.ReadDir(filepath.Dir(path))
 	if len(ents) != 1 {
 		t.Errorf("state directory holds %d entries, want only the state file", len(ents))
