@@ -323,7 +323,8 @@ func (r *runner) removeState() error {
 
 // partition lays the disks out and mounts the layout, so that the state
 // can record it at once. The MBR boot code is wiped first (the new tables
-// keep it): nothing boots the disks until the boot loader step. On a
+// keep it), and what a kept boot filesystem holds of ways in is removed
+// after: nothing boots the disks until the boot loader step. On a
 // resume it reopens and mounts what the interrupted install made, and
 // removes any way in an interrupted boot loader step left.
 func (r *runner) partition() error {
@@ -351,7 +352,10 @@ func (r *runner) partition() error {
 		return err
 	}
 	r.mounted = true
-	return r.sess.Mount()
+	if err := r.sess.Mount(); err != nil {
+		return err
+	}
+	return r.disarm() // a boot filesystem the layout kept may hold old ways in
 }
 
 // copyFlake copies the flake to Root/etc/nixos, replacing what an
