@@ -333,3 +333,55 @@ func TestEchoLines(t *testing.T) {
 		t.Errorf("console %q, want %q", console.String(), want)
 	}
 }
+
+// TestFailureDisarms: a failure after the boot loader step started and
+// before the boot check passed removes the ways in and drops the boot
+// loader step from the state; one after the boot check leaves both.
+func TestFailureDisarms(t *testing.T) {
+	onFS(t, tmpfsMagic)
+	for _, tc := range []struct {
+		name      string
+		done      []string
+		bootWrite bool
+		disarm    bool
+		completed []string
+	}{
+		{"boot loader failed", []string{StepPartition, StepActivate}, true, true, []string{StepPartition, StepActivate}},
+		{"boot check failed", []string{StepPartition, StepActivate, StepBootloader}, true, true, []string{StepPartition, StepActivate}},
+		{"boot check failed on a resume", []string{StepPartition, StepActivate, StepBootloader}, false, true, []string{StepPartition, StepActivate}},
+		{"copy failed", []string{StepPartition}, false, false, []string{StepPartition}},
+		{"write-log failed", []string{StepPartition, StepBootloader, StepBootCheck}, true, false, []string{StepPartition, StepBootloader, StepBootCheck}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true)
+			p, err := NewPlan(f.opt())
+			if err != nil {
+				t.Fatal(err)
+			}
+			entry := filepath.Join(p.Root, "boot/loader/entries/nixos-generation-1.conf")
+			os.MkdirAll(filepath.Dir(entry), 0o755)
+			os.WriteFile(entry, []byte("linux /x"), 0o644)
+			var log, console bytes.Buffer
+			r := &runner{p: p, log: &redactor{w: &log}, out: &console, mounted: true, bootWrite: tc.bootWrite,
+				sess: &partition.Session{Plan: p.Layout, Root: p.Root}}
+			r.initState()
+			r.state.Completed = tc.done
+			r.cleanup()
+			if fileExists(entry) == tc.disarm {
+				t.Errorf("boot entry there: %v, want %v", fileExists(entry), !tc.disarm)
+			}
+			if !reflect.DeepEqual(r.state.Completed, tc.completed) {
+				t.Errorf("state %v, want %v", r.state.Completed, tc.completed)
+			}
+			if tc.disarm {
+				st, err := readStateFile(r.statePath)
+				if err != nil || st == nil || !reflect.DeepEqual(st.Completed, tc.completed) {
+					t.Errorf("state file %+v (%v), want completed %v", st, err, tc.completed)
+				}
+				if !strings.Contains(console.String(), "boots nothing until an install completes") {
+					t.Errorf("console %q", console.String())
+				}
+			}
+		})
+	}
+}
