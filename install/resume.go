@@ -369,10 +369,12 @@ func (r *runner) copyFlake() error {
 }
 
 // echoLines passes everything to w and the complete lines that start with
-// prefix to console, with prefix replaced by as (and secrets redacted).
+// prefix (and do not contain skip, when set) to console, with prefix
+// replaced by as (and secrets redacted).
 type echoLines struct {
 	w, console io.Writer
 	prefix, as string
+	skip       string
 	redact     func(string) string
 	cur        []byte
 }
@@ -386,7 +388,8 @@ func (e *echoLines) Write(p []byte) (int, error) {
 				}
 				continue
 			}
-			if l, ok := strings.CutPrefix(strings.TrimSpace(string(e.cur)), e.prefix); ok && l != "" {
+			l, ok := strings.CutPrefix(strings.TrimSpace(string(e.cur)), e.prefix)
+			if ok && l != "" && (e.skip == "" || !strings.Contains(l, e.skip)) {
 				fmt.Fprintln(e.console, e.as+e.redact(l))
 			}
 			e.cur = e.cur[:0]

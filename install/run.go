@@ -96,7 +96,7 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 		}
 	}
 	r.console = console
-	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: &echoLines{w: r.log, console: console, prefix: "nixlos: ", as: "  partition: ", redact: r.log.redact}, Password: pw}
+	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: &echoLines{w: r.log, console: console, prefix: "nixlos: ", as: "  partition: ", skip: "(continuing", redact: r.log.redact}, Password: pw}
 	defer r.removeKeyFiles()
 	r.initState()
 

@@ -322,8 +322,8 @@ func TestDisarm(t *testing.T) {
 
 func TestEchoLines(t *testing.T) {
 	var log, console bytes.Buffer
-	e := &echoLines{w: &log, console: &console, prefix: "nixlos: ", as: "  partition: ", redact: func(s string) string { return strings.ReplaceAll(s, "secret", "[redacted]") }}
-	in := "mke2fs 1.47\nnixlos: mkfs /dev/pool/root ext4\nnixlos: luksFormat /dev/vda2 sec"
+	e := &echoLines{w: &log, console: &console, prefix: "nixlos: ", as: "  partition: ", skip: "(continuing", redact: func(s string) string { return strings.ReplaceAll(s, "secret", "[redacted]") }}
+	in := "mke2fs 1.47\nnixlos: modprobe -a x: exit status 1 (continuing: built in)\nnixlos: mkfs /dev/pool/root ext4\nnixlos: luksFormat /dev/vda2 sec"
 	e.Write([]byte(in))
 	e.Write([]byte("ret\nWriting superblocks\n"))
 	if log.String() != in+"ret\nWriting superblocks\n" {
