@@ -117,7 +117,7 @@ func expectResume(t *testing.T, vm *vmtest.VM, line *regexp.Regexp, want string)
 	case want != "" && want != "*" && got != want:
 		t.Fatalf("%q: want a resume after step %s", m[0], want)
 	}
-	t.Logf("%s", m[0])
+	t.Logf("%s (at %.1f s of power-on)", m[0], vm.Elapsed().Seconds())
 	return got
 }
 

@@ -119,18 +119,20 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 			r.cleanup()
 			return r.res, err
 		}
-		if err := steps.Run(s.Name, fn); err != nil {
+		name := s.Name
+		recorded := func() error { // on the target before the step's done line
+			if err := fn(); err != nil {
+				return err
+			}
+			return r.record(name)
+		}
+		if err := steps.Run(s.Name, recorded); err != nil {
 			fmt.Fprintf(r.log, "error: %v\n", err)
 			r.cleanup()
 			var bc *BootCheckError
 			if errors.As(err, &bc) {
 				return r.res, bc // "boot check: …" needs no step name
 			}
-			return r.res, err
-		}
-		if err := r.record(s.Name); err != nil {
-			fmt.Fprintf(r.log, "error: %v\n", err)
-			r.cleanup()
 			return r.res, err
 		}
 	}
