@@ -41,9 +41,13 @@
 // opened, LVM activated, nothing formatted), the other completed steps are
 // skipped and the system store path comes from the state. Another plan,
 // no state, or a restart start over. A step run again must reach the same
-// end from whatever its interrupted run left (copy-flake replaces the
-// copy, the closure copy and the build leave invalid store paths Nix
-// removes). write-log removes the state: a complete install leaves none.
+// end from whatever its interrupted run left: copy-flake replaces the
+// copy; a resumed closure copy or build first removes Root's Nix database,
+// since the interrupted one may have registered paths whose files a power
+// cut lost (Nix syncs its database, not the files), and Nix writes an
+// invalid path again. Every completed step is synced to the disks (sync)
+// before the state records it. write-log removes the state: a complete
+// install leaves none.
 //
 // # Boot paths: the invariant
 //

@@ -288,7 +288,31 @@ func (r *runner) record(step string) error {
 	if !r.mounted || r.stateGone || r.statePath == "" {
 		return nil
 	}
+	// What the step wrote reaches the disks before the state says it is
+	// done: a copied store path is registered (fsync'd) by Nix, but its
+	// files are not synced.
+	unix.Sync()
 	return writeStateFile(r.statePath, r.state)
+}
+
+// invalidateStore makes every store path in Root's Nix store invalid
+// before a resumed build or closure copy runs again: the interrupted one
+// may have registered paths whose files a power cut then lost (Nix syncs
+// its database, not the files). Nix deletes and writes again an invalid
+// path it needs.
+func (r *runner) invalidateStore() error {
+	if r.p.Resume == nil {
+		return nil
+	}
+	db := filepath.Join(r.p.Root, "nix/var/nix/db")
+	if !fileExists(db) {
+		return nil
+	}
+	if err := os.RemoveAll(db); err != nil {
+		return fmt.Errorf("the interrupted install's Nix database: %w", err)
+	}
+	fmt.Fprintf(r.log, "resume: removed %s: the store paths the interrupted install copied are copied again\n", db)
+	return nil
 }
 
 // forget drops step and every later one from the state and writes it.

@@ -280,6 +280,9 @@ func (p *Plan) NixArgs(offline bool, store string) []string {
 }
 
 func (r *runner) build() error {
+	if err := r.invalidateStore(); err != nil {
+		return err
+	}
 	nix := r.opt.Nix
 	if nix == "" {
 		nix = "nix"
@@ -406,6 +409,9 @@ func (r *runner) profile() error {
 
 // copyClosure puts the prebuilt Options.System into Root's store.
 func (r *runner) copyClosure() error {
+	if err := r.invalidateStore(); err != nil {
+		return err
+	}
 	sys := r.p.System
 	if r.opt.CopySystem != nil {
 		if err := r.opt.CopySystem(r.ctx, r.p.Root, sys, r.log); err != nil {

@@ -385,3 +385,25 @@ func TestFailureDisarms(t *testing.T) {
 		})
 	}
 }
+
+// TestInvalidateStore: a resumed copy or build starts from a store whose
+// paths are all invalid (the Nix database removed); a fresh one keeps it.
+func TestInvalidateStore(t *testing.T) {
+	for _, resume := range []bool{false, true} {
+		root := t.TempDir()
+		db := filepath.Join(root, "nix/var/nix/db")
+		os.MkdirAll(db, 0o755)
+		os.WriteFile(filepath.Join(db, "db.sqlite"), []byte("x"), 0o644)
+		p := &Plan{Root: root}
+		if resume {
+			p.Resume = &Resume{State: testState(""), After: StepInstallKey}
+		}
+		r := &runner{p: p, log: &redactor{w: &bytes.Buffer{}}}
+		if err := r.invalidateStore(); err != nil {
+			t.Fatal(err)
+		}
+		if fileExists(db) == resume {
+			t.Errorf("resume %v: database there %v", resume, fileExists(db))
+		}
+	}
+}
