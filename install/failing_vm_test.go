@@ -143,7 +143,7 @@ func failingVariant(t *testing.T, name string, edit func(t *testing.T, flakeDir 
 // bootFailing boots the installer unattended for the laptop on a blank
 // disk, UEFI, with the variant's ISO as a CD-ROM and no network card, and
 // nixlos.after=reboot: only a failure keeps the VM up.
-func bootFailing(t *testing.T, m *failingMedia, name string) *vmtest.VM {
+func bootFailing(t *testing.T, m *failingMedia, name string) (*vmtest.VM, string) {
 	t.Helper()
 	img := vmtest.NewDisk(t, name+".img", 8<<30)
 	return vmtest.StartT(t, vmtest.Options{
@@ -153,7 +153,7 @@ func bootFailing(t *testing.T, m *failingMedia, name string) *vmtest.VM {
 		MemoryMiB: 2048,
 		Timeout:   20 * time.Minute,
 		ExtraArgs: []string{"-drive", "file=" + m.iso + ",media=cdrom,readonly=on,if=ide"},
-	})
+	}), img
 }
 
 // expectFailedInstall waits for the install's outcome, which must be
@@ -220,7 +220,7 @@ func TestFailingBootloader(t *testing.T) {
 	if err != nil || !strings.Contains(string(stc), marker) {
 		t.Fatalf("the variant's system %s does not carry the failing switch-to-configuration (%v)", m.toplevel, err)
 	}
-	vm := bootFailing(t, m, "failing-bootloader")
+	vm, _ := bootFailing(t, m, "failing-bootloader")
 	reason := expectFailedInstall(t, vm, m)
 	for _, want := range []string{m.toplevel + "/bin/switch-to-configuration boot", "exit status 1"} {
 		if !strings.Contains(reason, want) {
@@ -254,7 +254,7 @@ func TestFailingFstab(t *testing.T) {
 	if err != nil || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(dev)+` /data ext4 `).Match(fstab) {
 		t.Fatalf("the variant's system %s has no /data on %s in etc/fstab (%v):\n%s", m.toplevel, dev, err, fstab)
 	}
-	vm := bootFailing(t, m, "failing-fstab")
+	vm, img := bootFailing(t, m, "failing-fstab")
 	reason := expectFailedInstall(t, vm, m)
 	if !strings.Contains(reason, "boot check:") || !strings.Contains(reason, dev) {
 		t.Errorf("failure reason %q is not the boot check naming %s", reason, dev)
@@ -262,5 +262,10 @@ func TestFailingFstab(t *testing.T) {
 	// The boot loader step itself succeeded: the check is what caught it.
 	if !strings.Contains(vm.Console(), "[bootloader] done") {
 		t.Errorf("the bootloader step did not succeed before the boot check:\n%s", vm.Tail(40))
+	}
+	// Issue 11: the failure removed the way in the boot loader step wrote.
+	vm.Kill()
+	if got := checkBootPaths(t, "failing-fstab", img, m.toplevel); !strings.HasPrefix(got, "no fallback loader") {
+		t.Errorf("after the failed boot check the disk still has a way in: %s", got)
 	}
 }

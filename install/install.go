@@ -4,8 +4,9 @@
 //
 //	verify-key    prove the age key decrypts the host's sopsFile (in memory)
 //	luks-keys     provide the LUKS key files the layout names (policy below)
-//	partition     partition.Session.Apply: tables, LUKS, md, LVM, filesystems
-//	mount         mount the layout under Root (default /mnt)
+//	partition     partition.Session.Apply: tables, LUKS, md, LVM, filesystems;
+//	              then mount the layout under Root (default /mnt)
+//	mount         mount what is not yet mounted
 //	copy-flake    copy the flake (tracked files and .git) to Root/etc/nixos
 //	install-key   agekey.Install at the host's ageKeyFile (0600, parent 0700)
 //	build         nix build --store Root of nixosConfigurations.HOST.config.system.build.toplevel
@@ -22,6 +23,55 @@
 //	unmount       unmount Root and close the layout's LVM, LUKS and md devices
 //
 // Nothing is written to a disk before verify-key and luks-keys succeed.
+//
+// # Resume
+//
+// Each completed step is recorded on the target, in StateFile
+// (/var/lib/nixlos/install-state.json under Root, on the filesystem that
+// holds /var/lib, else /nix/var/nixlos/…; mode 0600, written atomically:
+// temporary file, fsync, rename, fsync of the directory) with the plan's
+// Hash (sha256 of the plan's JSON without the LUKS key sources and the
+// steps' texts). The partition step mounts the layout as soon as it is
+// made, so that its completion is recorded at once. Before partitioning,
+// Decide (Probe) opens the layout as after a reboot, mounts the state's
+// filesystem read-only and reads the state: an install of the same plan
+// that got past partition continues after its last completed step
+// (SetResume): verify-key, luks-keys, mount, boot-check, write-log and
+// unmount run again, partition becomes a reopen (md assembled, LUKS
+// opened, LVM activated, nothing formatted), the other completed steps are
+// skipped and the system store path comes from the state. Another plan,
+// no state, or a restart start over. A step run again must reach the same
+// end from whatever its interrupted run left: copy-flake replaces the
+// copy; a resumed closure copy or build first removes Root's Nix database,
+// since the interrupted one may have registered paths whose files a power
+// cut lost (Nix syncs its database, not the files), and Nix writes an
+// invalid path again. Every completed step is synced to the disks (sync)
+// before the state records it. write-log removes the state: a complete
+// install leaves none.
+//
+// # Boot paths: the invariant
+//
+// A failed or interrupted install never leaves a disk that boots a
+// half-installed system. The boot loader step is the last that writes the
+// system, so every way in it creates leads into a complete system; no
+// other way in may exist before it completes:
+//   - a fresh install wipes the boot code (first 440 bytes) of every target
+//     disk's MBR before partitioning — the new partition tables keep it,
+//     and an old GRUB's boot code would run whatever core image it finds;
+//     once the layout is mounted, the ways in below are removed as well
+//     (a boot filesystem the layout reformats has none);
+//   - a resume whose boot loader step had not completed removes, once the
+//     layout is mounted, every way in an interrupted boot loader step may
+//     have left (disarm): the MBR boot code of the target disks, the ESPs'
+//     fallback loaders (EFI/BOOT/BOOT*.EFI), systemd-boot's loader.conf and
+//     entries, and /boot/grub/grub.cfg; then the boot loader step installs
+//     them again;
+//   - a failure after the boot loader step started and before the boot
+//     check passed disarms the same way and drops the boot loader step from
+//     the state, so a resume installs it again.
+//
+// Only those files and the MBR boot code are touched: kept data volumes
+// and everything else on the disks stay as they are.
 //
 // # Installing the system
 //
@@ -208,6 +258,12 @@ type Plan struct {
 	Attribute string            `json:"attribute"` // the flake output built
 	// System is Options.System: a prebuilt system, copied instead of built.
 	System string `json:"system,omitempty"`
+	// Hash identifies the plan in the install state (computeHash).
+	Hash string `json:"planHash"`
+	// Resume, when set (SetResume), continues an interrupted install.
+	Resume *Resume `json:"resume,omitempty"`
+	// Decision is Decide's line: whether and where the install resumes.
+	Decision string `json:"resumeDecision,omitempty"`
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
@@ -348,6 +404,9 @@ func NewPlan(opt Options) (*Plan, error) {
 	p.add(StepBootCheck, p.bootCheckDetail(opt.Key != nil), "")
 	p.add(StepWriteLog, filepath.Join(root, TargetLog), "")
 	p.add(StepUnmount, "unmount "+root+" and close LVM, LUKS and md", "")
+	if p.Hash, err = p.computeHash(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -403,6 +462,9 @@ func (p *Plan) Write(w io.Writer) error {
 		fmt.Fprintf(w, " %s=%s", k, p.Disks[k])
 	}
 	fmt.Fprintln(w)
+	if p.Decision != "" {
+		fmt.Fprintln(w, p.Decision)
+	}
 	for i, s := range p.Steps {
 		if s.Skip != "" {
 			fmt.Fprintf(w, "%2d. %-13s skipped: %s\n", i+1, s.Name, s.Skip)

@@ -47,6 +47,12 @@ type runner struct {
 	sops    []byte
 	res     Result
 	out     io.Writer // the console and the log
+	console io.Writer // the console alone
+
+	state     *State // what is recorded on the target
+	statePath string // the state file under Root; "" when the layout keeps none
+	stateGone bool   // write-log removed it: the install is complete
+	bootWrite bool   // the bootloader step started in this run
 }
 
 // Run executes the plan. Progress lines ("[step] done in 1.2s") go to
@@ -89,12 +95,17 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 			return b, err
 		}
 	}
-	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: r.log, Password: pw}
+	r.console = console
+	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: &echoLines{w: r.log, console: console, prefix: "nixlos: ", as: "  partition: ", skip: "(continuing", redact: r.log.redact}, Password: pw}
 	defer r.removeKeyFiles()
+	r.initState()
 
 	fmt.Fprintf(r.log, "nixlos install: host %s, flake %s, root %s\n", p.Host, p.FlakeDir, p.Root)
 	steps := &progress.Steps{W: io.MultiWriter(console, r.log)}
 	r.out = steps.W
+	if l := p.ResumeLine(); l != "" {
+		fmt.Fprintln(r.log, l)
+	}
 	for _, s := range p.Steps {
 		if s.Skip != "" {
 			fmt.Fprintf(steps.W, "[%s] skipped: %s\n", s.Name, s.Skip)
@@ -108,7 +119,14 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 			r.cleanup()
 			return r.res, err
 		}
-		if err := steps.Run(s.Name, fn); err != nil {
+		name := s.Name
+		recorded := func() error { // on the target before the step's done line
+			if err := fn(); err != nil {
+				return err
+			}
+			return r.record(name)
+		}
+		if err := steps.Run(s.Name, recorded); err != nil {
 			fmt.Fprintf(r.log, "error: %v\n", err)
 			r.cleanup()
 			var bc *BootCheckError
@@ -130,11 +148,11 @@ func (r *runner) stepFunc(name string) func() error {
 	case StepLUKSKeys:
 		return r.luksKeys
 	case StepPartition:
-		return func() error { r.touched = true; return r.sess.Apply() }
+		return r.partition
 	case StepMount:
 		return func() error { r.mounted = true; return r.sess.Mount() }
 	case StepCopyFlake:
-		return func() error { return copyTree(r.p.FlakeDir, filepath.Join(r.p.Root, TargetFlake)) }
+		return r.copyFlake
 	case StepInstallKey:
 		return r.installKey
 	case StepBuild:
@@ -191,6 +209,18 @@ func (p *Plan) verifyKey(key *agekey.Key) ([]byte, agekey.Result, error) {
 }
 
 func (r *runner) luksKeys() error {
+	if err := r.writeLUKSKeys(); err != nil {
+		return err
+	}
+	if afterLUKS != nil {
+		afterLUKS()
+	}
+	return nil
+}
+
+// writeLUKSKeys provides the layout's LUKS key files (the policy of the
+// package doc); Run removes the ones it wrote when it ends.
+func (r *runner) writeLUKSKeys() error {
 	for _, k := range r.p.LUKSKeys {
 		var pass []byte
 		switch k.Source {
@@ -225,9 +255,6 @@ func (r *runner) luksKeys() error {
 		}
 		r.created = append(r.created, k.Path)
 		fmt.Fprintf(r.log, "luks %s: wrote %s (0600) from %s\n", k.Name, k.Path, sourceText(k))
-	}
-	if afterLUKS != nil {
-		afterLUKS()
 	}
 	return nil
 }
@@ -272,6 +299,9 @@ func (p *Plan) NixArgs(offline bool, store string) []string {
 }
 
 func (r *runner) build() error {
+	if err := r.invalidateStore(); err != nil {
+		return err
+	}
 	nix := r.opt.Nix
 	if nix == "" {
 		nix = "nix"
@@ -403,6 +433,9 @@ func (r *runner) profile() error {
 
 // copyClosure puts the prebuilt Options.System into Root's store.
 func (r *runner) copyClosure() error {
+	if err := r.invalidateStore(); err != nil {
+		return err
+	}
 	sys := r.p.System
 	if r.opt.CopySystem != nil {
 		if err := r.opt.CopySystem(r.ctx, r.p.Root, sys, r.log); err != nil {
@@ -507,6 +540,7 @@ func (r *runner) activate() error {
 // target, as nixos-install does, then leaves the target.
 func (r *runner) bootloader() error {
 	defer r.leave()
+	r.bootWrite = true
 	root, sys := r.p.Root, r.res.System
 	if !fileExistsIn(root, sys+"/kernel") {
 		r.res.Bootloader = "skipped: the system has no kernel (" + sys + "/kernel), so there is nothing to boot; the boot check will refuse it"
@@ -535,7 +569,7 @@ func (r *runner) bootloader() error {
 		return err
 	}
 	defer undo()
-	tail := &tailWriter{w: r.log}
+	tail := &tailWriter{w: &echoLines{w: r.log, console: r.console, as: "  bootloader: ", redact: r.log.redact}}
 	if err := r.target.run(r.ctx, r.enterEnv("NIXOS_INSTALL_BOOTLOADER=1"), tail, stc, "boot"); err != nil {
 		msg := fmt.Sprintf("%s boot: %v", stc, err)
 		if l := tail.Last(); l != "" {
@@ -673,6 +707,9 @@ func resolveIn(root, path string) (string, error) {
 }
 
 func (r *runner) writeLog() error {
+	if err := r.removeState(); err != nil {
+		return err
+	}
 	data, err := os.ReadFile(r.res.LogFile)
 	if err != nil {
 		return err
@@ -732,10 +769,20 @@ func (r *runner) closeDevices(devs map[string]string) error {
 	return nil
 }
 
-// cleanup undoes what it can after a failure.
+// cleanup undoes what it can after a failure. A failure once the boot
+// loader step started and before the boot check passed removes the ways in
+// (disarm) and the boot loader's completion from the state, so that the
+// disk boots nothing and a resume installs the boot loader again.
 func (r *runner) cleanup() {
 	r.leave()
 	r.removeKeyFiles()
+	if r.mounted && (r.bootWrite || r.state.Done(StepBootloader)) && !r.state.Done(StepBootCheck) {
+		if err := r.disarm(); err != nil {
+			fmt.Fprintf(r.log, "cleanup: %v\n", err)
+		}
+		fmt.Fprintln(r.out, "nixlos: the boot loader this install wrote was removed: the disk boots nothing until an install completes")
+		r.forget(StepBootloader)
+	}
 	devs := r.targetDevs()
 	if r.mounted {
 		r.mounted = false

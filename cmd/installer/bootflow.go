@@ -212,9 +212,12 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
 		return c.After, err
 	}
+	if p, err = b.resume(ctx, p, opt, c.Auto); err != nil {
+		return c.After, err
+	}
 	if !c.Auto {
 		p.Write(b.out)
-		if err := b.confirm(p); err != nil {
+		if err := b.confirmUnlessResume(p); err != nil {
 			return c.After, err
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // installCommand is the "install" subcommand, listed in main.go.
 var installCommand = cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall}
 
-const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios]
+const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios] [--restart]
 
 Installs a host of the manifest onto this machine's disks: proves the age key
 against the host's sops file, lays the disks out as disko would, copies the
@@ -36,7 +36,15 @@ against the host's sops file (exit 2 when it does not open it), then prints
 the plan of steps; it touches nothing. Before anything is written the pre-flight gate runs
 (see 'installer check'; --firmware checks for the firmware the disks will
 boot under when that is not this machine's). Without --yes the device name
-must be typed on a terminal.`
+must be typed on a terminal.
+
+An install records each completed step on the target
+(/var/lib/nixlos/install-state.json, with the plan's hash). Run again with
+the same plan after an interruption (power cut, failure), it continues after
+the last completed step without wiping: it reopens the layout (md, LUKS,
+LVM) and mounts it. --restart starts over instead (with the confirmation).
+--dry-run says which it would do. Nothing boots the disks until the boot
+loader step, the last to write; a failure after it removes what it wrote.`
 
 // embeddedKey is where the image carries the age key.
 const embeddedKey = "/" + imagepath.AgeKey
@@ -56,6 +64,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	noClosure := fs.Bool("no-closure", false, "build the system even when the media carry its closure")
 	server := fs.String("server", "", "nixlos.server URL whose /nix-cache may hold the closure")
 	logFile := fs.String("log", install.DefaultLogFile, "install log on this system while installing")
+	restart := fs.Bool("restart", false, "start over even when the disks hold an interrupted install of this plan")
 	firmware := fs.String("firmware", "", "uefi or bios: the firmware the disks will boot under, for the pre-flight gate (default: this machine's)")
 	fs.Var(&disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
 	pos, err := cli.Interspersed(fs, args)
@@ -100,6 +109,11 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		if vr.Recipient != "" {
 			fmt.Fprintf(stderr, "verify-key: age key %s opens %s (%s, %d values)\n", vr.Recipient, p.HostInfo.SopsFile, vr.Checked, vr.Values)
 		}
+		if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+			p.Decision = "resume: unknown (the target disks are in use: " + err.Error() + ")"
+		} else {
+			install.Decide(context.Background(), p, opt, *restart)
+		}
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
@@ -111,10 +125,11 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
 	}
+	fmt.Fprintln(stdout, install.Decide(context.Background(), p, opt, *restart))
 	if err := installGate(m, p, opt, *firmware, *server, stdout); err != nil {
 		return err
 	}
-	if !*yes {
+	if !*yes && p.Resume == nil {
 		if err := confirm(p.Layout, stdout); err != nil {
 			return err
 		}

@@ -57,7 +57,8 @@ func TestInstallDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"verify-key", "age key " + key.Recipient(), "partition", "disk-main-ESP", "/mnt/x/etc/nixos", "/mnt/x/var/lib/sops-nix/key.txt", "unmount"} {
+	// A disk file is no block device: whether a resume would happen is unknown.
+	for _, want := range []string{"verify-key", "age key " + key.Recipient(), "partition", "disk-main-ESP", "/mnt/x/etc/nixos", "/mnt/x/var/lib/sops-nix/key.txt", "unmount", "resume: unknown (the target disks are in use: disk main"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("dry run lacks %q:\n%s", want, out.String())
 		}
@@ -66,19 +67,22 @@ func TestInstallDryRun(t *testing.T) {
 		t.Error("dry run wrote to the disk")
 	}
 	out.Reset()
-	if err := run([]string{"install", "--manifest", manifest, "--host", "server", "--disk", disk, "--age-key", keyFile, "--dry-run", "--json"}, &out, &errOut); err != nil {
+	if err := run([]string{"install", "--manifest", manifest, "--host", "server", "--disk", disk, "--age-key", keyFile, "--dry-run", "--json", "--restart"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	var p struct {
-		Host  string `json:"host"`
-		Steps []struct{ Name string }
+		Host     string `json:"host"`
+		Steps    []struct{ Name string }
+		Hash     string `json:"planHash"`
+		Decision string `json:"resumeDecision"`
 	}
 	err = json.Unmarshal(out.Bytes(), &p)
 	names := map[string]bool{}
 	for _, st := range p.Steps {
 		names[st.Name] = true
 	}
-	if err != nil || p.Host != "server" || !names[install.StepPartition] || !names[install.StepBuild] || !names[install.StepUnmount] {
+	if err != nil || p.Host != "server" || !names[install.StepPartition] || !names[install.StepBuild] || !names[install.StepUnmount] ||
+		!strings.HasPrefix(p.Hash, "sha256:") || !strings.HasPrefix(p.Decision, "resume: unknown") {
 		t.Errorf("json plan: %+v %v\n%s", p, err, out.String())
 	}
 	if secretRe.MatchString(out.String()) {

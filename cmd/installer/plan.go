@@ -30,8 +30,10 @@ types and exact sectors, the commands apply would run, and the mount order.
 that device's size; a layout with one disk takes --disk DEV.
 --cmdline makes the boot flow's choices from that kernel command line (instead
 of /proc/cmdline) and adds them to the output as "choices" (with the model,
-serial and size of each chosen disk); --detect makes them on a recorded
-'installer detect --json' report instead of this machine's disks.`
+serial and size of each chosen disk) and, on this machine's disks, whether
+the boot flow would resume an interrupted install there ("resume"; it opens
+the layout and mounts its root read-only to look); --detect makes them on a
+recorded 'installer detect --json' report instead of this machine's disks.`
 
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
@@ -78,6 +80,9 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, cp.Choices.ConsoleLine())
 		for _, l := range cp.Choices.DiskLines() {
 			fmt.Fprintln(stdout, l)
+		}
+		if cp.Resume != "" {
+			fmt.Fprintln(stdout, cp.Resume)
 		}
 		return cp.WriteTree(stdout)
 	}

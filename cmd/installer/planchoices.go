@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
+	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -16,6 +19,9 @@ import (
 type choicePlan struct {
 	*partition.Plan
 	Choices bootcfg.Choices `json:"choices"`
+	// Resume says whether the boot flow would continue an interrupted
+	// install on these disks (install.Decide); only for this machine's disks.
+	Resume string `json:"resume,omitempty"`
 }
 
 // planCmdline makes the boot flow's choices from a kernel command line
@@ -24,7 +30,8 @@ type choicePlan struct {
 // plans on a virtual disk); otherwise this machine's disks are read
 // (read-only) to resolve nixlos.disk values, or, with --detect, the disks
 // of a recorded `installer detect --json` report (planned as empty disks of
-// their sizes). It never writes to a disk.
+// their sizes). It never writes to a disk (the resume probe on this
+// machine's disks mounts read-only).
 func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	if l.layout != "" || l.host != "" {
 		return nil, errs.Usagef("--cmdline chooses the host itself (fix: drop --layout/--host, put nixlos.host= on the command line)")
@@ -40,8 +47,9 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 	hosts := manifestHosts(m)
 	cc := c
 	var inv []hw.Disk
+	virtual := len(l.disks) > 0
 	switch {
-	case len(l.disks) > 0:
+	case virtual:
 		cc.Disk, cc.Disks, cc.Auto = "", nil, false
 	case l.detect != "":
 		rep, err := readReport(l.detect)
@@ -86,5 +94,33 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 			ch.Disks[k] = d.Device
 		}
 	}
-	return &choicePlan{Plan: p, Choices: ch}, nil
+	cp := &choicePlan{Plan: p, Choices: ch}
+	if l.detect == "" && !virtual {
+		cp.Resume = resumeDecision(m, ch)
+	}
+	return cp, nil
+}
+
+// resumeDecision is the boot flow's resume decision for the chosen host
+// and disks of this machine, as the boot flow would make it: same plan
+// (with the embedded age key), then install.Decide.
+func resumeDecision(m *flake.Manifest, ch bootcfg.Choices) string {
+	key, err := loadKey("")
+	if err != nil {
+		return "resume: unknown (" + err.Error() + ")"
+	}
+	var disks []string
+	for k, dev := range ch.Disks {
+		disks = append(disks, k+"="+dev)
+	}
+	sort.Strings(disks)
+	opt := install.Options{Host: ch.Host, Manifest: m, Disks: disks, Key: key}
+	p, err := install.NewPlan(opt)
+	if err != nil {
+		return "resume: unknown (" + err.Error() + ")"
+	}
+	if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+		return "resume: unknown (" + err.Error() + ")"
+	}
+	return install.Decide(context.Background(), p, opt, false)
 }
