@@ -83,7 +83,7 @@ func (s *Session) Open() error {
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {
-		case "mdadm":
+		case "mdadm", "mdadm-assemble":
 			md := mdByDevice(s.Plan, st.Target)
 			if md == nil || exists(md.Device) {
 				continue
@@ -95,8 +95,8 @@ func (s *Session) Open() error {
 				continue
 			}
 			err = s.luks(st.Argv[:len(st.Argv)-1]) // without --persistent, as disko's mount does
-		case "vgcreate":
-			err = s.run(nil, "vgchange", "-a", "y", st.Argv[1])
+		case "vgcreate", "vg-activate":
+			err = s.run(nil, "vgchange", "-a", "y", st.Target)
 		}
 		if err != nil {
 			return fmt.Errorf("open %s: %w", st.Target, err)
@@ -113,13 +113,13 @@ func (s *Session) Close() error {
 	for i := len(s.Plan.Steps) - 1; i >= 0; i-- {
 		st := s.Plan.Steps[i]
 		switch st.Op {
-		case "vgcreate":
-			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Argv[1]))
+		case "vgcreate", "vg-activate":
+			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Target))
 		case "luksOpen":
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				errs = append(errs, s.run(nil, "cryptsetup", "close", st.Argv[3]))
 			}
-		case "mdadm":
+		case "mdadm", "mdadm-assemble":
 			if exists(st.Target) {
 				errs = append(errs, s.run(nil, "mdadm", "--stop", st.Target))
 			}
