@@ -93,8 +93,8 @@ type Volume struct {
 
 // Plan is the keep plan of a layout against a disk state.
 type Plan struct {
-	Keep    []string           `json:"keep"` // the WHAT arguments
-	Volumes []*Volume          `json:"volumes"`
+	Keep    []string            `json:"keep"` // the WHAT arguments
+	Volumes []*Volume           `json:"volumes"`
 	Disks   map[string]DiskInfo `json:"disks"`
 	// Spec is what partition.Plan.WithKeep needs.
 	Spec *partition.Keep `json:"spec"`
