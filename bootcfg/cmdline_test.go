@@ -67,6 +67,11 @@ func TestParse(t *testing.T) {
 		{name: "pxe token", in: "nixlos.server=http://10.99.0.1:8080 nixlos.token=0123456789abcdef0123456789abcdef",
 			want: def(Cmdline{Server: "http://10.99.0.1:8080", Token: "0123456789abcdef0123456789abcdef"})},
 		{name: "bad token", in: "nixlos.token=xyz", errs: []string{"nixlos.token"}},
+		{name: "keep", in: "nixlos.keep=/home,pool/data,/home", want: def(Cmdline{Keep: []string{"/home", "pool/data"}})},
+		{name: "keep all-data", in: "nixlos.keep=all-data", want: def(Cmdline{Keep: []string{"all-data"}})},
+		{name: "keep empty name", in: "nixlos.keep=/home,", errs: []string{"nixlos.keep"}},
+		{name: "keep no value", in: "nixlos.keep", errs: []string{"nixlos.keep"}},
+		{name: "keep space", in: `nixlos.keep="/my home"`, errs: []string{"nixlos.keep"}},
 		{name: "ip off", in: "ip=off", want: def(Cmdline{Net: netconf.Config{Mode: netconf.ModeOff}})},
 		{name: "bare auto", in: "nixlos.auto", want: def(Cmdline{Auto: true})},
 		{name: "auto=0", in: "nixlos.auto=0", want: def(Cmdline{})},
@@ -141,7 +146,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff console=ttyS0",
 		`"nixlos.host=a b" x="y z"`, "nixlos.disk.main=/dev/disk/by-id/virtio-x ip=dhcp",
-		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
+		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.keep=/home,pool/data nixlos.keep=all-data", "nixlos.keep=,", `nixlos.keep="/a b"`, "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
 		"nixlos.disk.main=match:size>=100G,bus=nvme nixlos.disk.data=match:TYPE=hdd|ssd,model=WDC_*", `nixlos.disk="match:serial=a b"`, `"nixlos.disk.a b=/dev/vda"`,
 	} {
 		f.Add(s)
@@ -196,6 +201,17 @@ func FuzzParse(f *testing.F) {
 			}
 		default:
 			t.Fatalf("Parse(%q): net mode %q", s, c.Net.Mode)
+		}
+		for _, w := range c.Keep {
+			if w == "" || strings.ContainsAny(w, " \t\",") {
+				t.Fatalf("Parse(%q): keep %q accepted", s, c.Keep)
+			}
+		}
+		if len(c.Keep) > 0 {
+			again, err := Parse(Render(Cmdline{Keep: c.Keep}))
+			if err != nil || !reflect.DeepEqual(again.Keep, c.Keep) {
+				t.Fatalf("Parse(%q): keep %q renders to %q, parsed as %q (%v)", s, c.Keep, Render(Cmdline{Keep: c.Keep}), again.Keep, err)
+			}
 		}
 		if strings.ContainsAny(c.Host, " \t\"/") {
 			t.Fatalf("Parse(%q): host %q accepted", s, c.Host)
