@@ -99,6 +99,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -161,6 +162,11 @@ type Options struct {
 	// (root/nix/store), writing its progress to log. Nil with System set:
 	// the closure must already be in root's store.
 	CopySystem func(ctx context.Context, root, storePath string, log io.Writer) error
+	// Keep names volumes a reinstall keeps (--keep, nixlos.keep; package
+	// keep): they and what they sit on are opened, never written.
+	Keep []string
+	// KeepProbe reads the disks' state for Keep (nil: keep.Probe).
+	KeepProbe func(*partition.Plan, func(string) string) (*keep.State, error)
 }
 
 // Step is one named step of a Plan.
@@ -204,6 +210,8 @@ type Plan struct {
 	Attribute string            `json:"attribute"` // the flake output built
 	// System is Options.System: a prebuilt system, copied instead of built.
 	System string `json:"system,omitempty"`
+
+	keep *keepInputs // set when volumes are kept
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
@@ -247,8 +255,12 @@ func NewPlan(opt Options) (*Plan, error) {
 	if err != nil {
 		return nil, cli.BadInput("host "+opt.Host, "use a bigger disk or smaller partitions", "%v", err)
 	}
+	lp, ki, err := planKeep(d, lp, opt)
+	if err != nil {
+		return nil, err
+	}
 	p := &Plan{
-		Host: opt.Host, HostInfo: host, FlakeDir: flakeDir, Root: root, Layout: lp,
+		Host: opt.Host, HostInfo: host, FlakeDir: flakeDir, Root: root, Layout: lp, keep: ki,
 		Disks:     map[string]string{},
 		Attribute: "nixosConfigurations." + nixAttr(opt.Host) + ".config.system.build.toplevel",
 	}
@@ -315,7 +327,11 @@ func NewPlan(opt Options) (*Plan, error) {
 	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		devs = append(devs, k+"="+p.Disks[k])
 	}
-	p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
+	if lp.Keep != nil {
+		p.add(StepPartition, fmt.Sprintf("keep %s, open them and wipe the rest of %s (%d steps)", strings.Join(lp.Keep.What, ", "), strings.Join(devs, " "), len(lp.Steps)), "")
+	} else {
+		p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
+	}
 	p.add(StepMount, fmt.Sprintf("mount %s under %s", strings.Join(lp.MountOrder, " "), root), "")
 	p.add(StepCopyFlake, fmt.Sprintf("copy %s to %s", flakeDir, filepath.Join(root, TargetFlake)), "")
 	if opt.Key != nil {

@@ -130,7 +130,13 @@ func (r *runner) stepFunc(name string) func() error {
 	case StepLUKSKeys:
 		return r.luksKeys
 	case StepPartition:
-		return func() error { r.touched = true; return r.sess.Apply() }
+		return func() error {
+			if err := r.verifyKept(); err != nil {
+				return err
+			}
+			r.touched = true
+			return r.sess.Apply()
+		}
 	case StepMount:
 		return func() error { r.mounted = true; return r.sess.Mount() }
 	case StepCopyFlake:

@@ -122,17 +122,6 @@ func (p *Plan) Verified() bool {
 	return true
 }
 
-// Wiped lists the volumes that will be wiped, for the confirmation.
-func (p *Plan) Wiped() []string {
-	var out []string
-	for _, v := range p.Volumes {
-		if v.Action == ActWipe && v.Kind != "lvm_pv" && v.Kind != "mdraid" {
-			out = append(out, v.label())
-		}
-	}
-	return out
-}
-
 func (v *Volume) label() string {
 	s := v.Kind + " " + v.Name
 	if v.Mountpoint != "" {

@@ -57,7 +57,25 @@ func NewPlan(d *partition.Devices, p *partition.Plan, st *State, what []string) 
 		return nil, err
 	}
 	kp.Spec = g.spec(st, kept)
+	kp.Spec.What = what
+	for _, v := range g.vols {
+		kp.Spec.Volumes = append(kp.Spec.Volumes, partition.KeepVolume{Kind: v.Kind, Name: v.Name, Device: v.Device,
+			Mountpoint: v.Mountpoint, Action: string(v.Action), Found: v.Found})
+	}
+	for _, k := range sortedKeysOf(st.Disks) {
+		di := st.Disks[k]
+		kp.Spec.Disks = append(kp.Spec.Disks, partition.KeepDisk{Key: k, Device: di.Device, Model: di.Model, Serial: di.Serial, SizeBytes: di.SizeBytes})
+	}
 	return kp, nil
+}
+
+func sortedKeysOf[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // match finds the nodes a WHAT names.

@@ -14,6 +14,12 @@ import (
 // opened, never written; the rest of the layout is recreated as disko
 // would.
 type Keep struct {
+	// What are the volume names asked for (--keep, nixlos.keep).
+	What []string `json:"what"`
+	// Volumes are every volume of the layout with its action, for people.
+	Volumes []KeepVolume `json:"volumes"`
+	// Disks are the target disks as found (model, serial, size).
+	Disks []KeepDisk `json:"targetDisks"`
 	// Devices are the disko paths of kept disks (their tables are left as
 	// they are), partitions, LUKS devices (the device under the header),
 	// md arrays, LVM PVs and LVs, filesystems and swap devices.
@@ -32,6 +38,66 @@ type Keep struct {
 	// RemoveSubvolumes maps a kept btrfs device to existing subvolumes that
 	// are not kept: deleted just before they are created again.
 	RemoveSubvolumes map[string][]string `json:"removeSubvolumes,omitempty"`
+}
+
+// KeepVolume is one volume of the layout and what a reinstall does with it.
+type KeepVolume struct {
+	Kind       string `json:"kind"` // disk, partition, luks, mdadm, mdraid, lvm_pv, lvm_vg, lvm_lv, filesystem, btrfs, subvolume, swap
+	Name       string `json:"name"`
+	Device     string `json:"device"`
+	Mountpoint string `json:"mountpoint,omitempty"`
+	Action     string `json:"action"`          // keep, wipe or create
+	Found      string `json:"found,omitempty"` // what is on the disk now
+}
+
+// KeepDisk is a target disk as found on the machine.
+type KeepDisk struct {
+	Key       string `json:"key"`
+	Device    string `json:"device"`
+	Model     string `json:"model,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	SizeBytes uint64 `json:"sizeBytes"`
+}
+
+// Wiped lists the volumes a reinstall wipes, for the confirmation.
+func (k *Keep) Wiped() []string {
+	var out []string
+	for _, v := range k.Volumes {
+		if v.Action == "wipe" && v.Kind != "lvm_pv" && v.Kind != "mdraid" && v.Kind != "lvm_vg" {
+			out = append(out, v.label())
+		}
+	}
+	return out
+}
+
+func (v KeepVolume) label() string {
+	s := v.Kind + " " + v.Name
+	if v.Mountpoint != "" {
+		s += " (" + v.Mountpoint + ")"
+	}
+	return s
+}
+
+// write writes the keep/wipe/create list with the disks found.
+func (k *Keep) write(b *strings.Builder) {
+	fmt.Fprintf(b, "reinstall keeping %s:\n", strings.Join(k.What, ", "))
+	for _, d := range k.Disks {
+		fmt.Fprintf(b, "  disk %s: %s", d.Key, d.Device)
+		if d.Model != "" {
+			fmt.Fprintf(b, ", model %s", d.Model)
+		}
+		if d.Serial != "" {
+			fmt.Fprintf(b, ", serial %s", d.Serial)
+		}
+		fmt.Fprintf(b, ", %s\n", FormatSize(d.SizeBytes))
+	}
+	for _, v := range k.Volumes {
+		fmt.Fprintf(b, "  %-6s %s", v.Action, v.label())
+		if v.Found != "" {
+			fmt.Fprintf(b, " — found %s", v.Found)
+		}
+		b.WriteString("\n")
+	}
 }
 
 // Kept reports whether a disko device path is kept.
@@ -251,4 +317,30 @@ func (s *Session) deleteSubvolume(path string) error {
 		}
 	}
 	return s.run(nil, "btrfs", "subvolume", "delete", path)
+}
+
+// OpenKept opens the kept chain of a plan from WithKeep — kept LUKS
+// containers, md arrays and volume groups — so that what is behind them
+// can be checked before anything is written. It writes nothing.
+func (s *Session) OpenKept() error {
+	s.init()
+	if s.Plan.Keep == nil {
+		return nil
+	}
+	s.loadModules()
+	for _, st := range s.Plan.Steps {
+		var err error
+		switch st.Op {
+		case "luksOpen":
+			if s.Plan.Keep.Kept(st.Target) && !exists("/dev/mapper/"+st.Argv[3]) {
+				err = s.luks(st.Argv[:len(st.Argv)-1]) // without --persistent
+			}
+		case "mdadm-assemble", "vg-activate":
+			err = s.step(st)
+		}
+		if err != nil {
+			return fmt.Errorf("open kept %s: %w", st.Target, err)
+		}
+	}
+	return nil
 }

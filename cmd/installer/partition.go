@@ -117,7 +117,12 @@ func confirm(plan *partition.Plan, stdout io.Writer) error {
 	r := bufio.NewReader(stdin)
 	for _, k := range sortedDiskKeys(plan) {
 		d := plan.Disks[k]
-		fmt.Fprintf(stdout, "All data on %s (disk %s, %s) will be erased.\nType %s to continue: ", d.Device, k, partition.FormatSize(d.SizeBytes), d.Device)
+		if plan.Keep != nil {
+			fmt.Fprintf(stdout, "On %s (disk %s, %s) %s will be kept; these will be erased:\n  %s\nType %s to continue: ",
+				d.Device, k, partition.FormatSize(d.SizeBytes), strings.Join(plan.Keep.What, ", "), strings.Join(plan.Keep.Wiped(), "\n  "), d.Device)
+		} else {
+			fmt.Fprintf(stdout, "All data on %s (disk %s, %s) will be erased.\nType %s to continue: ", d.Device, k, partition.FormatSize(d.SizeBytes), d.Device)
+		}
 		line, err := r.ReadString('\n')
 		if err != nil && line == "" {
 			return cli.BadInput("confirmation", "type the device name", "no answer: %v", err)
