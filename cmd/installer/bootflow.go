@@ -450,7 +450,8 @@ func firstCandidate(disks []hw.Disk) string {
 func (b *boot) confirm(p *install.Plan) error {
 	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		dev := p.Disks[k]
-		if kp := p.Layout.Keep; kp != nil {
+		if p.Layout != nil && p.Layout.Keep != nil {
+			kp := p.Layout.Keep
 			fmt.Fprintf(b.out, "On %s (disk %s) %s will be kept; erased: %s. Type %s to install %s: ", dev, k, strings.Join(kp.What, ", "), strings.Join(kp.Wiped(), ", "), filepath.Base(dev), p.Host)
 		} else {
 			fmt.Fprintf(b.out, "All data on %s (disk %s) will be erased. Type %s to install %s: ", dev, k, filepath.Base(dev), p.Host)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/internal/cli"
+	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -20,7 +21,7 @@ func init() {
 // defaultManifest is where the image carries the manifest.
 const defaultManifest = "/etc/nixlos/manifest.json"
 
-const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
+const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--keep WHAT]... [--state FILE] [--json]
        installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--detect FILE] [--json]
 
 Plans a disko layout without touching any disk: partition numbers, names,
@@ -30,7 +31,12 @@ that device's size; a layout with one disk takes --disk DEV.
 --cmdline makes the boot flow's choices from that kernel command line (instead
 of /proc/cmdline) and adds them to the output as "choices" (with the model,
 serial and size of each chosen disk); --detect makes them on a recorded
-'installer detect --json' report instead of this machine's disks.`
+'installer detect --json' report instead of this machine's disks.
+--keep WHAT (or nixlos.keep in --cmdline) plans a reinstall keeping that
+volume: each volume is marked keep, wipe or create against the disks (read
+only; --state FILE compares with a recorded state instead), listed with each
+disk's model, serial and size; a kept volume that is missing, of another
+type or would move is refused (exit 2).`
 
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
@@ -46,6 +52,8 @@ type layoutFlags struct {
 	layout, host, manifest, root string
 	detect                       string // --cmdline: choose on this recorded detect report
 	disks                        diskArgs
+	keep                         diskArgs // --keep: volumes a reinstall keeps
+	state                        string   // --state: recorded disk state for --keep
 }
 
 func runPlan(args []string, stdout, stderr io.Writer) error {
@@ -59,6 +67,8 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	cmdline := fs.String("cmdline", "", "choose host and disks as the boot flow would from this kernel command line")
 	fs.StringVar(&lf.detect, "detect", "", "with --cmdline: choose disks on this recorded 'installer detect --json' report instead of this machine")
 	fs.Var(&lf.disks, "disk", "KEY=DEV or KEY=SIZE (repeatable); DEV or SIZE alone for a one-disk layout")
+	fs.Var(&lf.keep, "keep", "plan a reinstall keeping this volume (mountpoint, disko name, vg/lv or all-data; repeatable or comma list)")
+	fs.StringVar(&lf.state, "state", "", "with --keep: compare with this recorded disk state (keep.State JSON) instead of the disks")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -145,7 +155,38 @@ func (l *layoutFlags) plan() (*partition.Plan, error) {
 	if err != nil {
 		return nil, cli.BadInput(input, "use a bigger disk or smaller partitions", "%v", err)
 	}
-	return p, nil
+	return l.withKeep(d, p)
+}
+
+// withKeep plans the --keep volumes against the disks (or --state) and
+// returns the plan that keeps them; refusals are bad input (exit 2).
+func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partition.Plan, error) {
+	what := keep.ParseWhat(l.keep)
+	if len(what) == 0 {
+		return p, nil
+	}
+	var st *keep.State
+	var err error
+	if l.state != "" {
+		data, rerr := os.ReadFile(l.state)
+		if rerr == nil {
+			rerr = json.Unmarshal(data, &st)
+		}
+		if rerr != nil || st == nil {
+			return nil, cli.BadInput(l.state, "give a keep.State JSON file", "cannot read disk state: %v", rerr)
+		}
+	} else if st, err = keep.Probe(p, (&partition.Session{Plan: p}).Resolve); err != nil {
+		return nil, fmt.Errorf("read the disks: %w", err)
+	}
+	kp, err := keep.NewPlan(d, p, st, what)
+	if err != nil {
+		var re *keep.RefuseError
+		if errors.As(err, &re) {
+			return nil, cli.BadInput("keep "+strings.Join(what, ","), re.Fix, "%s: %s (found: %s); nothing was touched", re.Volume, re.Reason, re.Found)
+		}
+		return nil, cli.BadInput("keep "+strings.Join(what, ","), "name volumes of the layout", "%v", err)
+	}
+	return p.WithKeep(kp.Spec), nil
 }
 
 // manifestFile is the part of the nixlos manifest the planner needs.
