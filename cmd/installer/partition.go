@@ -20,14 +20,17 @@ func init() {
 	commands = append(commands, cli.Command{Name: "partition", Summary: "wipe, partition, format and mount the disks as the layout says", Run: runPartition})
 }
 
-const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount]
+const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount] [--keep WHAT]...
 
 Lays the disks out exactly as disko would (partition tables, LUKS, LVM, md,
 filesystems, btrfs subvolumes) and mounts them under --mount. Every disk is
 checked first: a device that is mounted, holds the running system, backs
 swap/md/dm in use, is the boot medium or is too small is refused. Without
 --yes the device name must be typed on a terminal. --open mounts an existing
-layout (assembling md, opening LUKS, activating LVM); --unmount undoes that.`
+layout (assembling md, opening LUKS, activating LVM); --unmount undoes that.
+--keep WHAT lays the disks out again keeping that volume and everything it
+sits on (opened, never formatted); it refuses (exit 2, nothing touched) when
+the volume is missing, of another type or would move.`
 
 // stdin is the terminal the confirmation is read from (tests replace it).
 var stdin = os.Stdin
@@ -44,6 +47,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
 	fs.StringVar(&lf.root, "mount", "/mnt", "mount the result under this root")
 	fs.Var(&lf.disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
+	fs.Var(&lf.keep, "keep", "keep this volume and what it sits on (mountpoint, disko name, vg/lv or all-data; repeatable or comma list)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -85,6 +89,9 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 		if err := confirm(plan, stdout); err != nil {
 			return err
 		}
+	}
+	if err := lf.verifyKept(s); err != nil {
+		return err
 	}
 	if err := s.Apply(); err != nil {
 		return unsafeInput(err)

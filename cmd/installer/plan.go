@@ -54,6 +54,8 @@ type layoutFlags struct {
 	disks                        diskArgs
 	keep                         diskArgs // --keep: volumes a reinstall keeps
 	state                        string   // --state: recorded disk state for --keep
+	keepDevices                  *partition.Devices
+	keepFull                     *partition.Plan // the plan before WithKeep
 }
 
 func runPlan(args []string, stdout, stderr io.Writer) error {
@@ -165,6 +167,17 @@ func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partit
 	if len(what) == 0 {
 		return p, nil
 	}
+	l.keepDevices, l.keepFull = d, p
+	kp, err := l.keepPlan((&partition.Session{Plan: p}).Resolve)
+	if err != nil {
+		return nil, err
+	}
+	return p.WithKeep(kp.Spec), nil
+}
+
+// keepPlan reads the disk state (or --state) and plans the keep.
+func (l *layoutFlags) keepPlan(resolve func(string) string) (*keep.Plan, error) {
+	what := keep.ParseWhat(l.keep)
 	var st *keep.State
 	var err error
 	if l.state != "" {
@@ -175,10 +188,10 @@ func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partit
 		if rerr != nil || st == nil {
 			return nil, cli.BadInput(l.state, "give a keep.State JSON file", "cannot read disk state: %v", rerr)
 		}
-	} else if st, err = keep.Probe(p, (&partition.Session{Plan: p}).Resolve); err != nil {
+	} else if st, err = keep.Probe(l.keepFull, resolve); err != nil {
 		return nil, fmt.Errorf("read the disks: %w", err)
 	}
-	kp, err := keep.NewPlan(d, p, st, what)
+	kp, err := keep.NewPlan(l.keepDevices, l.keepFull, st, what)
 	if err != nil {
 		var re *keep.RefuseError
 		if errors.As(err, &re) {
@@ -186,7 +199,27 @@ func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partit
 		}
 		return nil, cli.BadInput("keep "+strings.Join(what, ","), "name volumes of the layout", "%v", err)
 	}
-	return p.WithKeep(kp.Spec), nil
+	return kp, nil
+}
+
+// verifyKept opens the kept chain (LUKS, md, LVM) and checks what is
+// behind it before anything is written; a refusal closes it again.
+func (l *layoutFlags) verifyKept(s *partition.Session) error {
+	if l.keepFull == nil || l.state != "" {
+		return nil
+	}
+	if err := s.OpenKept(); err != nil {
+		s.Close()
+		return cli.BadInput("keep "+strings.Join(keep.ParseWhat(l.keep), ","), "check the key of the kept LUKS containers", "%v; nothing was touched", err)
+	}
+	kp, err := l.keepPlan(s.Resolve)
+	if err == nil && !kp.Verified() {
+		err = cli.BadInput("keep "+strings.Join(keep.ParseWhat(l.keep), ","), "open the kept containers by hand and look at them", "the kept volumes could not be seen after opening their containers; nothing was touched")
+	}
+	if err != nil {
+		s.Close()
+	}
+	return err
 }
 
 // manifestFile is the part of the nixlos manifest the planner needs.
