@@ -94,7 +94,7 @@ func (s *Session) Open() error {
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				continue
 			}
-			err = s.luks(st.Argv[:len(st.Argv)-1]) // without --persistent, as disko's mount does
+			err = s.luks(withoutPersistent(st.Argv)) // as disko's mount does
 		case "vgcreate", "vg-activate":
 			err = s.run(nil, "vgchange", "-a", "y", st.Target)
 		}
@@ -162,4 +162,13 @@ func (s *Session) Mount() error {
 func (s *Session) Unmount() error {
 	s.init()
 	return (&Mounter{Root: s.Root, Resolve: s.Resolve}).Unmount(s.Plan)
+}
+
+// withoutPersistent drops a trailing --persistent (which writes the LUKS2
+// header's flags) from a cryptsetup open argv.
+func withoutPersistent(argv []string) []string {
+	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
+		return argv[:n-1:n-1]
+	}
+	return argv
 }

@@ -147,6 +147,12 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 				continue
 			}
 			emit(Step{Op: "mdadm-assemble", Target: st.Target, Detail: "kept array", Argv: append([]string{"mdadm", "--assemble", md.Device}, md.Members...)})
+		case "luksOpen":
+			if k.Kept(st.Target) {
+				st.Argv = withoutPersistent(st.Argv) // --persistent writes the kept header
+				st.Detail += " (kept, opened)"
+			}
+			emit(st)
 		case "zap", "mkfs", "mkswap", "luksFormat", "luksAddKey", "pvcreate":
 			if !k.Kept(st.Target) && !k.Kept(dev) {
 				emit(st)
@@ -264,6 +270,10 @@ func (p *Plan) Writes() [][]string {
 			}
 		case "vgcreate":
 			out[i] = append([]string{"vg:" + st.Target}, st.Argv[2:]...)
+		case "luksOpen":
+			if len(withoutPersistent(st.Argv)) < len(st.Argv) {
+				out[i] = []string{st.Target} // --persistent writes the header's flags
+			}
 		case "mount-temp":
 			subvol = ""
 		case "subvolume", "subvolume-delete":
@@ -333,7 +343,7 @@ func (s *Session) OpenKept() error {
 		switch st.Op {
 		case "luksOpen":
 			if s.Plan.Keep.Kept(st.Target) && !exists("/dev/mapper/"+st.Argv[3]) {
-				err = s.luks(st.Argv[:len(st.Argv)-1]) // without --persistent
+				err = s.luks(withoutPersistent(st.Argv))
 			}
 		case "mdadm-assemble", "vg-activate":
 			err = s.step(st)
