@@ -168,7 +168,7 @@ func (s *Session) Unmount() error {
 // header's flags) from a cryptsetup open argv.
 func withoutPersistent(argv []string) []string {
 	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
-		return argv[:n-1:n-1]
+		return argv[: n-1 : n-1]
 	}
 	return argv
 }
