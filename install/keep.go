@@ -55,8 +55,9 @@ func (ki *keepInputs) plan(resolve func(string) string) (*keep.Plan, error) {
 }
 
 // verifyKept opens the kept chain (LUKS with the key from the luks-keys
-// step) and checks what is behind it before the partition step writes
-// anything; on a refusal it closes what it opened.
+// step), checks what is behind it before the partition step writes
+// anything, and plans the steps again with what it found there (the LVs
+// and subvolumes to remove); on a refusal it closes what it opened.
 func (r *runner) verifyKept() error {
 	ki := r.p.keep
 	if ki == nil {
@@ -74,6 +75,10 @@ func (r *runner) verifyKept() error {
 		r.sess.Close()
 		return err
 	}
+	// what is behind the opened chain (existing LVs, subvolumes) is known
+	// now: the steps come from this plan
+	r.p.Layout = ki.full.WithKeep(kp.Spec)
+	r.sess.Plan = r.p.Layout
 	fmt.Fprintf(r.log, "nixlos: kept volumes verified: %s\n", strings.Join(ki.what, ", "))
 	return nil
 }

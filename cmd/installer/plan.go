@@ -202,8 +202,9 @@ func (l *layoutFlags) keepPlan(resolve func(string) string) (*keep.Plan, error) 
 	return kp, nil
 }
 
-// verifyKept opens the kept chain (LUKS, md, LVM) and checks what is
-// behind it before anything is written; a refusal closes it again.
+// verifyKept opens the kept chain (LUKS, md, LVM), checks what is behind
+// it before anything is written and plans the steps again with what it
+// found; a refusal closes it again.
 func (l *layoutFlags) verifyKept(s *partition.Session) error {
 	if l.keepFull == nil || l.state != "" {
 		return nil
@@ -218,8 +219,10 @@ func (l *layoutFlags) verifyKept(s *partition.Session) error {
 	}
 	if err != nil {
 		s.Close()
+		return err
 	}
-	return err
+	s.Plan = l.keepFull.WithKeep(kp.Spec) // with what was behind the chain (LVs, subvolumes to remove)
+	return nil
 }
 
 // manifestFile is the part of the nixlos manifest the planner needs.
