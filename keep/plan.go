@@ -325,6 +325,9 @@ func (g *graph) found(v *Volume, st *State) string {
 		if size, ok := st.LVs[v.Name]; ok {
 			return "LV " + partition.FormatSize(size)
 		}
+		if vg, _, _ := strings.Cut(v.Name, "/"); st.Hidden["vg:"+vg] {
+			return "unknown (not open)"
+		}
 		return ""
 	case "lvm_vg":
 		for lv := range st.LVs {
@@ -336,6 +339,9 @@ func (g *graph) found(v *Volume, st *State) string {
 	case "subvolume":
 		if containsSubvol(st.Subvolumes[v.Device], v.Name) {
 			return "subvolume"
+		}
+		if st.Hidden[v.Device] {
+			return "unknown (not open)"
 		}
 		return ""
 	}
