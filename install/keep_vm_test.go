@@ -33,9 +33,10 @@ func TestLaptopKeepHome(t *testing.T) {
 	// (2) blank disk: refused, nothing written
 	before := vmtest.FileSHA256(t, img)
 	vm := boot(t, uefi, e.initrd, "laptop-keep-blank", cmdline+" nixlos.keep=/home", vmtest.Disk{Path: img})
-	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*|complete)`), 5*time.Minute); err != nil {
+	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*\r?\n|complete)`), 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	vm.Expect(context.Background(), "starting a shell", 30*time.Second)
 	vm.Kill()
 	if !regexp.MustCompile(`nixlos: install failed: [^\r\n]*keep /home[^\r\n]*missing[^\r\n]*fix`).MatchString(vm.Console()) {
 		t.Errorf("keep on a blank disk was not refused naming /home, what is missing and the fix:\n%s", vm.Tail(20))
