@@ -53,7 +53,8 @@ func TestLaptopKeepHome(t *testing.T) {
 		Script: laptopOpen + `busybox dd if=/dev/urandom of=/t/home/data.bin bs=1M count=4 2>/dev/null
 mkdir -p /t/home/alice && echo "hello from before the reinstall" > /t/home/alice/note.txt
 echo old-root > /t/marker
-(cd /t/home && busybox find . -type f | busybox sort | busybox xargs busybox sha256sum > /t/home/SHA256SUMS)
+(cd /t/home && busybox find . -type f | busybox sort | busybox xargs busybox sha256sum > /tmp/sums)
+busybox mv /tmp/sums /t/home/SHA256SUMS
 echo "sums=$(busybox sha256sum /t/home/SHA256SUMS | busybox cut -d' ' -f1)"
 umount /t/home /t
 `})
