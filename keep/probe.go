@@ -47,7 +47,7 @@ func Probe(p *partition.Plan, resolve func(string) string) (*State, error) {
 		st.Disks[k] = info
 	}
 	for _, m := range p.Mdadm {
-		if d := lookup(m.Device); d != nil {
+		if d := lookup(m.Device); d != nil && partition.MDRunning(resolve(m.Device)) {
 			st.Tables[m.Device] = table(d)
 		} else {
 			st.Hidden[m.Device] = true
@@ -59,7 +59,7 @@ func Probe(p *partition.Plan, resolve func(string) string) (*State, error) {
 		if node == dev && strings.HasPrefix(dev, "/dev/disk/") {
 			continue // a partition link that did not resolve through its disk: not this plan's
 		}
-		if _, ok := rdev(node); !ok {
+		if _, ok := rdev(node); !ok || (hiddenPath(p, dev) && !running(node)) {
 			if hiddenPath(p, dev) {
 				st.Hidden[dev] = true
 			}
@@ -131,7 +131,7 @@ func hiddenPath(p *partition.Plan, dev string) bool {
 	}
 	for _, m := range p.Mdadm {
 		if dev == m.Device || strings.Contains(dev, "md-name-any:"+m.Name+"-part") {
-			return !exists(m.Device)
+			return !partition.MDRunning(m.Device)
 		}
 	}
 	for vg := range p.LVMVG {
@@ -140,6 +140,13 @@ func hiddenPath(p *partition.Plan, dev string) bool {
 		}
 	}
 	return false
+}
+
+// running reports whether a device node has a size (a stopped md array's
+// node stays behind with size 0).
+func running(node string) bool {
+	size, err := partition.DeviceSize(node)
+	return err == nil && size > 0
 }
 
 func anyHidden(st *State, devs []string) bool {

@@ -142,7 +142,7 @@ func (s *Session) step(st Step) error {
 	case "mdadm":
 		return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...)
 	case "mdadm-assemble":
-		if exists(st.Target) {
+		if MDRunning(st.Target) {
 			return nil
 		}
 		return s.run(nil, s.resolveArgv(st.Argv)...)

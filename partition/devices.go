@@ -85,7 +85,7 @@ func (s *Session) Open() error {
 		switch st.Op {
 		case "mdadm", "mdadm-assemble":
 			md := mdByDevice(s.Plan, st.Target)
-			if md == nil || exists(md.Device) {
+			if md == nil || MDRunning(md.Device) {
 				continue
 			}
 			argv := []string{"mdadm", "--assemble", md.Device}
@@ -171,4 +171,12 @@ func withoutPersistent(argv []string) []string {
 		return argv[: n-1 : n-1]
 	}
 	return argv
+}
+
+// MDRunning reports whether an md array's device is there and running:
+// without udev, /dev/md/NAME and its node stay behind when the array is
+// stopped, with size 0.
+func MDRunning(path string) bool {
+	size, err := DeviceSize(path)
+	return err == nil && size > 0
 }
