@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,6 +48,7 @@ type Cmdline struct {
 	Server   string            `json:"server,omitempty"`   // nixlos.server URL
 	Token    string            `json:"-"`                  // nixlos.token: one-time key token from the PXE server (not printed)
 	Discover bool              `json:"discover,omitempty"` // nixlos.discover=1: an unknown machine reports its hardware to nixlos.server and waits to be enrolled
+	Keep     []string          `json:"keep,omitempty"`     // nixlos.keep=WHAT[,WHAT]: volumes a reinstall keeps (package keep)
 	After    After             `json:"after"`              // nixlos.after, default reboot
 	Net      netconf.Config    `json:"net"`                // ip=, default DHCP on every wired link
 	Consoles []string          `json:"consoles,omitempty"`
@@ -61,7 +63,7 @@ type Param struct {
 }
 
 // The known nixlos parameters, for messages and suggestions.
-var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.token", "nixlos.after", "nixlos.discover"}
+var known = []string{"nixlos.host", "nixlos.disk", "nixlos.disk.<disk>", "nixlos.auto", "nixlos.server", "nixlos.token", "nixlos.after", "nixlos.discover", "nixlos.keep"}
 
 // Split splits a kernel command line into parameters following the kernel's
 // next_arg rules: whitespace separates parameters except inside double
@@ -269,6 +271,17 @@ func Parse(cmdline string) (Cmdline, error) {
 			default:
 				bad(p, "use nixlos.after=reboot, nixlos.after=poweroff or nixlos.after=shell", "%q is not reboot, poweroff or shell", p.Value)
 			}
+		case p.Name == "nixlos.keep":
+			if !needValue("nixlos.keep=/home or nixlos.keep=/home,pool/data or nixlos.keep=all-data") {
+				continue
+			}
+			keep, err := keepValue(p.Value)
+			if err != nil {
+				bad(p, "name volumes by mountpoint, disko name or vg/lv, separated by commas: nixlos.keep=/home,pool/data", "%v", err)
+				continue
+			}
+			set(p)
+			c.Keep = keep
 		default:
 			fix := "known parameters: " + strings.Join(known, ", ")
 			if s := suggest(p.Name); s != "" {
@@ -393,4 +406,25 @@ func validToken(v string) bool {
 		}
 	}
 	return true
+}
+
+// keepValue splits a nixlos.keep value into volume names: each a
+// mountpoint, disko name, vg/lv or all-data, of printable characters
+// without spaces, quotes or commas.
+func keepValue(v string) ([]string, error) {
+	var out []string
+	for _, w := range strings.Split(v, ",") {
+		if w == "" {
+			return nil, fmt.Errorf("has an empty volume name")
+		}
+		for _, r := range w {
+			if r <= ' ' || r == '"' || r == 0x7f || r > '~' {
+				return nil, fmt.Errorf("volume name %q has a space, quote or non-ASCII character", w)
+			}
+		}
+		if !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return out, nil
 }

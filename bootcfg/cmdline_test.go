@@ -72,6 +72,11 @@ func TestParse(t *testing.T) {
 		{name: "discover=0", in: "nixlos.discover=0", want: def(Cmdline{})},
 		{name: "discover without server", in: "nixlos.discover=1", failures: []string{"nixlos.discover=1: discovery reports to a PXE server"}},
 		{name: "bad discover", in: "nixlos.discover=maybe nixlos.server=http://h", failures: []string{`nixlos.discover=maybe: "maybe" is not 1 or 0`}},
+		{name: "keep", in: "nixlos.keep=/home,pool/data,/home", want: def(Cmdline{Keep: []string{"/home", "pool/data"}})},
+		{name: "keep all-data", in: "nixlos.keep=all-data", want: def(Cmdline{Keep: []string{"all-data"}})},
+		{name: "keep empty name", in: "nixlos.keep=/home,", failures: []string{"nixlos.keep"}},
+		{name: "keep no value", in: "nixlos.keep", failures: []string{"nixlos.keep"}},
+		{name: "keep space", in: `nixlos.keep="/my home"`, failures: []string{"nixlos.keep"}},
 		{name: "ip off", in: "ip=off", want: def(Cmdline{Net: netconf.Config{Mode: netconf.ModeOff}})},
 		{name: "bare auto", in: "nixlos.auto", want: def(Cmdline{Auto: true})},
 		{name: "auto=0", in: "nixlos.auto=0", want: def(Cmdline{})},
@@ -146,7 +151,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff console=ttyS0",
 		`"nixlos.host=a b" x="y z"`, "nixlos.disk.main=/dev/disk/by-id/virtio-x ip=dhcp",
-		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
+		"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "nixlos.keep=/home,pool/data nixlos.keep=all-data", "nixlos.keep=,", `nixlos.keep="/a b"`, "nixlos.bogus -- nixlos.host=x", `x="`, "nixlos.server=http://h/",
 		"nixlos.disk.main=match:size>=100G,bus=nvme nixlos.disk.data=match:TYPE=hdd|ssd,model=WDC_*", `nixlos.disk="match:serial=a b"`, `"nixlos.disk.a b=/dev/vda"`,
 		"nixlos.server=http://h:1 nixlos.discover=1", "nixlos.discover",
 	} {
@@ -205,6 +210,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if c.Discover && c.Server == "" {
 			t.Fatalf("Parse(%q): discovery without a server accepted", s)
+		}
+		for _, w := range c.Keep {
+			if w == "" || strings.ContainsAny(w, " \t\",") {
+				t.Fatalf("Parse(%q): keep %q accepted", s, c.Keep)
+			}
+		}
+		if len(c.Keep) > 0 {
+			again, err := Parse(Render(Cmdline{Keep: c.Keep}))
+			if err != nil || !reflect.DeepEqual(again.Keep, c.Keep) {
+				t.Fatalf("Parse(%q): keep %q renders to %q, parsed as %q (%v)", s, c.Keep, Render(Cmdline{Keep: c.Keep}), again.Keep, err)
+			}
 		}
 		if strings.ContainsAny(c.Host, " \t\"/") {
 			t.Fatalf("Parse(%q): host %q accepted", s, c.Host)

@@ -10,7 +10,7 @@ import (
 // installer's own command line for a kexec or a boot script): consoles,
 // ip= (unless it is the default, DHCP on every wired link), nixlos.host,
 // nixlos.disk, nixlos.disk.<key> in key order, nixlos.auto=1,
-// nixlos.server, nixlos.token, nixlos.discover=1 and nixlos.after (unless reboot, the
+// nixlos.server, nixlos.token, nixlos.discover=1, nixlos.keep and nixlos.after (unless reboot, the
 // default). Values holding spaces are double-quoted the way the kernel
 // strips them. Warnings are not rendered.
 func Render(c Cmdline) string {
@@ -49,6 +49,9 @@ func Render(c Cmdline) string {
 	}
 	if c.Discover {
 		add("nixlos.discover", "1")
+	}
+	if len(c.Keep) > 0 {
+		add("nixlos.keep", strings.Join(c.Keep, ","))
 	}
 	if c.After != "" && c.After != AfterReboot {
 		add("nixlos.after", string(c.After))

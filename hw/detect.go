@@ -179,6 +179,7 @@ func Disks(opts Options) ([]Disk, error) {
 			part := Partition{Name: p.Name, Path: "/dev/" + p.Name, SizeBytes: p.SizeBytes}
 			part.Number, _ = strconv.Atoi(readTrim(filepath.Join(sys, p.Name, "partition")))
 			part.PartName = ueventField(filepath.Join(sys, p.Name, "uevent"), "PARTNAME")
+			part.StartSector, _ = strconv.ParseUint(readTrim(filepath.Join(sys, p.Name, "start")), 10, 64)
 			d.Partitions = append(d.Partitions, part)
 		}
 		sort.Slice(d.Partitions, func(i, j int) bool { return d.Partitions[i].Number < d.Partitions[j].Number })

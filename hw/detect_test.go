@@ -226,8 +226,8 @@ func TestLoopDisk(t *testing.T) {
 		t.Fatalf("partitions %+v, want 2", d.Partitions)
 	}
 	for i, want := range []Partition{
-		{Name: name + "p1", Path: dev + "p1", Number: 1, SizeBytes: 16 << 20, PartName: "disk-main-ESP"},
-		{Name: name + "p2", Path: dev + "p2", Number: 2, PartName: "disk-main-root"},
+		{Name: name + "p1", Path: dev + "p1", Number: 1, SizeBytes: 16 << 20, PartName: "disk-main-ESP", StartSector: 2048},
+		{Name: name + "p2", Path: dev + "p2", Number: 2, PartName: "disk-main-root", StartSector: 2048 + 16<<20/512},
 	} {
 		got := d.Partitions[i]
 		if i == 1 { // size checked against the kernel's own count below

@@ -69,6 +69,8 @@ type Partition struct {
 	Number    int    `json:"number"`
 	SizeBytes uint64 `json:"sizeBytes"`
 	PartName  string `json:"partName,omitempty"` // GPT partition name, when the kernel reports one
+	// StartSector is the first 512-byte sector on the disk (sysfs start).
+	StartSector uint64 `json:"startSector"`
 }
 
 // NIC is one network interface.

@@ -149,6 +149,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/errs"
+	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -215,6 +216,11 @@ type Options struct {
 	// at the start of the build step (the media carry them: mkiso build),
 	// so that nix finds them by their narHash with no network.
 	CopyInputs func(ctx context.Context, root string, log io.Writer) error
+	// Keep names volumes a reinstall keeps (--keep, nixlos.keep; package
+	// keep): they and what they sit on are opened, never written.
+	Keep []string
+	// KeepProbe reads the disks' state for Keep (nil: keep.Probe).
+	KeepProbe func(*partition.Plan, func(string) string) (*keep.State, error)
 }
 
 // Step is one named step of a Plan.
@@ -264,6 +270,8 @@ type Plan struct {
 	Resume *Resume `json:"resume,omitempty"`
 	// Decision is Decide's line: whether and where the install resumes.
 	Decision string `json:"resumeDecision,omitempty"`
+
+	keep *keepInputs // set when volumes are kept
 }
 
 // NewPlan checks the inputs and plans the install. Input problems are
@@ -307,8 +315,12 @@ func NewPlan(opt Options) (*Plan, error) {
 	if err != nil {
 		return nil, errs.BadInput("host "+opt.Host, "use a bigger disk or smaller partitions", "%v", err)
 	}
+	lp, ki, err := planKeep(d, lp, opt)
+	if err != nil {
+		return nil, err
+	}
 	p := &Plan{
-		Host: opt.Host, HostInfo: host, FlakeDir: flakeDir, Root: root, Layout: lp,
+		Host: opt.Host, HostInfo: host, FlakeDir: flakeDir, Root: root, Layout: lp, keep: ki,
 		Disks:     map[string]string{},
 		Attribute: "nixosConfigurations." + nixAttr(opt.Host) + ".config.system.build.toplevel",
 	}
@@ -375,7 +387,11 @@ func NewPlan(opt Options) (*Plan, error) {
 	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		devs = append(devs, k+"="+p.Disks[k])
 	}
-	p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
+	if lp.Keep != nil {
+		p.add(StepPartition, fmt.Sprintf("keep %s, open them and wipe the rest of %s (%d steps)", strings.Join(lp.Keep.What, ", "), strings.Join(devs, " "), len(lp.Steps)), "")
+	} else {
+		p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
+	}
 	p.add(StepMount, fmt.Sprintf("mount %s under %s", strings.Join(lp.MountOrder, " "), root), "")
 	p.add(StepCopyFlake, fmt.Sprintf("copy %s to %s", flakeDir, filepath.Join(root, TargetFlake)), "")
 	if opt.Key != nil {

@@ -352,8 +352,8 @@ func (r *runner) removeState() error {
 // resume it reopens and mounts what the interrupted install made, and
 // removes any way in an interrupted boot loader step left.
 func (r *runner) partition() error {
-	r.touched = true
 	if r.p.Resume != nil {
+		r.touched = true
 		if err := r.sess.Open(); err != nil {
 			return fmt.Errorf("reopen the interrupted install's devices: %w", err)
 		}
@@ -369,6 +369,12 @@ func (r *runner) partition() error {
 	if err := r.sess.Preflight(); err != nil {
 		return err
 	}
+	// Kept volumes are opened and planned against before anything is
+	// written: a refusal leaves the disks untouched.
+	if err := r.verifyKept(); err != nil {
+		return err
+	}
+	r.touched = true
 	if err := wipeBootCode(r.p, r.log); err != nil {
 		return err
 	}

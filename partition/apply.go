@@ -141,6 +141,13 @@ func (s *Session) step(st Step) error {
 		return s.luks(st.Argv)
 	case "mdadm":
 		return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...)
+	case "mdadm-assemble":
+		if MDRunning(st.Target) {
+			return nil
+		}
+		return s.run(nil, s.resolveArgv(st.Argv)...)
+	case "subvolume-delete":
+		return s.deleteSubvolume(strings.ReplaceAll(st.Argv[len(st.Argv)-1], "$MNTPOINT", s.tmpMount))
 	case "modprobe":
 		if err := s.run(nil, st.Argv...); err != nil {
 			fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)

@@ -83,9 +83,9 @@ func (s *Session) Open() error {
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {
-		case "mdadm":
+		case "mdadm", "mdadm-assemble":
 			md := mdByDevice(s.Plan, st.Target)
-			if md == nil || exists(md.Device) {
+			if md == nil || MDRunning(md.Device) {
 				continue
 			}
 			argv := []string{"mdadm", "--assemble", md.Device}
@@ -94,9 +94,9 @@ func (s *Session) Open() error {
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				continue
 			}
-			err = s.luks(st.Argv[:len(st.Argv)-1]) // without --persistent, as disko's mount does
-		case "vgcreate":
-			err = s.run(nil, "vgchange", "-a", "y", st.Argv[1])
+			err = s.luks(withoutPersistent(st.Argv)) // as disko's mount does
+		case "vgcreate", "vg-activate":
+			err = s.run(nil, "vgchange", "-a", "y", st.Target)
 		}
 		if err != nil {
 			return fmt.Errorf("open %s: %w", st.Target, err)
@@ -113,13 +113,13 @@ func (s *Session) Close() error {
 	for i := len(s.Plan.Steps) - 1; i >= 0; i-- {
 		st := s.Plan.Steps[i]
 		switch st.Op {
-		case "vgcreate":
-			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Argv[1]))
+		case "vgcreate", "vg-activate":
+			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Target))
 		case "luksOpen":
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				errs = append(errs, s.run(nil, "cryptsetup", "close", st.Argv[3]))
 			}
-		case "mdadm":
+		case "mdadm", "mdadm-assemble":
 			if exists(st.Target) {
 				errs = append(errs, s.run(nil, "mdadm", "--stop", st.Target))
 			}
@@ -162,4 +162,21 @@ func (s *Session) Mount() error {
 func (s *Session) Unmount() error {
 	s.init()
 	return (&Mounter{Root: s.Root, Resolve: s.Resolve}).Unmount(s.Plan)
+}
+
+// withoutPersistent drops a trailing --persistent (which writes the LUKS2
+// header's flags) from a cryptsetup open argv.
+func withoutPersistent(argv []string) []string {
+	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
+		return argv[: n-1 : n-1]
+	}
+	return argv
+}
+
+// MDRunning reports whether an md array's device is there and running:
+// without udev, /dev/md/NAME and its node stay behind when the array is
+// stopped, with size 0.
+func MDRunning(path string) bool {
+	size, err := DeviceSize(path)
+	return err == nil && size > 0
 }

@@ -19,6 +19,7 @@ type Plan struct {
 	Mounts      []*MountPlan         `json:"mounts"`
 	CreateOrder [][2]string          `json:"createOrder"` // [kind, key], disko's device toposort
 	Steps       []Step               `json:"steps"`
+	Keep        *Keep                `json:"keep,omitempty"` // what a reinstall keeps (see WithKeep)
 }
 
 // DiskPlan is one disk of the layout and the device it is laid out on.

@@ -93,7 +93,16 @@ func (s *Session) closeOwn(stack map[string]bool) error {
 			if on("/dev/mapper/" + st.Argv[3]) {
 				err = s.run(nil, "cryptsetup", "close", st.Argv[3])
 			}
-		case "mdadm":
+		case "vg-activate":
+			if s.Plan.Keep != nil {
+				for _, d := range s.Plan.Keep.Devices {
+					if strings.HasPrefix(d, "/dev/"+st.Target+"/") && on(d) {
+						err = s.run(nil, "vgchange", "-a", "n", st.Target)
+						break
+					}
+				}
+			}
+		case "mdadm", "mdadm-assemble":
 			if on(st.Target) {
 				err = s.run(nil, "mdadm", "--stop", st.Target)
 			}
@@ -128,10 +137,15 @@ func (s *Session) ownDevices() map[string]bool {
 	}
 	for _, st := range s.Plan.Steps {
 		switch st.Op {
-		case "lvcreate", "mdadm":
+		case "lvcreate", "mdadm", "mdadm-assemble":
 			add(st.Target)
 		case "luksOpen":
 			add("/dev/mapper/" + st.Argv[3])
+		}
+	}
+	if s.Plan.Keep != nil {
+		for _, d := range s.Plan.Keep.Devices {
+			add(d) // kept LVs have no lvcreate step
 		}
 	}
 	return own

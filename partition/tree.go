@@ -69,6 +69,9 @@ func (p *Plan) WriteTree(w io.Writer) error {
 	if len(p.MountOrder) > 0 {
 		fmt.Fprintf(&b, "mount order: %s\n", strings.Join(p.MountOrder, " "))
 	}
+	if p.Keep != nil {
+		p.Keep.write(&b)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

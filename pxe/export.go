@@ -73,6 +73,7 @@ func exportArgs(b *Bundle, mc *Machine, server string) []string {
 	if mc != nil {
 		args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
 		args = append(args, DiskArgs(mc)...)
+		args = append(args, KeepArgs(mc)...)
 		if mc.After != "" {
 			args = append(args, "nixlos.after="+mc.After)
 		}

@@ -146,6 +146,7 @@ func KernelArgs(base string, mc *Machine, token string) []string {
 	}
 	args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
 	args = append(args, DiskArgs(mc)...)
+	args = append(args, KeepArgs(mc)...)
 	if mc.After != "" {
 		args = append(args, "nixlos.after="+mc.After)
 	}

@@ -25,6 +25,9 @@ type Machine struct {
 	// Disks names the layout's disks one by one (nixlos.disk.<key>=<dev>),
 	// for layouts with several disks. Not together with Disk.
 	Disks DiskMap `toml:"disks,omitempty" json:"disks,omitempty"`
+	// Keep names the volumes a reinstall keeps (nixlos.keep): mountpoints,
+	// disko names, vg/lv or all-data.
+	Keep []string `toml:"keep,omitempty" json:"keep,omitempty"`
 	// Key allows this machine to fetch the age key from /v1/key (once per
 	// boot token). Off unless set: the operator enables it per host.
 	Key bool `toml:"key,omitempty" json:"key,omitempty"`
@@ -113,6 +116,25 @@ func DiskArgs(mc *Machine) []string {
 		args = append(args, "nixlos.disk."+k+"="+mc.Disks[k])
 	}
 	return args
+}
+
+// CheckKeep checks a keep list: each entry a volume name without spaces,
+// quotes or commas (keep = ["/home", "pool/data"]).
+func CheckKeep(keep []string) error {
+	for _, w := range keep {
+		if w == "" || strings.ContainsAny(w, " \t\n\",") {
+			return fmt.Errorf("keep %q: name each volume by mountpoint, disko name or vg/lv, one per string (keep = [\"/home\", \"pool/data\"])", w)
+		}
+	}
+	return nil
+}
+
+// KeepArgs is the nixlos.keep parameter for mc (none when it keeps nothing).
+func KeepArgs(mc *Machine) []string {
+	if len(mc.Keep) == 0 {
+		return nil
+	}
+	return []string{"nixlos.keep=" + strings.Join(mc.Keep, ",")}
 }
 
 // CheckHosts checks the map against what the bundle can install (host name
@@ -223,6 +245,9 @@ func ParseMap(data []byte, name string) (*Map, error) {
 		}
 		if mc.After != "" && !contains(wire.ValidAfter, mc.After) {
 			return nil, fail("after %q must be one of %s", mc.After, strings.Join(wire.ValidAfter, ", "))
+		}
+		if err := CheckKeep(mc.Keep); err != nil {
+			return nil, fail("%v", err)
 		}
 		m.byMAC[c] = len(m.Machines)
 		m.Machines = append(m.Machines, mc)

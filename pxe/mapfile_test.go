@@ -37,6 +37,10 @@ func TestParseMap(t *testing.T) {
 		{name: "disk and disks", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisk = \"auto\"\ndisks = { d = \"/dev/vda\" }\n", wantErr: "disk and disks together", line: 5},
 		{name: "disks second entry", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = { d = \"/dev/vda\" }\n[[machine]]\nmac = \"52:54:00:12:34:57\"\nhost = \"b\"\ndisks = { d = \"sdb\" }\n", wantErr: "machine #2: disks.d", line: 8},
 		{name: "disks wrong type", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\ndisks = \"/dev/vda\"\n", wantErr: "disks"},
+		{name: "keep", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nkeep = [\"/home\", \"pool/data\"]\n", wantN: 1},
+		{name: "keep with space", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nkeep = [\"/home nixlos.host=x\"]\n", wantErr: "keep \"/home nixlos.host=x\""},
+		{name: "keep comma", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nkeep = [\"/home,/srv\"]\n", wantErr: "one per string"},
+		{name: "keep not a list", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nkeep = \"/home\"\n", wantErr: "keep"},
 		{name: "bad after", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nafter = \"halt\"\n", wantErr: "after \"halt\""},
 		{name: "duplicate", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\n[[machine]]\nmac = \"52-54-00-12-34-56\"\nhost = \"b\"\n", wantErr: "already used by machine #1", line: 4},
 		{name: "unknown key", in: "[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"a\"\nhots = \"x\"\n", wantErr: "unknown key(s) machine.hots"},
@@ -82,6 +86,10 @@ func TestDiskArgs(t *testing.T) {
 		if got := strings.Join(DiskArgs(&m.Machines[i]), " "); got != want {
 			t.Errorf("machine %d: DiskArgs %q, want %q", i+1, got, want)
 		}
+	}
+	m.Machines[1].Keep = []string{"/home", "all-data"}
+	if got := strings.Join(KernelArgs("http://s", &m.Machines[1], ""), " "); got != "nixlos.server=http://s nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.keep=/home,all-data" {
+		t.Errorf("kernel args with keep %q", got)
 	}
 	b := &Bundle{Cmdline: "console=ttyS0"}
 	if got := strings.Join(exportArgs(b, &m.Machines[0], ""), " "); got != "initrd=initrd console=ttyS0 nixlos.host=server nixlos.auto=1 nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb" {

@@ -195,7 +195,7 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	}
 	sort.Strings(diskArgs)
 	opt := install.Options{
-		Host: ch.Host, Manifest: m, Disks: diskArgs, Key: key, Offline: offline, LogFile: b.logFile,
+		Host: ch.Host, Manifest: m, Disks: diskArgs, Key: key, Offline: offline, LogFile: b.logFile, Keep: c.Keep,
 	}
 	if !c.Auto && term.IsTerminal(int(b.inFile.Fd())) {
 		opt.Password = b.password
@@ -457,7 +457,12 @@ func firstCandidate(disks []hw.Disk) string {
 func (b *boot) confirm(p *install.Plan) error {
 	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		dev := p.Disks[k]
-		fmt.Fprintf(b.out, "All data on %s (disk %s) will be erased. Type %s to install %s: ", dev, k, filepath.Base(dev), p.Host)
+		if p.Layout != nil && p.Layout.Keep != nil {
+			kp := p.Layout.Keep
+			fmt.Fprintf(b.out, "On %s (disk %s) %s will be kept; erased: %s. Type %s to install %s: ", dev, k, strings.Join(kp.What, ", "), strings.Join(kp.Wiped(), ", "), filepath.Base(dev), p.Host)
+		} else {
+			fmt.Fprintf(b.out, "All data on %s (disk %s) will be erased. Type %s to install %s: ", dev, k, filepath.Base(dev), p.Host)
+		}
 		ans, err := b.readLine()
 		if err != nil {
 			return err

@@ -22,7 +22,7 @@ import (
 // installCommand is the "install" subcommand, listed in main.go.
 var installCommand = cli.Command{Name: "install", Summary: "verify the key, lay out the disks and install the host's NixOS system", Run: runInstall}
 
-const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios] [--restart]
+const installUsage = `Usage: installer install --host NAME --disk KEY=DEV... [--manifest FILE] [--flake DIR] [--age-key FILE] [--root /mnt] [--yes] [--dry-run] [--offline] [--no-closure] [--server URL] [--firmware uefi|bios] [--restart] [--keep WHAT]...
 
 Installs a host of the manifest onto this machine's disks: proves the age key
 against the host's sops file, lays the disks out as disko would, copies the
@@ -36,7 +36,12 @@ against the host's sops file (exit 2 when it does not open it), then prints
 the plan of steps; it touches nothing. Before anything is written the pre-flight gate runs
 (see 'installer check'; --firmware checks for the firmware the disks will
 boot under when that is not this machine's). Without --yes the device name
-must be typed on a terminal.
+must be typed on a terminal. --keep WHAT (repeatable or a comma list: a
+mountpoint such as /home, a disko name such as disk-main-home, an LV
+pool/home, or all-data) reinstalls keeping those volumes and everything they
+sit on: they are opened, never formatted; the rest is recreated. It refuses
+(exit 2, nothing touched) when a kept volume is missing, has another
+filesystem type or would move.
 
 An install records each completed step on the target
 (/var/lib/nixlos/install-state.json, with the plan's hash). Run again with
@@ -67,6 +72,8 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	restart := fs.Bool("restart", false, "start over even when the disks hold an interrupted install of this plan")
 	firmware := fs.String("firmware", "", "uefi or bios: the firmware the disks will boot under, for the pre-flight gate (default: this machine's)")
 	fs.Var(&disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
+	var keepArgs diskArgs
+	fs.Var(&keepArgs, "keep", "reinstall keeping this volume: mountpoint, disko name, vg/lv or all-data (repeatable or comma list)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -87,7 +94,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	opt := install.Options{
 		Host: *host, Manifest: m, FlakeDir: *flakeDir, Disks: disks, Root: *root, Key: key,
-		LogFile: *logFile, Offline: *offline,
+		LogFile: *logFile, Offline: *offline, Keep: keepArgs,
 	}
 	if term.IsTerminal(int(stdin.Fd())) {
 		opt.Password = terminalPassword(stdout)

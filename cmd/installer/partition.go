@@ -20,14 +20,17 @@ import (
 // partitionCommand is the "partition" subcommand, listed in main.go.
 var partitionCommand = cli.Command{Name: "partition", Summary: "wipe, partition, format and mount the disks as the layout says", Run: runPartition}
 
-const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount]
+const partitionUsage = `Usage: installer partition (--layout FILE | --host NAME [--manifest FILE]) --disk KEY=DEV... [--yes] [--mount /mnt] [--no-mount | --open | --unmount] [--keep WHAT]...
 
 Lays the disks out exactly as disko would (partition tables, LUKS, LVM, md,
 filesystems, btrfs subvolumes) and mounts them under --mount. Every disk is
 checked first: a device that is mounted, holds the running system, backs
 swap/md/dm in use, is the boot medium or is too small is refused. Without
 --yes the device name must be typed on a terminal. --open mounts an existing
-layout (assembling md, opening LUKS, activating LVM); --unmount undoes that.`
+layout (assembling md, opening LUKS, activating LVM); --unmount undoes that.
+--keep WHAT lays the disks out again keeping that volume and everything it
+sits on (opened, never formatted); it refuses (exit 2, nothing touched) when
+the volume is missing, of another type or would move.`
 
 // stdin is the terminal the confirmation is read from (tests replace it).
 var stdin = os.Stdin
@@ -44,6 +47,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&lf.manifest, "manifest", defaultManifest, "manifest file for --host")
 	fs.StringVar(&lf.root, "mount", "/mnt", "mount the result under this root")
 	fs.Var(&lf.disks, "disk", "KEY=DEV (repeatable); DEV alone for a one-disk layout")
+	fs.Var(&lf.keep, "keep", "keep this volume and what it sits on (mountpoint, disko name, vg/lv or all-data; repeatable or comma list)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -86,6 +90,9 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := lf.verifyKept(s); err != nil {
+		return err
+	}
 	if err := s.Apply(); err != nil {
 		return unsafeInput(err)
 	}
@@ -117,7 +124,12 @@ func confirm(plan *partition.Plan, stdout io.Writer) error {
 	r := bufio.NewReader(stdin)
 	for _, k := range sortedDiskKeys(plan) {
 		d := plan.Disks[k]
-		fmt.Fprintf(stdout, "All data on %s (disk %s, %s) will be erased.\nType %s to continue: ", d.Device, k, partition.FormatSize(d.SizeBytes), d.Device)
+		if plan.Keep != nil {
+			fmt.Fprintf(stdout, "On %s (disk %s, %s) %s will be kept; these will be erased:\n  %s\nType %s to continue: ",
+				d.Device, k, partition.FormatSize(d.SizeBytes), strings.Join(plan.Keep.What, ", "), strings.Join(plan.Keep.Wiped(), "\n  "), d.Device)
+		} else {
+			fmt.Fprintf(stdout, "All data on %s (disk %s, %s) will be erased.\nType %s to continue: ", d.Device, k, partition.FormatSize(d.SizeBytes), d.Device)
+		}
 		line, err := r.ReadString('\n')
 		if err != nil && line == "" {
 			return errs.BadInput("confirmation", "type the device name", "no answer: %v", err)

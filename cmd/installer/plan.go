@@ -12,6 +12,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
+	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -21,7 +22,7 @@ var planCommand = cli.Command{Name: "plan", Summary: "show how the disks would b
 // defaultManifest is where the image carries the manifest.
 const defaultManifest = "/" + imagepath.Manifest
 
-const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--json]
+const planUsage = `Usage: installer plan (--layout FILE | --host NAME [--manifest FILE]) [--disk KEY=DEV|SIZE]... [--keep WHAT]... [--state FILE] [--json]
        installer plan --cmdline "nixlos.host=NAME nixlos.disk=auto ..." [--manifest FILE] [--disk KEY=DEV|SIZE]... [--detect FILE] [--json]
 
 Plans a disko layout without touching any disk: partition numbers, names,
@@ -33,7 +34,12 @@ of /proc/cmdline) and adds them to the output as "choices" (with the model,
 serial and size of each chosen disk) and, on this machine's disks, whether
 the boot flow would resume an interrupted install there ("resume"; it opens
 the layout and mounts its root read-only to look); --detect makes them on a
-recorded 'installer detect --json' report instead of this machine's disks.`
+recorded 'installer detect --json' report instead of this machine's disks.
+--keep WHAT (or nixlos.keep in --cmdline) plans a reinstall keeping that
+volume: each volume is marked keep, wipe or create against the disks (read
+only; --state FILE compares with a recorded state instead), listed with each
+disk's model, serial and size; a kept volume that is missing, of another
+type or would move is refused (exit 2).`
 
 // diskArgs collects repeated --disk flags.
 type diskArgs []string
@@ -49,6 +55,10 @@ type layoutFlags struct {
 	layout, host, manifest, root string
 	detect                       string // --cmdline: choose on this recorded detect report
 	disks                        diskArgs
+	keep                         diskArgs // --keep: volumes a reinstall keeps
+	state                        string   // --state: recorded disk state for --keep
+	keepDevices                  *partition.Devices
+	keepFull                     *partition.Plan // the plan before WithKeep
 }
 
 func runPlan(args []string, stdout, stderr io.Writer) error {
@@ -62,6 +72,8 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	cmdline := fs.String("cmdline", "", "choose host and disks as the boot flow would from this kernel command line")
 	fs.StringVar(&lf.detect, "detect", "", "with --cmdline: choose disks on this recorded 'installer detect --json' report instead of this machine")
 	fs.Var(&lf.disks, "disk", "KEY=DEV or KEY=SIZE (repeatable); DEV or SIZE alone for a one-disk layout")
+	fs.Var(&lf.keep, "keep", "plan a reinstall keeping this volume (mountpoint, disko name, vg/lv or all-data; repeatable or comma list)")
+	fs.StringVar(&lf.state, "state", "", "with --keep: compare with this recorded disk state (keep.State JSON) instead of the disks")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
@@ -151,7 +163,72 @@ func (l *layoutFlags) plan() (*partition.Plan, error) {
 	if err != nil {
 		return nil, errs.BadInput(input, "use a bigger disk or smaller partitions", "%v", err)
 	}
-	return p, nil
+	return l.withKeep(d, p)
+}
+
+// withKeep plans the --keep volumes against the disks (or --state) and
+// returns the plan that keeps them; refusals are bad input (exit 2).
+func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partition.Plan, error) {
+	what := keep.ParseWhat(l.keep)
+	if len(what) == 0 {
+		return p, nil
+	}
+	l.keepDevices, l.keepFull = d, p
+	kp, err := l.keepPlan((&partition.Session{Plan: p}).Resolve)
+	if err != nil {
+		return nil, err
+	}
+	return p.WithKeep(kp.Spec), nil
+}
+
+// keepPlan reads the disk state (or --state) and plans the keep.
+func (l *layoutFlags) keepPlan(resolve func(string) string) (*keep.Plan, error) {
+	what := keep.ParseWhat(l.keep)
+	var st *keep.State
+	var err error
+	if l.state != "" {
+		data, rerr := os.ReadFile(l.state)
+		if rerr == nil {
+			rerr = json.Unmarshal(data, &st)
+		}
+		if rerr != nil || st == nil {
+			return nil, errs.BadInput(l.state, "give a keep.State JSON file", "cannot read disk state: %v", rerr)
+		}
+	} else if st, err = keep.Probe(l.keepFull, resolve); err != nil {
+		return nil, fmt.Errorf("read the disks: %w", err)
+	}
+	kp, err := keep.NewPlan(l.keepDevices, l.keepFull, st, what)
+	if err != nil {
+		var re *keep.RefuseError
+		if errors.As(err, &re) {
+			return nil, errs.BadInput("keep "+strings.Join(what, ","), re.Fix, "%s: %s (found: %s); nothing was touched", re.Volume, re.Reason, re.Found)
+		}
+		return nil, errs.BadInput("keep "+strings.Join(what, ","), "name volumes of the layout", "%v", err)
+	}
+	return kp, nil
+}
+
+// verifyKept opens the kept chain (LUKS, md, LVM), checks what is behind
+// it before anything is written and plans the steps again with what it
+// found; a refusal closes it again.
+func (l *layoutFlags) verifyKept(s *partition.Session) error {
+	if l.keepFull == nil || l.state != "" {
+		return nil
+	}
+	if err := s.OpenKept(); err != nil {
+		s.Close()
+		return errs.BadInput("keep "+strings.Join(keep.ParseWhat(l.keep), ","), "check the key of the kept LUKS containers", "%v; nothing was touched", err)
+	}
+	kp, err := l.keepPlan(s.Resolve)
+	if err == nil && !kp.Verified() {
+		err = errs.BadInput("keep "+strings.Join(keep.ParseWhat(l.keep), ","), "open the kept containers by hand and look at them", "the kept volumes could not be seen after opening their containers; nothing was touched")
+	}
+	if err != nil {
+		s.Close()
+		return err
+	}
+	s.Plan = l.keepFull.WithKeep(kp.Spec) // with what was behind the chain (LVs, subvolumes to remove)
+	return nil
 }
 
 // manifestFile is the part of the nixlos manifest the planner needs.

@@ -72,6 +72,7 @@ func (l *layoutFlags) planCmdline(cmdline string) (*choicePlan, error) {
 		return nil, errs.BadInput("--cmdline", "add nixlos.host=NAME", "no host chosen: %s", strings.Join(ch.Menu, "; "))
 	}
 	l.host = ch.Host
+	l.keep = append(l.keep, c.Keep...)
 	if len(l.disks) == 0 {
 		if !ch.Decided() {
 			return nil, errs.BadInput("--cmdline", "add nixlos.disk=DEV (or auto), or give --disk KEY=DEV|SIZE", "disks not chosen: %s", strings.Join(ch.Menu, "; "))
