@@ -21,10 +21,11 @@ func TestRender(t *testing.T) {
 		{"defaults left out", Cmdline{After: AfterReboot, Net: netconf.DefaultConfig()}, ""},
 		{"deploy", Cmdline{Consoles: []string{"ttyS0,115200"}, Net: static, Host: "laptop",
 			Disks: map[string]string{"main": "/dev/vda", "data": "auto"}, Auto: true, Server: "http://10.0.2.2:4711", After: AfterReboot},
-			"console=ttyS0,115200 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3 nixlos.host=laptop " +
-				"nixlos.disk.data=auto nixlos.disk.main=/dev/vda nixlos.auto=1 nixlos.server=http://10.0.2.2:4711"},
+			"console=ttyS0,115200 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3 nixlos.server=http://10.0.2.2:4711 " +
+				"nixlos.host=laptop nixlos.auto=1 nixlos.disk.data=auto nixlos.disk.main=/dev/vda"},
 		{"after and token", Cmdline{Host: "s", Disk: "auto", Token: strings.Repeat("ab", 16), After: AfterPoweroff},
-			"nixlos.host=s nixlos.disk=auto nixlos.token=" + strings.Repeat("ab", 16) + " nixlos.after=poweroff"},
+			"nixlos.host=s nixlos.disk=auto nixlos.after=poweroff nixlos.token=" + strings.Repeat("ab", 16)},
+		{"keep", Cmdline{Host: "l", Keep: []string{"/home", "pool/data"}}, "nixlos.host=l nixlos.keep=/home,pool/data"},
 		{"quoted", Cmdline{Disk: "match:serial=a b"}, `nixlos.disk="match:serial=a b"`},
 		{"discovery", Cmdline{Server: "http://10.99.0.1", Discover: true}, "nixlos.server=http://10.99.0.1 nixlos.discover=1"},
 	} {

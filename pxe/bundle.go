@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/fsutil"
@@ -145,7 +146,7 @@ func cmdlineFromScript(path string) string {
 		}
 		var keep []string
 		for _, a := range f[2:] {
-			if strings.HasPrefix(a, "--") || strings.HasPrefix(a, "initrd=") || strings.HasPrefix(a, "nixlos.") {
+			if strings.HasPrefix(a, "--") || strings.HasPrefix(a, "initrd=") || bootcfg.IsParam(a) {
 				continue
 			}
 			keep = append(keep, a)

@@ -36,7 +36,7 @@ func TestMapDiskRules(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := DiskArgs(&m.Machines[0]); !reflect.DeepEqual(got, tc.wantArgs) {
+			if got := diskArgs(&m.Machines[0]); !reflect.DeepEqual(got, tc.wantArgs) {
 				t.Errorf("DiskArgs = %q, want %q", got, tc.wantArgs)
 			}
 		})

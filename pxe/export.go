@@ -67,18 +67,9 @@ func ExportPlan(b *Bundle, m *Map, o ExportOptions) ([]ExportFile, error) {
 // media instead); nixlos.server is only set when a status server is given.
 func exportArgs(b *Bundle, mc *Machine, server string) []string {
 	args := append([]string{"initrd=" + InitrdFile}, strings.Fields(b.Cmdline)...)
-	if server != "" {
-		args = append(args, "nixlos.server="+server)
-	}
-	if mc != nil {
-		args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
-		args = append(args, DiskArgs(mc)...)
-		args = append(args, KeepArgs(mc)...)
-		if mc.After != "" {
-			args = append(args, "nixlos.after="+mc.After)
-		}
-	}
-	return args
+	c := mc.Cmdline()
+	c.Server = server
+	return append(args, c.Args()...)
 }
 
 type matchboxProfile struct {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
 
@@ -140,20 +141,9 @@ func (s *Server) Script(mac, base string) (script, state, host, msg string, err 
 // KernelArgs is the nixlos part of the kernel command line for a machine
 // (nil: the menu, only nixlos.server).
 func KernelArgs(base string, mc *Machine, token string) []string {
-	args := []string{"nixlos.server=" + base}
-	if mc == nil {
-		return args
-	}
-	args = append(args, "nixlos.host="+mc.Host, "nixlos.auto=1")
-	args = append(args, DiskArgs(mc)...)
-	args = append(args, KeepArgs(mc)...)
-	if mc.After != "" {
-		args = append(args, "nixlos.after="+mc.After)
-	}
-	if token != "" {
-		args = append(args, "nixlos.token="+token)
-	}
-	return args
+	c := mc.Cmdline()
+	c.Server, c.Token = base, token
+	return c.Args()
 }
 
 // DiscoverScript is the iPXE script booting the installer in discovery
@@ -163,7 +153,7 @@ func DiscoverScript(base, cmdline string) string {
 	if cmdline != "" {
 		parts = append(parts, cmdline)
 	}
-	parts = append(parts, "nixlos.server="+base, "nixlos.discover=1")
+	parts = append(parts, bootcfg.Cmdline{Server: base, Discover: true}.Args()...)
 	return "#!ipxe\n" + strings.Join(parts, " ") + "\n" +
 		"initrd --name " + InitrdFile + " " + base + "/" + InitrdFile + "\n" +
 		"boot\n"

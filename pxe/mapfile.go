@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
 
@@ -105,17 +106,14 @@ func (m *Map) Lookup(mac string) (Machine, bool) {
 	return m.Machines[i], true
 }
 
-// DiskArgs is the kernel's disk parameters for mc: nixlos.disk=… or one
-// nixlos.disk.<key>=… per named disk, in key order.
-func DiskArgs(mc *Machine) []string {
-	var args []string
-	if mc.Disk != "" {
-		args = append(args, "nixlos.disk="+mc.Disk)
+// Cmdline is the installer command line the map gives mc (nil: none):
+// its host, unattended, its disks, the volumes it keeps and what to do
+// after. The caller adds the server and the boot token.
+func (mc *Machine) Cmdline() bootcfg.Cmdline {
+	if mc == nil {
+		return bootcfg.Cmdline{}
 	}
-	for _, k := range slices.Sorted(maps.Keys(mc.Disks)) {
-		args = append(args, "nixlos.disk."+k+"="+mc.Disks[k])
-	}
-	return args
+	return bootcfg.Cmdline{Host: mc.Host, Auto: true, Disk: mc.Disk, Disks: mc.Disks, Keep: mc.Keep, After: bootcfg.After(mc.After)}
 }
 
 // CheckKeep checks a keep list: each entry a volume name without spaces,
@@ -127,14 +125,6 @@ func CheckKeep(keep []string) error {
 		}
 	}
 	return nil
-}
-
-// KeepArgs is the nixlos.keep parameter for mc (none when it keeps nothing).
-func KeepArgs(mc *Machine) []string {
-	if len(mc.Keep) == 0 {
-		return nil
-	}
-	return []string{"nixlos.keep=" + strings.Join(mc.Keep, ",")}
 }
 
 // CheckHosts checks the map against what the bundle can install (host name

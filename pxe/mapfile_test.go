@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
 
@@ -76,6 +77,17 @@ func TestParseMap(t *testing.T) {
 	}
 }
 
+// diskArgs is the disk parameters of mc's command line.
+func diskArgs(mc *Machine) []string {
+	var out []string
+	for _, a := range mc.Cmdline().Args() {
+		if strings.HasPrefix(a, bootcfg.ParamDisk+"=") || strings.HasPrefix(a, bootcfg.ParamDiskKey) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func TestDiskArgs(t *testing.T) {
 	m, err := ParseMap([]byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nhost = \"server\"\ndisks = { disk2 = \"/dev/vdb\", disk1 = \"/dev/vda\" }\n"+
 		"[[machine]]\nmac = \"52:54:00:12:34:57\"\nhost = \"laptop\"\ndisk = \"auto\"\n[[machine]]\nmac = \"52:54:00:12:34:58\"\nhost = \"menu\"\n"), "m")
@@ -83,7 +95,7 @@ func TestDiskArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb", "nixlos.disk=auto", ""} {
-		if got := strings.Join(DiskArgs(&m.Machines[i]), " "); got != want {
+		if got := strings.Join(diskArgs(&m.Machines[i]), " "); got != want {
 			t.Errorf("machine %d: DiskArgs %q, want %q", i+1, got, want)
 		}
 	}
@@ -144,7 +156,7 @@ func FuzzParseMap(f *testing.F) {
 			if mc.Disk != "" && len(mc.Disks) > 0 {
 				t.Fatalf("accepted disk and disks together: %+v", mc)
 			}
-			args := DiskArgs(&mc)
+			args := diskArgs(&mc)
 			if len(args) != len(mc.Disks)+min(len(mc.Disk), 1) {
 				t.Fatalf("DiskArgs %q for %+v", args, mc)
 			}

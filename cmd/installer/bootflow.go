@@ -163,7 +163,7 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	}
 	for !ch.Decided() {
 		if c.Auto {
-			return c.After, fmt.Errorf("nixlos.auto=1 but %s is undecided", strings.Join(ch.Menu, ", "))
+			return c.After, fmt.Errorf("%s=1 but %s is undecided", bootcfg.ParamAuto, strings.Join(ch.Menu, ", "))
 		}
 		saved := c
 		saved.Disks = maps.Clone(c.Disks)
@@ -240,7 +240,7 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 // open (the command line wins).
 func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 	if b.mac == "" {
-		return errors.New("nixlos.server: no MAC address for the configured link")
+		return errors.New(bootcfg.ParamServer + ": no MAC address for the configured link")
 	}
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -250,7 +250,7 @@ func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("nixlos.server=%s: %w", c.Server, err)
+		return fmt.Errorf("%s=%s: %w", bootcfg.ParamServer, c.Server, err)
 	}
 	if c.Host == "" {
 		c.Host = info.Host
@@ -266,7 +266,7 @@ func (b *boot) merge(ctx context.Context, c *bootcfg.Cmdline) error {
 	}
 	explicitAfter := false
 	for _, p := range bootcfg.Split(b.raw) {
-		if p.Name == "nixlos.after" {
+		if p.Name == bootcfg.ParamAfter {
 			explicitAfter = true
 		}
 	}
@@ -515,7 +515,7 @@ func doAfter(out io.Writer, after bootcfg.After, closeAll func()) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("nixlos.after=%q: want reboot, poweroff or shell", after)
+	return fmt.Errorf("%s=%q: want reboot, poweroff or shell", bootcfg.ParamAfter, after)
 }
 
 // execShell replaces the installer with a shell on the console.

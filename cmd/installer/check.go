@@ -135,7 +135,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 			src.Close()
 		}
 	}
-	res, chosen, err := gate(m, ch, c, rep, method, method == preflight.Build, initrd, "nixlos.disk")
+	res, chosen, err := gate(m, ch, c, rep, method, method == preflight.Build, initrd, bootcfg.ParamDisk)
 	if err != nil {
 		return err
 	}
@@ -217,8 +217,8 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 		src := cd.By
 		switch {
 		case strings.HasPrefix(src, "the layout"):
-		case len(h.Disks()) == 1 && param == "nixlos.disk" && c.Disk != "":
-			src = "nixlos.disk=" + c.Disk
+		case len(h.Disks()) == 1 && param == bootcfg.ParamDisk && c.Disk != "":
+			src = bootcfg.ParamDisk + "=" + c.Disk
 		default:
 			src = param + "." + d.Key + "=" + src
 			if param == "--disk" {
@@ -298,7 +298,7 @@ func (b *boot) preflight(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdlin
 	if method == preflight.Copy {
 		initrd = readInitrd(cacheURL(m, opt.System, c.Server), opt.System, b.out, "nixlos: ")
 	}
-	res, _, err := gate(m, ch, c, rep, method, method == preflight.Build && !opt.Offline, initrd, "nixlos.disk")
+	res, _, err := gate(m, ch, c, rep, method, method == preflight.Build && !opt.Offline, initrd, bootcfg.ParamDisk)
 	if err != nil {
 		return err
 	}

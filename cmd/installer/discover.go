@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
@@ -32,7 +33,7 @@ var repostEvery = 20
 // errEnrolled then; other errors only when ctx ends.
 func (b *boot) discover(ctx context.Context, server string) error {
 	if b.mac == "" {
-		return errors.New("nixlos.discover: no MAC address for the configured link")
+		return errors.New(bootcfg.ParamDiscover + ": no MAC address for the configured link")
 	}
 	r, err := hw.Detect(hw.Options{})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
@@ -44,7 +45,7 @@ demo age key, installs host laptop from it in a QEMU TCG virtual machine
 shows the installed system coming up.`
 
 // demoCmdline is what the demo ISO boots with.
-const demoCmdline = "nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff"
+var demoCmdline = bootcfg.Render(bootcfg.Cmdline{Host: "laptop", Auto: true, Disk: "auto", After: bootcfg.AfterPoweroff})
 
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("demo", usage, stdout)
