@@ -149,6 +149,7 @@ import (
 	"github.com/nixlos/nixlos/agekey"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/errs"
+	"github.com/nixlos/nixlos/internal/step"
 	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
 )
@@ -223,13 +224,9 @@ type Options struct {
 	KeepProbe func(*partition.Plan, func(string) string) (*keep.State, error)
 }
 
-// Step is one named step of a Plan.
-type Step struct {
-	Name   string `json:"name"`
-	Detail string `json:"detail"`
-	// Skip, when set, says why the step will not run.
-	Skip string `json:"skip,omitempty"`
-}
+// Step is one named step of a Plan; it carries the function that does it
+// (package step).
+type Step = step.Step[*runner]
 
 // KeySource says where a LUKS key file comes from.
 type KeySource string
@@ -252,16 +249,16 @@ type LUKSKey struct {
 
 // Plan is an install computed without touching anything.
 type Plan struct {
-	Host      string            `json:"host"`
-	HostInfo  flake.Host        `json:"-"`
-	FlakeDir  string            `json:"flakeDir"`
-	SopsFile  string            `json:"sopsFile,omitempty"` // absolute path on the live system
-	Root      string            `json:"root"`
-	Disks     map[string]string `json:"disks"` // layout key → device
-	Layout    *partition.Plan   `json:"layout"`
-	LUKSKeys  []LUKSKey         `json:"luksKeys,omitempty"`
-	Steps     []Step            `json:"steps"`
-	Attribute string            `json:"attribute"` // the flake output built
+	Host      string             `json:"host"`
+	HostInfo  flake.Host         `json:"-"`
+	FlakeDir  string             `json:"flakeDir"`
+	SopsFile  string             `json:"sopsFile,omitempty"` // absolute path on the live system
+	Root      string             `json:"root"`
+	Disks     map[string]string  `json:"disks"` // layout key → device
+	Layout    *partition.Plan    `json:"layout"`
+	LUKSKeys  []LUKSKey          `json:"luksKeys,omitempty"`
+	Steps     step.List[*runner] `json:"steps"`
+	Attribute string             `json:"attribute"` // the flake output built
 	// System is Options.System: a prebuilt system, copied instead of built.
 	System string `json:"system,omitempty"`
 	// Hash identifies the plan in the install state (computeHash).
@@ -343,11 +340,11 @@ func NewPlan(opt Options) (*Plan, error) {
 	// verify-key
 	switch {
 	case host.SopsFile == "":
-		p.add(StepVerifyKey, "", "host has no sopsFile to check a key against")
+		p.add(StepVerifyKey, "", "host has no sopsFile to check a key against", (*runner).verifyKey)
 	case opt.Key == nil:
 		return nil, errs.BadInput("age key", "embed it in the image, serve it with mkiso serve, paste it at the menu or pass --age-key FILE", "host %s has sops secrets (%s) but no age key was given", opt.Host, host.SopsFile)
 	default:
-		p.add(StepVerifyKey, fmt.Sprintf("age key %s decrypts %s", opt.Key.Recipient(), host.SopsFile), "")
+		p.add(StepVerifyKey, fmt.Sprintf("age key %s decrypts %s", opt.Key.Recipient(), host.SopsFile), "", (*runner).verifyKey)
 	}
 
 	// luks-keys
@@ -380,7 +377,7 @@ func NewPlan(opt Options) (*Plan, error) {
 		}
 	}
 	if len(keyDetail) > 0 {
-		p.add(StepLUKSKeys, strings.Join(keyDetail, "; "), "")
+		p.add(StepLUKSKeys, strings.Join(keyDetail, "; "), "", (*runner).luksKeys)
 	}
 
 	var devs []string
@@ -388,38 +385,38 @@ func NewPlan(opt Options) (*Plan, error) {
 		devs = append(devs, k+"="+p.Disks[k])
 	}
 	if lp.Keep != nil {
-		p.add(StepPartition, fmt.Sprintf("keep %s, open them and wipe the rest of %s (%d steps)", strings.Join(lp.Keep.What, ", "), strings.Join(devs, " "), len(lp.Steps)), "")
+		p.add(StepPartition, fmt.Sprintf("keep %s, open them and wipe the rest of %s (%d steps)", strings.Join(lp.Keep.What, ", "), strings.Join(devs, " "), len(lp.Steps)), "", (*runner).partition)
 	} else {
-		p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "")
+		p.add(StepPartition, fmt.Sprintf("wipe and lay out %s (%d steps)", strings.Join(devs, " "), len(lp.Steps)), "", (*runner).partition)
 	}
-	p.add(StepMount, fmt.Sprintf("mount %s under %s", strings.Join(lp.MountOrder, " "), root), "")
-	p.add(StepCopyFlake, fmt.Sprintf("copy %s to %s", flakeDir, filepath.Join(root, TargetFlake)), "")
+	p.add(StepMount, fmt.Sprintf("mount %s under %s", strings.Join(lp.MountOrder, " "), root), "", (*runner).mount)
+	p.add(StepCopyFlake, fmt.Sprintf("copy %s to %s", flakeDir, filepath.Join(root, TargetFlake)), "", (*runner).copyFlake)
 	if opt.Key != nil {
 		kf := host.AgeKeyFile
 		if kf == "" {
 			kf = flake.DefaultAgeKeyFile
 		}
-		p.add(StepInstallKey, fmt.Sprintf("age key to %s (0600, parent 0700)", filepath.Join(root, kf)), "")
+		p.add(StepInstallKey, fmt.Sprintf("age key to %s (0600, parent 0700)", filepath.Join(root, kf)), "", (*runner).installKey)
 	} else {
-		p.add(StepInstallKey, "", "no age key")
+		p.add(StepInstallKey, "", "no age key", (*runner).installKey)
 	}
 	sys := "$system"
 	switch {
 	case opt.System != "" && opt.CopySystem != nil:
 		p.System, sys = opt.System, opt.System
-		p.add(StepCopy, fmt.Sprintf("copy the closure of %s into %s/nix/store", opt.System, root), "")
+		p.add(StepCopy, fmt.Sprintf("copy the closure of %s into %s/nix/store", opt.System, root), "", (*runner).copyClosure)
 	case opt.System != "":
 		p.System, sys = opt.System, opt.System
-		p.add(StepCopy, fmt.Sprintf("%s, already in %s/nix/store", opt.System, root), "")
+		p.add(StepCopy, fmt.Sprintf("%s, already in %s/nix/store", opt.System, root), "", (*runner).copyClosure)
 	default:
-		p.add(StepBuild, fmt.Sprintf("nix build of path:%s#%s into %s/nix/store", filepath.Join(root, TargetFlake), p.Attribute, root), "")
+		p.add(StepBuild, fmt.Sprintf("nix build of path:%s#%s into %s/nix/store", filepath.Join(root, TargetFlake), p.Attribute, root), "", (*runner).build)
 	}
-	p.add(StepProfile, fmt.Sprintf("%s → system-1-link → %s", filepath.Join(root, "nix/var/nix/profiles/system"), sys), "")
-	p.add(StepActivate, fmt.Sprintf("%s/etc/NIXOS; bind /dev /proc /sys (efivarfs under UEFI), tmpfs /run; chroot %s %s/activate", root, root, sys), "")
-	p.add(StepBootloader, fmt.Sprintf("NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot in a chroot of %s (required when the system has a kernel); unbind", sys, root), "")
-	p.add(StepBootCheck, p.bootCheckDetail(opt.Key != nil), "")
-	p.add(StepWriteLog, filepath.Join(root, TargetLog), "")
-	p.add(StepUnmount, "unmount "+root+" and close LVM, LUKS and md", "")
+	p.add(StepProfile, fmt.Sprintf("%s → system-1-link → %s", filepath.Join(root, "nix/var/nix/profiles/system"), sys), "", (*runner).profile)
+	p.add(StepActivate, fmt.Sprintf("%s/etc/NIXOS; bind /dev /proc /sys (efivarfs under UEFI), tmpfs /run; chroot %s %s/activate", root, root, sys), "", (*runner).activate)
+	p.add(StepBootloader, fmt.Sprintf("NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot in a chroot of %s (required when the system has a kernel); unbind", sys, root), "", (*runner).bootloader)
+	p.add(StepBootCheck, p.bootCheckDetail(opt.Key != nil), "", (*runner).bootCheck)
+	p.add(StepWriteLog, filepath.Join(root, TargetLog), "", (*runner).writeLog)
+	p.add(StepUnmount, "unmount "+root+" and close LVM, LUKS and md", "", (*runner).unmount)
 	if p.Hash, err = p.computeHash(); err != nil {
 		return nil, err
 	}
@@ -467,8 +464,9 @@ func (p *Plan) bootCheckDetail(withKey bool) string {
 	return s
 }
 
-func (p *Plan) add(name, detail, skip string) {
-	p.Steps = append(p.Steps, Step{Name: name, Detail: detail, Skip: skip})
+// add appends a step that run does; skip, when set, says why it will not run.
+func (p *Plan) add(name, detail, skip string, run func(*runner) error) {
+	p.Steps = append(p.Steps, Step{Name: name, Detail: detail, Skip: skip, Run: run})
 }
 
 // Write prints the plan for people: the steps, then the disk layout.

@@ -100,6 +100,11 @@ func TestPlanSteps(t *testing.T) {
 	if got := stepNames(p); !reflect.DeepEqual(got, all) {
 		t.Errorf("steps %v\nwant %v", got, all)
 	}
+	for _, s := range p.Steps {
+		if s.Run == nil {
+			t.Errorf("step %s carries no function", s.Name)
+		}
+	}
 	if p.Disks["main"] != f.disk || p.Attribute != "nixosConfigurations.h.config.system.build.toplevel" {
 		t.Errorf("disks %v attribute %s", p.Disks, p.Attribute)
 	}

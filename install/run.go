@@ -22,6 +22,7 @@ import (
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
+	"github.com/nixlos/nixlos/internal/step"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -106,73 +107,35 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 	if l := p.ResumeLine(); l != "" {
 		fmt.Fprintln(r.log, l)
 	}
-	for _, s := range p.Steps {
-		if s.Skip != "" {
-			fmt.Fprintf(steps.W, "[%s] skipped: %s\n", s.Name, s.Skip)
-			continue
+	err = p.Steps.Run(ctx, r, step.Hooks[*runner]{
+		Skipped: func(s Step) { fmt.Fprintf(steps.W, "[%s] skipped: %s\n", s.Name, s.Skip) },
+		Each: func(s Step, run func() error) error {
+			return steps.Run(s.Name, func() error { // recorded on the target before the step's done line
+				if err := run(); err != nil {
+					return err
+				}
+				return r.record(s.Name)
+			})
+		},
+	})
+	if err != nil {
+		fmt.Fprintf(r.log, "error: %v\n", err)
+		r.cleanup()
+		var bc *BootCheckError
+		if errors.As(err, &bc) {
+			return r.res, bc // "boot check: …" needs no step name
 		}
-		fn := r.stepFunc(s.Name)
-		if fn == nil {
-			return r.res, fmt.Errorf("install: unknown step %q", s.Name)
-		}
-		if err := ctx.Err(); err != nil {
-			r.cleanup()
-			return r.res, err
-		}
-		name := s.Name
-		recorded := func() error { // on the target before the step's done line
-			if err := fn(); err != nil {
-				return err
-			}
-			return r.record(name)
-		}
-		if err := steps.Run(s.Name, recorded); err != nil {
-			fmt.Fprintf(r.log, "error: %v\n", err)
-			r.cleanup()
-			var bc *BootCheckError
-			if errors.As(err, &bc) {
-				return r.res, bc // "boot check: …" needs no step name
-			}
-			return r.res, err
-		}
+		return r.res, err
 	}
 	r.leave()
 	fmt.Fprintf(r.log, "nixlos install: complete in %s\n", steps.Total().Round(1e8))
 	return r.res, nil
 }
 
-func (r *runner) stepFunc(name string) func() error {
-	switch name {
-	case StepVerifyKey:
-		return r.verifyKey
-	case StepLUKSKeys:
-		return r.luksKeys
-	case StepPartition:
-		return r.partition
-	case StepMount:
-		return func() error { r.mounted = true; return r.sess.Mount() }
-	case StepCopyFlake:
-		return r.copyFlake
-	case StepInstallKey:
-		return r.installKey
-	case StepBuild:
-		return r.build
-	case StepCopy:
-		return r.copyClosure
-	case StepProfile:
-		return r.profile
-	case StepActivate:
-		return r.activate
-	case StepBootloader:
-		return r.bootloader
-	case StepBootCheck:
-		return r.bootCheck
-	case StepWriteLog:
-		return r.writeLog
-	case StepUnmount:
-		return r.unmount
-	}
-	return nil
+// mount mounts the layout under Root in mount order.
+func (r *runner) mount() error {
+	r.mounted = true
+	return r.sess.Mount()
 }
 
 func (r *runner) verifyKey() error {
