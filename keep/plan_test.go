@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/partition"
 )
 
 // dataPart: a plain data partition beside / (a partition volume).
@@ -253,8 +255,8 @@ func TestStepsLUKSLVM(t *testing.T) {
 	}
 	var got []string
 	for _, st := range p.WithKeep(kp.Spec).Steps {
-		if st.Op != "modprobe" {
-			got = append(got, st.Op+" "+st.Target)
+		if st.Op != partition.OpModprobe {
+			got = append(got, string(st.Op)+" "+st.Target)
 		}
 	}
 	want := []string{

@@ -125,30 +125,30 @@ func (s *Session) Apply() error {
 
 func (s *Session) step(st Step) error {
 	switch st.Op {
-	case "partition", "partition-flag", "hybrid-mbr", "hybrid-type", "hybrid-active":
+	case OpPartition, OpPartitionFlag, OpHybridMBR, OpHybridType, OpHybridActive:
 		return nil // written with the table
-	case "wipe":
+	case OpWipe:
 		return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1]))
-	case "table":
+	case OpTable:
 		return s.table(st.Target)
-	case "zap":
+	case OpZap:
 		return s.run(nil, "wipefs", "--all", "--force", s.Resolve(st.Argv[len(st.Argv)-1]))
-	case "mount-temp":
+	case OpMountTemp:
 		return s.mountTemp(s.Resolve(st.Argv[1]))
-	case "umount-temp":
+	case OpUmountTemp:
 		return s.umountTemp()
-	case "luksFormat", "luksOpen", "luksAddKey":
+	case OpLUKSFormat, OpLUKSOpen, OpLUKSAddKey:
 		return s.luks(st.Argv)
-	case "mdadm":
+	case OpMdadm:
 		return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...)
-	case "mdadm-assemble":
+	case OpMdadmAssemble:
 		if MDRunning(st.Target) {
 			return nil
 		}
 		return s.run(nil, s.resolveArgv(st.Argv)...)
-	case "subvolume-delete":
+	case OpSubvolumeDelete:
 		return s.deleteSubvolume(strings.ReplaceAll(st.Argv[len(st.Argv)-1], "$MNTPOINT", s.tmpMount))
-	case "modprobe":
+	case OpModprobe:
 		if err := s.run(nil, st.Argv...); err != nil {
 			fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)
 		}

@@ -166,7 +166,7 @@ func TestCreateSteps(t *testing.T) {
 				p := planFile(t, filepath.Join(corpusDir, name+form))
 				var got [][]string
 				for _, s := range p.Steps {
-					if s.Op != "wipe" {
+					if s.Op != OpWipe {
 						got = append(got, s.Argv)
 					}
 				}

@@ -83,19 +83,19 @@ func (s *Session) Open() error {
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {
-		case "mdadm", "mdadm-assemble":
+		case OpMdadm, OpMdadmAssemble:
 			md := mdByDevice(s.Plan, st.Target)
 			if md == nil || MDRunning(md.Device) {
 				continue
 			}
 			argv := []string{"mdadm", "--assemble", md.Device}
 			err = s.run(nil, s.resolveArgv(append(argv, md.Members...))...)
-		case "luksOpen":
+		case OpLUKSOpen:
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				continue
 			}
 			err = s.luks(withoutPersistent(st.Argv)) // as disko's mount does
-		case "vgcreate", "vg-activate":
+		case OpVGCreate, OpVGActivate:
 			err = s.run(nil, "vgchange", "-a", "y", st.Target)
 		}
 		if err != nil {
@@ -113,13 +113,13 @@ func (s *Session) Close() error {
 	for i := len(s.Plan.Steps) - 1; i >= 0; i-- {
 		st := s.Plan.Steps[i]
 		switch st.Op {
-		case "vgcreate", "vg-activate":
+		case OpVGCreate, OpVGActivate:
 			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Target))
-		case "luksOpen":
+		case OpLUKSOpen:
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				errs = append(errs, s.run(nil, "cryptsetup", "close", st.Argv[3]))
 			}
-		case "mdadm", "mdadm-assemble":
+		case OpMdadm, OpMdadmAssemble:
 			if exists(st.Target) {
 				errs = append(errs, s.run(nil, "mdadm", "--stop", st.Target))
 			}

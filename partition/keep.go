@@ -129,7 +129,7 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 			dev = st.Argv[len(st.Argv)-1]
 		}
 		switch st.Op {
-		case "wipe", "table", "partition", "partition-flag", "hybrid-mbr", "hybrid-type", "hybrid-active":
+		case OpWipe, OpTable, OpPartition, OpPartitionFlag, OpHybridMBR, OpHybridType, OpHybridActive:
 			if !k.Kept(p.tableDevice(st)) {
 				emit(st)
 				continue
@@ -137,57 +137,57 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 			for _, part := range k.WipeParts {
 				if !wiped[part] && p.partOf(part) == p.tableDevice(st) {
 					wiped[part] = true
-					emit(Step{Op: "wipe-part", Target: part, Detail: "wipe the signatures of a partition that is not kept", Argv: []string{"wipefs", "--all", "--force", part}})
+					emit(Step{Op: OpWipePart, Target: part, Detail: "wipe the signatures of a partition that is not kept", Argv: []string{"wipefs", "--all", "--force", part}})
 				}
 			}
-		case "mdadm":
+		case OpMdadm:
 			md := mdByDevice(p, st.Target)
 			if !k.Kept(st.Target) || md == nil {
 				emit(st)
 				continue
 			}
-			emit(Step{Op: "mdadm-assemble", Target: st.Target, Detail: "kept array", Argv: append([]string{"mdadm", "--assemble", md.Device}, md.Members...)})
-		case "luksOpen":
+			emit(Step{Op: OpMdadmAssemble, Target: st.Target, Detail: "kept array", Argv: append([]string{"mdadm", "--assemble", md.Device}, md.Members...)})
+		case OpLUKSOpen:
 			if k.Kept(st.Target) {
 				st.Argv = withoutPersistent(st.Argv) // --persistent writes the kept header
 				st.Detail += " (kept, opened)"
 			}
 			emit(st)
-		case "zap", "mkfs", "mkswap", "luksFormat", "luksAddKey", "pvcreate":
+		case OpZap, OpMkfs, OpMkswap, OpLUKSFormat, OpLUKSAddKey, OpPVCreate:
 			if !k.Kept(st.Target) && !k.Kept(dev) {
 				emit(st)
 			}
-		case "vgcreate":
+		case OpVGCreate:
 			if slices.Contains(k.VGs, st.Target) {
-				emit(Step{Op: "vg-activate", Target: st.Target, Detail: "kept volume group", Argv: []string{"vgchange", "-a", "y", st.Target}})
+				emit(Step{Op: OpVGActivate, Target: st.Target, Detail: "kept volume group", Argv: []string{"vgchange", "-a", "y", st.Target}})
 				// every LV that is not kept goes before any is created, so
 				// that sizes like 100%FREE see the space disko would
 				for _, vglv := range k.RemoveLVs {
 					if strings.HasPrefix(vglv, st.Target+"/") {
-						emit(Step{Op: "lvremove", Target: "/dev/" + vglv, Detail: "LV that is not kept", Argv: []string{"lvremove", "-f", vglv}})
+						emit(Step{Op: OpLVRemove, Target: "/dev/" + vglv, Detail: "LV that is not kept", Argv: []string{"lvremove", "-f", vglv}})
 					}
 				}
 			} else {
 				emit(st)
 			}
-		case "lvcreate":
+		case OpLVCreate:
 			if k.Kept(st.Target) {
 				continue
 			}
 			emit(st)
-		case "subvolume":
+		case OpSubvolume:
 			subvol = st.Detail
 			if k.KeptSubvolume(st.Target, st.Detail) {
 				continue
 			}
 			if slices.Contains(k.RemoveSubvolumes[st.Target], st.Detail) {
-				emit(Step{Op: "subvolume-delete", Target: st.Target, Detail: st.Detail, Argv: []string{"btrfs", "subvolume", "delete", "$MNTPOINT/" + st.Detail}})
+				emit(Step{Op: OpSubvolumeDelete, Target: st.Target, Detail: st.Detail, Argv: []string{"btrfs", "subvolume", "delete", "$MNTPOINT/" + st.Detail}})
 			}
 			emit(st)
-		case "mount-temp":
+		case OpMountTemp:
 			subvol = ""
 			emit(st)
-		case "swapfile":
+		case OpSwapfile:
 			if k.Kept(st.Target) && (subvol == "" || k.KeptSubvolume(st.Target, subvol)) {
 				continue // a swap file of the kept top level or a kept subvolume
 			}
@@ -202,7 +202,7 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 // tableDevice is the disko device whose table a table-writing step writes.
 func (p *Plan) tableDevice(st Step) string {
 	switch st.Op {
-	case "wipe", "table", "hybrid-mbr", "hybrid-type", "hybrid-active":
+	case OpWipe, OpTable, OpHybridMBR, OpHybridType, OpHybridActive:
 		for _, a := range st.Argv[1:] {
 			if p.isTableDevice(a) {
 				return a
@@ -259,27 +259,27 @@ func (p *Plan) Writes() [][]string {
 	subvol := ""
 	for i, st := range p.Steps {
 		switch st.Op {
-		case "wipe", "table", "partition", "partition-flag", "hybrid-mbr", "hybrid-type", "hybrid-active":
+		case OpWipe, OpTable, OpPartition, OpPartitionFlag, OpHybridMBR, OpHybridType, OpHybridActive:
 			out[i] = []string{p.tableDevice(st)}
-		case "wipe-part", "zap", "mkfs", "mkswap", "luksFormat", "luksAddKey", "pvcreate", "lvcreate", "lvremove":
+		case OpWipePart, OpZap, OpMkfs, OpMkswap, OpLUKSFormat, OpLUKSAddKey, OpPVCreate, OpLVCreate, OpLVRemove:
 			out[i] = []string{st.Target}
-		case "mdadm":
+		case OpMdadm:
 			out[i] = []string{st.Target}
 			if md := mdByDevice(p, st.Target); md != nil {
 				out[i] = append(out[i], md.Members...)
 			}
-		case "vgcreate":
+		case OpVGCreate:
 			out[i] = append([]string{"vg:" + st.Target}, st.Argv[2:]...)
-		case "luksOpen":
+		case OpLUKSOpen:
 			if len(withoutPersistent(st.Argv)) < len(st.Argv) {
 				out[i] = []string{st.Target} // --persistent writes the header's flags
 			}
-		case "mount-temp":
+		case OpMountTemp:
 			subvol = ""
-		case "subvolume", "subvolume-delete":
+		case OpSubvolume, OpSubvolumeDelete:
 			subvol = st.Detail
 			out[i] = []string{st.Target + "#" + st.Detail}
-		case "swapfile":
+		case OpSwapfile:
 			out[i] = []string{st.Target + "#" + subvol}
 		}
 	}
@@ -341,11 +341,11 @@ func (s *Session) OpenKept() error {
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {
-		case "luksOpen":
+		case OpLUKSOpen:
 			if s.Plan.Keep.Kept(st.Target) && !exists("/dev/mapper/"+st.Argv[3]) {
 				err = s.luks(withoutPersistent(st.Argv))
 			}
-		case "mdadm-assemble", "vg-activate":
+		case OpMdadmAssemble, OpVGActivate:
 			err = s.step(st)
 		}
 		if err != nil {

@@ -87,7 +87,7 @@ func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	}
 	s.init()
 	for _, st := range p.Steps {
-		if st.Op == "luksOpen" {
+		if st.Op == OpLUKSOpen {
 			continue // needs device-mapper
 		}
 		if err := s.step(st); err != nil {

@@ -159,7 +159,7 @@ type MountPlan struct {
 // run for it (with disko's device paths); apply runs the same tool for
 // filesystems, LUKS, LVM and md, and writes partition tables itself.
 type Step struct {
-	Op     string   `json:"op"`
+	Op     Op       `json:"op"`
 	Target string   `json:"target"`
 	Detail string   `json:"detail"`
 	Argv   []string `json:"argv,omitempty"`
@@ -237,7 +237,7 @@ func (b *builder) build(targets map[string]Target) error {
 	return b.mounts()
 }
 
-func (b *builder) step(op, target, detail string, argv ...string) {
+func (b *builder) step(op Op, target, detail string, argv ...string) {
 	b.p.Steps = append(b.p.Steps, Step{Op: op, Target: target, Detail: detail, Argv: argv})
 }
 
@@ -249,7 +249,7 @@ func (b *builder) disk(disk *Disk, t Target) error {
 	}
 	b.p.Disks[disk.Key] = dp
 	b.sizes[disk.Device] = t.SizeBytes
-	b.step("wipe", dp.Device, "remove stale filesystem, RAID, LVM and LUKS signatures", "wipefs", "--all", "--force", disk.Device)
+	b.step(OpWipe, dp.Device, "remove stale filesystem, RAID, LVM and LUKS signatures", "wipefs", "--all", "--force", disk.Device)
 	c := disk.Content
 	if c == nil {
 		return nil
@@ -279,11 +279,11 @@ func (b *builder) gpt(c *Content, size uint64, dev string) ([]*PartPlan, *Hybrid
 	if err != nil {
 		return nil, nil, err
 	}
-	b.step("table", dev, "new GPT", "sgdisk", "--clear", c.Device)
+	b.step(OpTable, dev, "new GPT", "sgdisk", "--clear", c.Device)
 	for i, p := range c.GPTPartitions {
 		pp := parts[i]
 		b.sizes[p.Device] = pp.SizeBytes
-		b.step("partition", dev, fmt.Sprintf("%d %s %s sectors %d-%d (%s)", pp.Number, pp.Label, p.Type, pp.StartSector, pp.EndSector, FormatSize(pp.SizeBytes)), sgdiskNewArgv(c, p)...)
+		b.step(OpPartition, dev, fmt.Sprintf("%d %s %s sectors %d-%d (%s)", pp.Number, pp.Label, p.Type, pp.StartSector, pp.EndSector, FormatSize(pp.SizeBytes)), sgdiskNewArgv(c, p)...)
 	}
 	hybrid := hybridMBR(c, parts)
 	b.hybridSteps(c)
@@ -362,7 +362,7 @@ func (b *builder) table(c *Content, size uint64, target string) ([]*PartPlan, er
 	if err != nil {
 		return nil, err
 	}
-	b.step("table", target, "new "+c.Format+" table", "parted", "-s", c.Device, "--", "mklabel", c.Format)
+	b.step(OpTable, target, "new "+c.Format+" table", "parted", "-s", c.Device, "--", "mklabel", c.Format)
 	var parts []*PartPlan
 	for _, p := range c.TablePartitions {
 		pp, err := b.tablePartition(sim, c, p, target)
@@ -404,12 +404,12 @@ func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition, 
 	if p.FSType != nil {
 		mk = append(mk, *p.FSType)
 	}
-	b.step("partition", target, fmt.Sprintf("%d %s sectors %d-%d (%s)", p.Index, pp.Label, e.first, e.last, FormatSize(pp.SizeBytes)), append(mk, p.Start, p.End)...)
+	b.step(OpPartition, target, fmt.Sprintf("%d %s sectors %d-%d (%s)", p.Index, pp.Label, e.first, e.last, FormatSize(pp.SizeBytes)), append(mk, p.Start, p.End)...)
 	if p.Bootable {
-		b.step("partition-flag", target, n+" boot", "parted", "-s", c.Device, "--", "set", n, "boot", "on")
+		b.step(OpPartitionFlag, target, n+" boot", "parted", "-s", c.Device, "--", "set", n, "boot", "on")
 	}
 	for _, f := range p.Flags {
-		b.step("partition-flag", target, n+" "+f, "parted", "-s", c.Device, "--", "set", n, f, "on")
+		b.step(OpPartitionFlag, target, n+" "+f, "parted", "-s", c.Device, "--", "set", n, f, "on")
 	}
 	b.sizes[dev] = pp.SizeBytes
 	return pp, nil

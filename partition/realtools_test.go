@@ -73,9 +73,9 @@ func runTableSteps(t *testing.T, p *Plan, dp *DiskPlan, img string) {
 	}
 }
 
-func isTableOp(op string) bool {
+func isTableOp(op Op) bool {
 	switch op {
-	case "table", "partition", "partition-flag", "hybrid-mbr", "hybrid-type", "hybrid-active":
+	case OpTable, OpPartition, OpPartitionFlag, OpHybridMBR, OpHybridType, OpHybridActive:
 		return true
 	}
 	return false

@@ -13,21 +13,21 @@ func (b *builder) content(c *Content) error {
 	switch c.Type {
 	case "filesystem":
 		argv := append(append([]string{"mkfs." + c.Format}, c.ExtraArgs...), c.Device)
-		b.step("mkfs", c.Device, c.Format, argv...)
+		b.step(OpMkfs, c.Device, c.Format, argv...)
 		b.p.Filesystems = append(b.p.Filesystems, &FSPlan{Device: c.Device, Format: c.Format,
 			Mountpoint: deref(c.Mountpoint), MountOptions: c.MountOptions, ExtraArgs: c.ExtraArgs})
 	case "btrfs":
 		b.btrfs(c)
 	case "swap":
 		if !c.RandomEncryption {
-			b.step("mkswap", c.Device, "swap", append(append([]string{"mkswap"}, shellWords(c.ExtraArgs)...), c.Device)...)
+			b.step(OpMkswap, c.Device, "swap", append(append([]string{"mkswap"}, shellWords(c.ExtraArgs)...), c.Device)...)
 		}
 		b.p.Swap = append(b.p.Swap, &SwapPlan{Device: c.Device, RandomEncryption: c.RandomEncryption,
 			Priority: c.Priority, Options: c.MountOptions, ResumeDevice: c.ResumeDevice})
 	case "luks":
 		return b.luks(c)
 	case "lvm_pv":
-		b.step("pvcreate", c.Device, "LVM physical volume of "+c.VG, "pvcreate", c.Device)
+		b.step(OpPVCreate, c.Device, "LVM physical volume of "+c.VG, "pvcreate", c.Device)
 		b.vgPVs[c.VG] = append(b.vgPVs[c.VG], c.Device)
 	case "mdraid":
 		b.mdMembers[c.Name] = append(b.mdMembers[c.Name], c.Device)
@@ -49,11 +49,11 @@ func deref(s *string) string {
 // btrfs emits mkfs.btrfs (extraArgs word-split, after the device), the swap
 // files and the subvolumes, each under a temporary mount of subvol=/.
 func (b *builder) btrfs(c *Content) {
-	b.step("mkfs", c.Device, "btrfs", append([]string{"mkfs.btrfs", c.Device}, shellWords(c.ExtraArgs)...)...)
+	b.step(OpMkfs, c.Device, "btrfs", append([]string{"mkfs.btrfs", c.Device}, shellWords(c.ExtraArgs)...)...)
 	fs := &FSPlan{Device: c.Device, Format: "btrfs", Mountpoint: deref(c.Mountpoint), MountOptions: c.MountOptions, ExtraArgs: c.ExtraArgs}
 	b.p.Filesystems = append(b.p.Filesystems, fs)
-	tmpMount := func() { b.step("mount-temp", c.Device, "subvol=/", "mount", c.Device, "$MNTPOINT", "-o", "subvol=/") }
-	tmpUmount := func() { b.step("umount-temp", c.Device, "", "umount", "$MNTPOINT") }
+	tmpMount := func() { b.step(OpMountTemp, c.Device, "subvol=/", "mount", c.Device, "$MNTPOINT", "-o", "subvol=/") }
+	tmpUmount := func() { b.step(OpUmountTemp, c.Device, "", "umount", "$MNTPOINT") }
 	if len(c.Swap) > 0 {
 		tmpMount()
 		b.swapFiles("$MNTPOINT", c.Device, deref(c.Mountpoint), c.Swap)
@@ -64,7 +64,7 @@ func (b *builder) btrfs(c *Content) {
 		fs.Subvolumes = append(fs.Subvolumes, sv.Name)
 		tmpMount()
 		path := "$MNTPOINT/" + sv.Name
-		b.step("subvolume", c.Device, sv.Name, append([]string{"btrfs", "subvolume", "create", path}, shellWords(sv.ExtraArgs)...)...)
+		b.step(OpSubvolume, c.Device, sv.Name, append([]string{"btrfs", "subvolume", "create", path}, shellWords(sv.ExtraArgs)...)...)
 		b.swapFiles(path, c.Device, deref(sv.Mountpoint), sv.Swap)
 		tmpUmount()
 	}
@@ -73,7 +73,7 @@ func (b *builder) btrfs(c *Content) {
 func (b *builder) swapFiles(dir, dev, mountpoint string, m map[string]*SwapFile) {
 	for _, k := range sortedKeys(m) {
 		s := m[k]
-		b.step("swapfile", dev, s.Path+" "+s.Size, "btrfs", "filesystem", "mkswapfile", "--size", s.Size, dir+"/"+s.Path)
+		b.step(OpSwapfile, dev, s.Path+" "+s.Size, "btrfs", "filesystem", "mkswapfile", "--size", s.Size, dir+"/"+s.Path)
 		b.p.Swap = append(b.p.Swap, &SwapPlan{Device: mountpoint + "/" + s.Path, Priority: s.Priority, Options: s.Options})
 	}
 }
@@ -147,11 +147,11 @@ func (b *builder) luks(c *Content) error {
 	b.p.LUKS = append(b.p.LUKS, lp)
 	keyArgs := luksKeyArgs(c)
 	format := append(append([]string{"cryptsetup", "-q", "luksFormat", c.Device}, lp.FormatArgs...), keyArgs...)
-	b.step("luksFormat", c.Device, "LUKS "+c.Name, format...)
+	b.step(OpLUKSFormat, c.Device, "LUKS "+c.Name, format...)
 	open := append(append(append([]string{"cryptsetup", "open", c.Device, c.Name}, lp.OpenArgs...), keyArgs...), "--persistent")
-	b.step("luksOpen", c.Device, lp.MapperDevice, open...)
+	b.step(OpLUKSOpen, c.Device, lp.MapperDevice, open...)
 	for _, k := range c.AdditionalKeyFiles {
-		b.step("luksAddKey", c.Device, k, append([]string{"cryptsetup", "luksAddKey", c.Device, k}, keyArgs...)...)
+		b.step(OpLUKSAddKey, c.Device, k, append([]string{"cryptsetup", "luksAddKey", c.Device, k}, keyArgs...)...)
 	}
 	if b.sizes[c.Device] > luks2HeaderBytes {
 		b.sizes[lp.MapperDevice] = b.sizes[c.Device] - luks2HeaderBytes
@@ -179,14 +179,14 @@ func (b *builder) hybridSteps(c *Content) {
 	if !*c.EfiGptPartitionFirst {
 		arg += ":EE"
 	}
-	b.step("hybrid-mbr", c.Device, arg, "sgdisk", "-h", arg, c.Device)
+	b.step(OpHybridMBR, c.Device, arg, "sgdisk", "-h", arg, c.Device)
 	for _, p := range hybrids {
 		n := fmt.Sprint(p.Index)
 		if p.Hybrid.MBRPartitionType != nil {
-			b.step("hybrid-type", c.Device, n+" "+*p.Hybrid.MBRPartitionType, "sfdisk", "--label-nested", "dos", "--part-type", c.Device, n, *p.Hybrid.MBRPartitionType)
+			b.step(OpHybridType, c.Device, n+" "+*p.Hybrid.MBRPartitionType, "sfdisk", "--label-nested", "dos", "--part-type", c.Device, n, *p.Hybrid.MBRPartitionType)
 		}
 		if p.Hybrid.MBRBootableFlag {
-			b.step("hybrid-active", c.Device, n, "sfdisk", "--label-nested", "dos", "--activate", c.Device, n)
+			b.step(OpHybridActive, c.Device, n, "sfdisk", "--label-nested", "dos", "--activate", c.Device, n)
 		}
 	}
 }
@@ -251,8 +251,8 @@ func (b *builder) mdadm(md *MDArray) error {
 	argv := []string{"mdadm", "--create", dev, fmt.Sprintf("--level=%d", *md.Level),
 		fmt.Sprintf("--raid-devices=%d", len(members)), "--metadata=" + md.Metadata, "--force", "--homehost=any"}
 	argv = append(append(argv, md.ExtraArgs...), members...)
-	b.step("mdadm", dev, fmt.Sprintf("RAID%d of %d devices", *md.Level, len(members)), argv...)
-	b.step("zap", dev, "clear the new array's partition table", "sgdisk", "--zap-all", dev)
+	b.step(OpMdadm, dev, fmt.Sprintf("RAID%d of %d devices", *md.Level, len(members)), argv...)
+	b.step(OpZap, dev, "clear the new array's partition table", "sgdisk", "--zap-all", dev)
 	b.sizes[dev] = mp.SizeBytes
 	c := md.Content
 	if c == nil {
@@ -322,18 +322,18 @@ func (b *builder) innerGPT(c *Content) error {
 func (b *builder) vg(vg *VolumeGroup) error {
 	vp := &VGPlan{PVs: b.vgPVs[vg.Name], LVs: []*LVPlan{}}
 	b.p.LVMVG[vg.Name] = vp
-	b.step("modprobe", vg.Name, "dm-snapshot", "modprobe", "dm-snapshot")
+	b.step(OpModprobe, vg.Name, "dm-snapshot", "modprobe", "dm-snapshot")
 	for _, k := range sortedKeys(vg.LVs) {
 		if t := vg.LVs[k].LVMType; t != nil && *t != "thinlv" {
-			b.step("modprobe", vg.Name, "dm-"+*t, "modprobe", "dm-"+*t)
+			b.step(OpModprobe, vg.Name, "dm-"+*t, "modprobe", "dm-"+*t)
 		}
 	}
-	b.step("vgcreate", vg.Name, "volume group", append([]string{"vgcreate", vg.Name}, vp.PVs...)...)
+	b.step(OpVGCreate, vg.Name, "volume group", append([]string{"vgcreate", vg.Name}, vp.PVs...)...)
 	lvs := sortedLVs(vg)
 	for _, lv := range lvs {
 		lp := lvPlan(vg, lv)
 		vp.LVs = append(vp.LVs, lp)
-		b.step("lvcreate", lp.Device, lv.Size, lvcreateArgv(vg, lv)...)
+		b.step(OpLVCreate, lp.Device, lv.Size, lvcreateArgv(vg, lv)...)
 	}
 	for _, lv := range lvs {
 		if err := b.content(lv.Content); err != nil {
