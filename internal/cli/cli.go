@@ -1,8 +1,9 @@
-// Package cli holds what both nixlos commands share: the mapping from error
-// kinds to exit codes (in one place), and a small subcommand dispatcher.
+// Package cli holds what both nixlos commands share: flag sets that report
+// errors instead of exiting, a small subcommand dispatcher, and Exit.
 //
-// Library packages never exit or print; they return errors. A command's
-// run(args, stdout, stderr) returns an error and main calls Exit, which maps it:
+// Library packages never exit or print; they return errors (package errs).
+// A command's run(args, stdout, stderr) returns an error and main calls
+// Exit, which maps it with errs.Code:
 //
 //	0 success · 1 failure during work · 2 bad usage or bad input
 package cli
@@ -19,30 +20,12 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 )
 
-// InputError is package errs' input error (exit code 2); the name stays
-// here for the commands.
-type InputError = errs.InputError
-
-// BadInput returns an *InputError for input, with a formatted reason and a fix.
-func BadInput(input, fix, format string, args ...any) error {
-	return &InputError{Input: input, Err: fmt.Errorf(format, args...), Fix: fix}
-}
-
-// Usagef is bad usage of a command (exit 2).
-func Usagef(format string, args ...any) error { return errs.Usagef(format, args...) }
-
-// ErrHelp is returned when the user asked for help: printed usage, exit 0.
-var ErrHelp = errs.ErrHelp
-
-// ExitCode maps an error to the process exit code (errs.Code).
-func ExitCode(err error) int { return errs.Code(err) }
-
-// Exit prints err (if any) as "prog: err" to stderr and exits with ExitCode.
+// Exit prints err (if any) as "prog: err" to stderr and exits with errs.Code.
 func Exit(prog string, err error) {
-	if err != nil && !errors.Is(err, ErrHelp) {
+	if err != nil && !errors.Is(err, errs.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	}
-	os.Exit(ExitCode(err))
+	os.Exit(errs.Code(err))
 }
 
 // Command is one subcommand of a CLI.
@@ -70,7 +53,7 @@ func Dispatch(prog, about string, cmds []Command, def func(stdout, stderr io.Wri
 			return def(stdout, stderr)
 		}
 		usage(stderr)
-		return Usagef("no command given (fix: run '%s --help')", prog)
+		return errs.Usagef("no command given (fix: run '%s --help')", prog)
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -82,7 +65,7 @@ func Dispatch(prog, about string, cmds []Command, def func(stdout, stderr io.Wri
 			return c.Run(args[1:], stdout, stderr)
 		}
 	}
-	return BadInput(args[0], fmt.Sprintf("run '%s --help' for the list of commands", prog), "unknown command")
+	return errs.BadInput(args[0], fmt.Sprintf("run '%s --help' for the list of commands", prog), "unknown command")
 }
 
 // NewFlagSet returns a FlagSet that reports errors as InputError rather than
@@ -104,10 +87,10 @@ func NewFlagSet(name, usage string, stdout io.Writer) *flag.FlagSet {
 func Parse(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) { // flag has already printed fs.Usage
-		return ErrHelp
+		return errs.ErrHelp
 	}
 	if err != nil {
-		return &InputError{Input: fs.Name(), Err: err, Fix: "run with --help for the flags"}
+		return &errs.InputError{Input: fs.Name(), Err: err, Fix: "run with --help for the flags"}
 	}
 	return nil
 }

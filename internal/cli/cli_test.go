@@ -2,36 +2,11 @@ package cli
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"io"
 	"testing"
+
+	"github.com/nixlos/nixlos/internal/errs"
 )
-
-func TestExitCode(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		err  error
-		want int
-	}{
-		{"nil", nil, 0},
-		{"help", ErrHelp, 0},
-		{"work failure", errors.New("disk on fire"), 1},
-		{"bad input", BadInput("/x", "give a dir", "not found"), 2},
-		{"wrapped bad input", fmt.Errorf("step: %w", Usagef("bad")), 2},
-	} {
-		if got := ExitCode(tc.err); got != tc.want {
-			t.Errorf("%s: ExitCode = %d, want %d", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestInputErrorMessage(t *testing.T) {
-	err := BadInput("flake.nix", "create it", "missing")
-	if got, want := err.Error(), "flake.nix: missing (fix: create it)"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-}
 
 func TestInterspersed(t *testing.T) {
 	fs := NewFlagSet("hosts", "usage", io.Discard)
@@ -40,8 +15,8 @@ func TestInterspersed(t *testing.T) {
 	if err != nil || !*j || len(pos) != 2 || pos[0] != "dir" || pos[1] != "other" {
 		t.Fatalf("pos=%v json=%v err=%v", pos, *j, err)
 	}
-	if _, err := Interspersed(fs, []string{"--nosuch"}); ExitCode(err) != 2 {
-		t.Fatalf("unknown flag: exit %d, want 2", ExitCode(err))
+	if _, err := Interspersed(fs, []string{"--nosuch"}); errs.Code(err) != 2 {
+		t.Fatalf("unknown flag: exit %d, want 2", errs.Code(err))
 	}
 }
 
@@ -52,7 +27,7 @@ func TestDispatch(t *testing.T) {
 	if err := Dispatch("p", "about", cmds, nil, []string{"a"}, &out, &out); err != nil || ran != "a" {
 		t.Fatalf("dispatch a: %v ran=%q", err, ran)
 	}
-	if err := Dispatch("p", "about", cmds, nil, []string{"zz"}, &out, &out); ExitCode(err) != 2 {
+	if err := Dispatch("p", "about", cmds, nil, []string{"zz"}, &out, &out); errs.Code(err) != 2 {
 		t.Fatalf("unknown command: %v", err)
 	}
 	out.Reset()
