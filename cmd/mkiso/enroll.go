@@ -15,7 +15,7 @@ import (
 // enrollCommand is the "enroll" subcommand, listed in main.go.
 var enrollCommand = cli.Command{Name: "enroll", Summary: "add a machine 'mkiso serve --discover' discovered to the map (and write its host)", Run: runEnroll}
 
-const enrollUsage = `Usage: mkiso enroll MAC --host NAME --map FILE [--new-host NAME] [--flake DIR]
+const enrollUsage = `Usage: mkiso enroll MAC --host NAME [--new-host NAME] [--flake DIR] [--map FILE]
 
 Enrolls a machine that booted from 'mkiso serve --discover --map FILE' and
 shows as discovered: adds MAC to the map FILE as host NAME. The running
@@ -31,26 +31,31 @@ hosts/NEW' (a flake sees only tracked files) and rebuild the PXE bundle
 the server serves; the machine waits until the bundle has NEW.
 
 The reports are read from the "discovered" directory beside the map file,
-where mkiso serve --discover keeps them.`
+where mkiso serve --discover keeps them. Without --map, the map file is the
+one the running 'mkiso serve --discover' on this machine serves.`
 
 func runEnroll(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("enroll", enrollUsage, stdout)
 	host := fs.String("host", "", "host to install (with --new-host: the template host)")
 	newHost := fs.String("new-host", "", "write hosts/NEW from --host and install NEW")
 	flakeDir := fs.String("flake", ".", "the flake directory (holds flake.nix)")
-	mapFile := fs.String("map", "", "the map file of 'mkiso serve --map' (required)")
+	mapFile := fs.String("map", "", "the map file of 'mkiso serve --map' (default: the running 'mkiso serve --discover''s)")
 	pos, err := cli.Interspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return errs.Usagef("enroll needs exactly one MAC (fix: mkiso enroll MAC --host NAME --map FILE)")
+		return errs.Usagef("enroll needs exactly one MAC (fix: mkiso enroll MAC --host NAME [--new-host NEW])")
 	}
 	if *host == "" {
 		return errs.BadInput("--host", "name the host to install, or the template with --new-host", "required")
 	}
 	if *mapFile == "" {
-		return errs.BadInput("--map", "give the map file mkiso serve runs with", "required")
+		m, err := runningDiscoverMap()
+		if err != nil {
+			return errs.BadInput("--map", "give the map file mkiso serve runs with (--map FILE), or start 'mkiso serve --discover --map FILE' here", "%v", err)
+		}
+		*mapFile = m
 	}
 	res, err := enroll.Enroll(context.Background(), enroll.Options{MAC: pos[0], Host: *host, NewHost: *newHost, Flake: *flakeDir, MapFile: *mapFile})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 // flake says to git add; after that mkiso hosts lists the new host with
 // the template's layout. Usage mistakes are exit 2.
 func TestEnrollThenHosts(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir()) // no running discovery server
 	for _, args := range [][]string{{"52:54:00:aa:bb:04", "--map", "m.toml"}, {"52:54:00:aa:bb:04", "--host", "laptop"}, {"--host", "laptop", "--map", "m.toml"}} {
 		if err := runEnroll(args, &bytes.Buffer{}, &bytes.Buffer{}); errs.Code(err) != 2 {
 			t.Errorf("enroll %v: %v, want exit 2", args, err)

@@ -123,6 +123,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		cfg.Map, cfg.MapFile = m, *mapFile
 		if *discover {
 			cfg.Discover, cfg.DiscoverDir = true, discoverDir(*mapFile)
+			forget, err := writeDiscoverRecord(*mapFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "mkiso: warning: enroll will need --map: %v\n", err)
+			}
+			defer forget()
 		}
 	}
 	if *dhcpRange != "" {
