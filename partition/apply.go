@@ -2,6 +2,7 @@ package partition
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixlos/nixlos/internal/step"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,48 +116,80 @@ func (s *Session) Apply() error {
 		return err
 	}
 	s.loadModules()
+	return s.Steps().Run(context.Background(), s, step.Hooks[*Session]{
+		Each: func(st step.Step[*Session], run func() error) error {
+			fmt.Fprintf(s.Log, "nixlos: %s %s\n", st.Name, st.Detail)
+			return run()
+		},
+	})
+}
+
+// Steps is the plan's steps as the executor runs them: each carries the
+// function of its Op (executors; an Op without one runs its argv).
+func (s *Session) Steps() step.List[*Session] {
+	var l step.List[*Session]
 	for _, st := range s.Plan.Steps {
-		fmt.Fprintf(s.Log, "nixlos: %s %s %s\n", st.Op, st.Target, st.Detail)
-		if err := s.step(st); err != nil {
-			return fmt.Errorf("%s %s: %w", st.Op, st.Target, err)
-		}
+		l = l.Append(string(st.Op), st.Target+" "+st.Detail, func(s *Session) error {
+			if err := s.exec(st); err != nil {
+				return fmt.Errorf("%s %s: %w", st.Op, st.Target, err)
+			}
+			return nil
+		})
+	}
+	return l
+}
+
+// exec does one plan step.
+func (s *Session) exec(st Step) error {
+	if run := executors[st.Op]; run != nil {
+		return run(s, st)
+	}
+	return s.runArgv(st)
+}
+
+// executors maps the operations that are not just their argv to what does
+// them.
+var executors = map[Op]func(*Session, Step) error{
+	OpPartition: written, OpPartitionFlag: written, OpHybridMBR: written, OpHybridType: written, OpHybridActive: written,
+	OpWipe:  func(s *Session, st Step) error { return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1])) },
+	OpTable: func(s *Session, st Step) error { return s.table(st.Target) },
+	OpZap: func(s *Session, st Step) error {
+		return s.run(nil, "wipefs", "--all", "--force", s.Resolve(st.Argv[len(st.Argv)-1]))
+	},
+	OpMountTemp:     func(s *Session, st Step) error { return s.mountTemp(s.Resolve(st.Argv[1])) },
+	OpUmountTemp:    func(s *Session, _ Step) error { return s.umountTemp() },
+	OpLUKSFormat:    luksStep,
+	OpLUKSOpen:      luksStep,
+	OpLUKSAddKey:    luksStep,
+	OpMdadm:         func(s *Session, st Step) error { return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...) },
+	OpMdadmAssemble: assembleKept,
+	OpSubvolumeDelete: func(s *Session, st Step) error {
+		return s.deleteSubvolume(strings.ReplaceAll(st.Argv[len(st.Argv)-1], "$MNTPOINT", s.tmpMount))
+	},
+	OpModprobe: modprobe,
+}
+
+// written: the partitions, flags and hybrid MBR are written with the table.
+func written(*Session, Step) error { return nil }
+
+func luksStep(s *Session, st Step) error { return s.luks(st.Argv) }
+
+func assembleKept(s *Session, st Step) error {
+	if MDRunning(st.Target) {
+		return nil
+	}
+	return s.runArgv(st)
+}
+
+func modprobe(s *Session, st Step) error {
+	if err := s.run(nil, st.Argv...); err != nil {
+		fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)
 	}
 	return nil
 }
 
-func (s *Session) step(st Step) error {
-	switch st.Op {
-	case OpPartition, OpPartitionFlag, OpHybridMBR, OpHybridType, OpHybridActive:
-		return nil // written with the table
-	case OpWipe:
-		return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1]))
-	case OpTable:
-		return s.table(st.Target)
-	case OpZap:
-		return s.run(nil, "wipefs", "--all", "--force", s.Resolve(st.Argv[len(st.Argv)-1]))
-	case OpMountTemp:
-		return s.mountTemp(s.Resolve(st.Argv[1]))
-	case OpUmountTemp:
-		return s.umountTemp()
-	case OpLUKSFormat, OpLUKSOpen, OpLUKSAddKey:
-		return s.luks(st.Argv)
-	case OpMdadm:
-		return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...)
-	case OpMdadmAssemble:
-		if MDRunning(st.Target) {
-			return nil
-		}
-		return s.run(nil, s.resolveArgv(st.Argv)...)
-	case OpSubvolumeDelete:
-		return s.deleteSubvolume(strings.ReplaceAll(st.Argv[len(st.Argv)-1], "$MNTPOINT", s.tmpMount))
-	case OpModprobe:
-		if err := s.run(nil, st.Argv...); err != nil {
-			fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)
-		}
-		return nil
-	}
-	return s.run(nil, s.resolveArgv(st.Argv)...)
-}
+// runArgv runs the step's command line with its devices resolved.
+func (s *Session) runArgv(st Step) error { return s.run(nil, s.resolveArgv(st.Argv)...) }
 
 func (s *Session) resolveArgv(argv []string) []string {
 	out := make([]string, len(argv))

@@ -346,7 +346,7 @@ func (s *Session) OpenKept() error {
 				err = s.luks(withoutPersistent(st.Argv))
 			}
 		case OpMdadmAssemble, OpVGActivate:
-			err = s.step(st)
+			err = s.exec(st)
 		}
 		if err != nil {
 			return fmt.Errorf("open kept %s: %w", st.Target, err)

@@ -90,7 +90,7 @@ func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 		if st.Op == OpLUKSOpen {
 			continue // needs device-mapper
 		}
-		if err := s.step(st); err != nil {
+		if err := s.exec(st); err != nil {
 			t.Fatalf("%s: %v\n%s", st.Op, err, log.String())
 		}
 	}
