@@ -43,7 +43,7 @@ func TestPowerCut(t *testing.T) {
 	}
 	img := vmtest.NewDisk(t, "powercut.img", 8<<30)
 	const cmdline = "nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff"
-	resumeLine := regexp.MustCompile(`nixlos: resume: (continuing after step (\S+)[\r\n]|none \([^\n]*\))`) // the whole step name: the console may deliver the line in pieces
+	resumeLine := regexp.MustCompile(`nixlos: resume: (continuing after step (\S+)\s|none \([^\n]*\))`) // the whole step name: the console may deliver the line in pieces
 
 	cuts := []struct {
 		name   string
