@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -113,4 +115,38 @@ func Interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// Unlisted returns the problems between the subcommands a program defines
+// in the Go files of dir (package-level `var xCommand = cli.Command{Name: …}`)
+// and the ones its dispatch list holds: a command defined but left out of
+// the list would silently not exist. A test of each program calls it.
+func Unlisted(dir string, cmds []Command) ([]string, error) {
+	listed := map[string]bool{}
+	for _, c := range cmds {
+		listed[c.Name] = true
+	}
+	re := regexp.MustCompile(`(?m)^var \w+Command = cli\.Command\{Name: "([a-z-]+)"`)
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			n++
+			if !listed[string(m[1])] {
+				problems = append(problems, fmt.Sprintf("%s defines command %q but the commands list does not hold it", filepath.Base(f), m[1]))
+			}
+		}
+	}
+	if n != len(cmds) {
+		problems = append(problems, fmt.Sprintf("%d command definitions, %d listed", n, len(cmds)))
+	}
+	return problems, nil
 }

@@ -3,6 +3,9 @@ package cli
 import (
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/errs"
@@ -33,5 +36,17 @@ func TestDispatch(t *testing.T) {
 	out.Reset()
 	if err := Dispatch("p", "about", cmds, nil, []string{"--help"}, &out, &out); err != nil || !bytes.Contains(out.Bytes(), []byte("does a")) {
 		t.Fatalf("help: %v %q", err, out.String())
+	}
+}
+
+func TestUnlisted(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.go"), []byte("package main\n\nvar aCommand = cli.Command{Name: \"a\"}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "b.go"), []byte("package main\n\nvar bCommand = cli.Command{Name: \"b\"}\n"), 0o644)
+	if p, err := Unlisted(dir, []Command{{Name: "a"}, {Name: "b"}}); err != nil || len(p) != 0 {
+		t.Fatalf("all listed: %q %v", p, err)
+	}
+	if p, _ := Unlisted(dir, []Command{{Name: "a"}}); len(p) != 2 || !strings.Contains(p[0], `"b"`) {
+		t.Fatalf("b left out: %q", p)
 	}
 }
