@@ -74,7 +74,7 @@ func Split(cmdline string) []Param {
 	var out []Param
 	s := cmdline
 	for {
-		s = strings.TrimLeft(s, " \t\n\r\v\f")
+		s = strings.TrimLeft(s, kernelSpace)
 		if s == "" {
 			return out
 		}
@@ -122,9 +122,11 @@ func Split(cmdline string) []Param {
 	}
 }
 
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
-}
+// kernelSpace is the kernel's isspace set: the characters that separate
+// parameters on its command line.
+const kernelSpace = " \t\n\r\v\f"
+
+func isSpace(c byte) bool { return strings.IndexByte(kernelSpace, c) >= 0 }
 
 // Parse parses a kernel command line (the contents of /proc/cmdline). On
 // bad input it returns every problem at once, joined (errors.Join) as
@@ -189,7 +191,7 @@ func Parse(cmdline string) (Cmdline, error) {
 			if !needValue("nixlos.host=NAME (a host of the flake)") {
 				continue
 			}
-			if strings.ContainsAny(p.Value, " \t/\"") {
+			if strings.ContainsAny(p.Value, kernelSpace+`/"`) {
 				bad(p, "give a host name of the flake", "%q is not a host name", p.Value)
 				continue
 			}
@@ -212,7 +214,7 @@ func Parse(cmdline string) (Cmdline, error) {
 				bad(p, "name the layout's disk: nixlos.disk.<disk>=/dev/…", "has no disk name after nixlos.disk.")
 				continue
 			}
-			if strings.ContainsAny(key, " \t\n\r\v\f\"") {
+			if strings.ContainsAny(key, kernelSpace+`"`) {
 				bad(p, "name the layout's disk as disko.devices.disk names it", "disk name %q holds a space or quote", key)
 				continue
 			}
@@ -305,7 +307,7 @@ func show(p Param) string {
 	if !p.HasValue {
 		return p.Name
 	}
-	if strings.ContainsAny(p.Value, " \t") {
+	if strings.ContainsAny(p.Value, kernelSpace) {
 		return p.Name + `="` + p.Value + `"`
 	}
 	return p.Name + "=" + p.Value
@@ -331,6 +333,9 @@ func checkDev(v string) error {
 	}
 	if !strings.HasPrefix(v, "/dev/") || len(v) == len("/dev/") {
 		return fmt.Errorf("%q is not a device path", v)
+	}
+	if strings.ContainsAny(v, kernelSpace) {
+		return fmt.Errorf("%q holds a space; kernel device names have none", v)
 	}
 	if path.Clean(v) != v {
 		return fmt.Errorf("%q is not a clean path (write it as %s)", v, path.Clean(v))

@@ -33,13 +33,13 @@ func IsParam(arg string) bool {
 // order: consoles, ip= (unless it is the default, DHCP on every wired
 // link), nixlos.server, nixlos.host, nixlos.auto=1, nixlos.disk,
 // nixlos.disk.<key> in key order, nixlos.keep, nixlos.after (unless reboot,
-// the default), nixlos.token and nixlos.discover=1. Values holding spaces
-// are double-quoted the way the kernel strips them. Warnings are not
+// the default), nixlos.token and nixlos.discover=1. Values holding any of
+// the kernel's spaces are double-quoted the way the kernel strips them. Warnings are not
 // written.
 func (c Cmdline) Args() []string {
 	var out []string
 	add := func(name, value string) {
-		if strings.ContainsAny(value, " \t\n") {
+		if strings.ContainsAny(value, kernelSpace) {
 			value = `"` + value + `"`
 		}
 		out = append(out, name+"="+value)
