@@ -465,7 +465,7 @@ echo "== inner"
 sfdisk --json $raid
 echo "== end-inner"
 blkid $boot | busybox sed 's/ UUID="[^"]*"//'
-mkdir -p /t && mount ${raid}p1 /t
+mkdir -p /t && mount -o ro ${raid}p1 /t
 ` + targetChecks,
 	})
 	t.Logf("read-back:\n%s", res.Output)
@@ -487,11 +487,15 @@ mkdir -p /t && mount ${raid}p1 /t
 	assertTarget(t, e, "server", res.Output)
 
 	// The installed server boots from its disks under BIOS (GRUB in the MBR
-	// of both), then from the second disk alone: RAID1 degraded.
+	// of both), then from the second disk alone: RAID1 degraded; then with
+	// the first disk back, whose members are now stale: md kicks them
+	// ("non-fresh") and stage 1 must still assemble every array (a bare
+	// `mdadm --assemble --scan` gave up after the first one).
 	for _, run := range []struct {
 		name  string
 		disks []vmtest.Disk
-	}{{"server-firstboot", []vmtest.Disk{{Path: d1}, {Path: d2}}}, {"server-degraded", []vmtest.Disk{{Path: d2}}}} {
+	}{{"server-firstboot", []vmtest.Disk{{Path: d1}, {Path: d2}}}, {"server-degraded", []vmtest.Disk{{Path: d2}}},
+		{"server-disk-returned", []vmtest.Disk{{Path: d1}, {Path: d2}}}} {
 		b := bootInstalled(t, e, bios, run.name, run.disks...)
 		if b.Host != "server" || b.Generation != 1 || b.AgeKey != "present" {
 			t.Errorf("%s: host=%s generation=%d age key %s; want server 1 present", run.name, b.Host, b.Generation, b.AgeKey)

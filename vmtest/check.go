@@ -108,6 +108,16 @@ echo "@@CHECK-BEGIN-%[1]s@@"
 rc=$?
 echo "@@CHECK-END-%[1]s rc=$rc@@"
 /bin/busybox sync
+# Shut the disks down cleanly, as a real power-off would: unmount what the
+# script mounted (children first), deactivate LVM, close dm devices, stop md
+# arrays, so that the next boot of these disks finds every RAID member fresh.
+/bin/busybox awk '$1 ~ "^/dev/" {print $2}' /proc/mounts | /bin/busybox sort -r | while read -r m; do
+	/bin/busybox umount "$m" 2>/dev/null || /bin/busybox mount -o remount,ro "$m" 2>/dev/null
+done
+command -v vgchange >/dev/null 2>&1 && vgchange -an >/dev/null 2>&1
+command -v dmsetup >/dev/null 2>&1 && dmsetup remove_all >/dev/null 2>&1
+command -v mdadm >/dev/null 2>&1 && mdadm --stop --scan >/dev/null 2>&1
+/bin/busybox sync
 # the end marker may still sit in the tty buffer: power-off would drop it
 /bin/busybox sleep 1
 /bin/busybox poweroff -f

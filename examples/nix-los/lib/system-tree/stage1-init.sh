@@ -56,6 +56,16 @@ links() {
 	done
 }
 
+# md_assemble: assemble every md array found on the disks, each from its own
+# ARRAY line (as NixOS' mdadm.conf lists them). A bare `--assemble --scan`
+# gives up on all remaining arrays once it meets a stale member of an array
+# it has already started ("Found some drive for an array that is already
+# active … giving up").
+md_assemble() {
+	mdadm --examine --scan >/run/mdadm/mdadm.conf
+	mdadm --assemble --scan --config=/run/mdadm/mdadm.conf --homehost=any
+}
+
 # wait_for DEV [SECONDS]: until DEV exists (re-making the links each try).
 wait_for() {
 	n=0
@@ -65,7 +75,7 @@ wait_for() {
 		[ "$n" = 8 ] && echo "nix-los stage1: waiting for $1"
 		usleep 250000
 		if [ -n "$swraid" ]; then
-			mdadm --assemble --scan --homehost=any >/dev/null 2>&1
+			md_assemble >/dev/null 2>&1
 			# after 5 s, start arrays that miss a member (a failed disk)
 			if [ "$n" = 20 ]; then
 				for md in /dev/md[0-9]*; do
@@ -80,7 +90,7 @@ wait_for() {
 
 links
 if [ -n "$swraid" ]; then
-	mdadm --assemble --scan --homehost=any 2>&1 | sed 's/^/nix-los stage1: /'
+	md_assemble 2>&1 | sed 's/^/nix-los stage1: /'
 	links
 fi
 
