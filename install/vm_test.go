@@ -488,9 +488,10 @@ mkdir -p /t && mount -o ro ${raid}p1 /t
 
 	// The installed server boots from its disks under BIOS (GRUB in the MBR
 	// of both), then from the second disk alone: RAID1 degraded; then with
-	// the first disk back, whose members are now stale: md kicks them
-	// ("non-fresh") and stage 1 must still assemble every array (a bare
-	// `mdadm --assemble --scan` gave up after the first one).
+	// the first disk back, whose members are now behind the second's: stage 1
+	// assembles each array from its own ARRAY line (a bare `mdadm --assemble
+	// --scan` gave up on every later array once it met a member md had kicked
+	// as "non-fresh").
 	for _, run := range []struct {
 		name  string
 		disks []vmtest.Disk
