@@ -103,6 +103,7 @@ func TestToplevel(t *testing.T) {
 		{"server", "grub", []string{
 			"/dev/disk/by-id/md-name-any:raid1-part1 / ext4 defaults 0 1",
 			"/dev/md/boot /boot vfat umask=0077 0 2",
+			"/dev/disk/by-id/md-name-any:raid1-part2 /srv ext4 defaults 0 2",
 		}},
 	} {
 		t.Run(tc.host, func(t *testing.T) {

@@ -93,3 +93,87 @@ ls /t/etc/nixos >/dev/null && echo flake=yes
 	}
 	t.Logf("TestLaptopKeepHome wall time %.0f s", time.Since(start).Seconds())
 }
+
+// serverOpen assembles the server's arrays (each from its own ARRAY line)
+// and mounts the raid1 array's / at /t and /srv at /s.
+const serverOpen = `modprobe -a md_mod raid1 ext4
+mdadm --examine --scan > /tmp/mdadm.conf
+mdadm --assemble --scan --config=/tmp/mdadm.conf >/dev/null 2>&1 || true
+raid=$(busybox readlink -f /dev/md/raid1)
+mkdir -p /t /s && mount ${raid}p1 /t && mount ${raid}p2 /s
+for a in raid1 boot; do echo "uuid-$a=$(mdadm --detail --export /dev/md/$a | busybox sed -n 's/^MD_UUID=//p')"; done
+`
+
+// TestServerKeepData: the server (two disks; / and /srv on a GPT inside md
+// RAID1, /boot on its own RAID1) is installed, files with their checksum
+// are written into /srv and a marker into /, and the server is reinstalled
+// unattended with nixlos.keep=/srv: the raid1 array is assembled, not
+// created; / is new (the marker is gone), /srv's files and checksum are
+// unchanged, and the server boots from its disks.
+func TestServerKeepData(t *testing.T) {
+	e := setup(t)
+	start := time.Now()
+	d1 := vmtest.NewDisk(t, "disk1.img", 8<<30)
+	d2 := vmtest.NewDisk(t, "disk2.img", 8<<30)
+	disks := []vmtest.Disk{{Path: d1}, {Path: d2}}
+	const cmdline = "nixlos.host=server nixlos.auto=1 nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb nixlos.after=poweroff"
+
+	vm := boot(t, bios, e.initrd, "server-keep-first", cmdline, disks...)
+	expectInstalled(t, vm, "server")
+	res := vmtest.RunCheck(t, vmtest.Check{Name: "server-keep-write", Disks: disks,
+		Script: serverOpen + `busybox dd if=/dev/urandom of=/s/data.bin bs=1M count=4 2>/dev/null
+mkdir -p /s/www && echo "served before the reinstall" > /s/www/index.html
+echo old-root > /t/marker
+(cd /s && busybox find . -type f ! -path './lost+found/*' | busybox sort | busybox xargs busybox sha256sum > /tmp/sums)
+busybox mv /tmp/sums /s/SHA256SUMS
+echo "sums=$(busybox sha256sum /s/SHA256SUMS | busybox cut -d' ' -f1)"
+umount /s /t
+`})
+	if res.ExitCode != 0 {
+		t.Fatalf("writing /srv failed (rc %d):\n%s", res.ExitCode, res.Output)
+	}
+	sums, raidUUID, bootUUID := field(t, res.Output, "sums"), field(t, res.Output, "uuid-raid1"), field(t, res.Output, "uuid-boot")
+	t.Logf("first install and /srv written at %.0f s", time.Since(start).Seconds())
+
+	vm = boot(t, bios, e.initrd, "server-keep-again", cmdline+" nixlos.keep=/srv", disks...)
+	expectInstalled(t, vm, "server")
+	noSecrets(t, e, "console", vm.Console())
+	if !regexp.MustCompile(`nixlos: keeping /srv; erasing [^\r\n]*\(/\)`).MatchString(vm.Console()) {
+		t.Errorf("the unattended reinstall does not say it keeps /srv and erases /:\n%s", vm.Tail(40))
+	}
+	res = vmtest.RunCheck(t, vmtest.Check{Name: "server-keep-read", Disks: disks,
+		Script: serverOpen + `test -e /t/marker && echo marker=present || echo marker=gone
+echo "sums=$(busybox sha256sum /s/SHA256SUMS | busybox cut -d' ' -f1)"
+(cd /s && busybox sha256sum -c SHA256SUMS >/dev/null && echo verify=ok || echo verify=bad)
+cat /s/www/index.html
+ls /t/etc/nixos >/dev/null && echo flake=yes
+`})
+	t.Logf("read-back after the reinstall:\n%s", res.Output)
+	if res.ExitCode != 0 {
+		t.Fatalf("read-back failed (rc %d)", res.ExitCode)
+	}
+	if field(t, res.Output, "marker") != "gone" {
+		t.Error("the marker in / survived: / was not recreated")
+	}
+	// the kept chain's array is the same one; /boot's array was made anew
+	if got := field(t, res.Output, "uuid-raid1"); got != raidUUID || got == "" {
+		t.Errorf("raid1 array UUID %q after the reinstall, was %q: the kept array was created again", got, raidUUID)
+	}
+	if got := field(t, res.Output, "uuid-boot"); got == bootUUID || got == "" {
+		t.Errorf("boot array UUID %q after the reinstall, was %q: /boot was not recreated", got, bootUUID)
+	}
+	if got := field(t, res.Output, "sums"); got != sums || field(t, res.Output, "verify") != "ok" {
+		t.Errorf("/srv changed: SHA256SUMS %s (was %s), verify %s", got, sums, field(t, res.Output, "verify"))
+	}
+	if !strings.Contains(res.Output, "served before the reinstall") || field(t, res.Output, "flake") != "yes" {
+		t.Error("the page in /srv or the new system's /etc/nixos is missing")
+	}
+	b := bootInstalled(t, e, bios, "server-keep-boot", disks...)
+	if b.Host != "server" || b.Generation != 1 {
+		t.Errorf("reinstalled server: host=%s generation=%d; want server 1", b.Host, b.Generation)
+	}
+	if !regexp.MustCompile(`(?m)^nix-los: mount /dev/\S+ /srv ext4 `).MatchString(b.Report) {
+		t.Errorf("/srv is not mounted on the booted server:\n%s", b.Report)
+	}
+	t.Logf("TestServerKeepData wall time %.0f s", time.Since(start).Seconds())
+}

@@ -56,14 +56,15 @@ func Probe(p *partition.Plan, resolve func(string) string) (*State, error) {
 	readLVs(st)
 	for _, dev := range devices(p) {
 		node := resolve(dev)
-		if node == dev && strings.HasPrefix(dev, "/dev/disk/") {
-			continue // a partition link that did not resolve through its disk: not this plan's
-		}
-		if _, ok := rdev(node); !ok || (hiddenPath(p, dev) && !running(node)) {
-			if hiddenPath(p, dev) {
-				st.Hidden[dev] = true
+		hidden := hiddenPath(p, dev)
+		if _, ok := rdev(node); !ok || (hidden && !running(node)) {
+			if hidden {
+				st.Hidden[dev] = true // behind a closed LUKS, stopped array or inactive VG
 			}
 			continue
+		}
+		if node == dev && strings.HasPrefix(dev, "/dev/disk/") {
+			continue // a partition link that did not resolve through its disk: not this plan's
 		}
 		st.Signatures[dev] = blkidType(node)
 	}

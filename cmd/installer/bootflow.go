@@ -220,6 +220,8 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 		if err := b.confirmUnlessResume(p); err != nil {
 			return c.After, err
 		}
+	} else if p.Layout != nil && p.Layout.Keep != nil { // unattended: say what stays, as the confirmation would
+		fmt.Fprintf(b.out, "nixlos: keeping %s; erasing %s\n", strings.Join(p.Layout.Keep.What, ", "), strings.Join(p.Layout.Keep.Wiped(), ", "))
 	}
 	fmt.Fprintf(b.out, "nixlos: installing host=%s (log %s)\n", ch.Host, b.logFile)
 	console := b.out

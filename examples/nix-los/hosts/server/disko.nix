@@ -2,7 +2,8 @@
 # and example/mdadm.nix): /dev/vda and /dev/vdb, each GPT with a BIOS boot
 # partition (EF02), an ESP that is a member of RAID1 "boot" (metadata 1.0,
 # so firmware reads it as plain vfat) and a member of RAID1 "raid1"
-# (metadata 1.2) that holds a GPT with ext4 /. Fits two 8 GiB disks.
+# (metadata 1.2) that holds a GPT with ext4 / (4G) and ext4 /srv (the rest,
+# the server's data). Fits two 8 GiB disks.
 let
   member = device: {
     type = "disk";
@@ -56,11 +57,20 @@ in
         content = {
           type = "gpt";
           partitions.primary = {
-            size = "100%";
+            size = "4G";
             content = {
               type = "filesystem";
               format = "ext4";
               mountpoint = "/";
+            };
+          };
+          # the server's data: kept across reinstalls with nixlos.keep=/srv
+          partitions.srv = {
+            size = "100%";
+            content = {
+              type = "filesystem";
+              format = "ext4";
+              mountpoint = "/srv";
             };
           };
         };
