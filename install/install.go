@@ -147,6 +147,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/step"
@@ -295,7 +296,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	if fi, err := os.Stat(filepath.Join(flakeDir, "flake.nix")); err != nil || !fi.Mode().IsRegular() {
 		return nil, errs.BadInput(flakeDir, "give the flake directory (--flake DIR) or use the image's embedded flake", "no flake.nix in the flake directory")
 	}
-	d, err := partition.Load(host.Disko)
+	d, err := disko.Load(host.Disko)
 	if err != nil {
 		return nil, errs.BadInput("host "+opt.Host, "correct the host's disko layout", "%v", err)
 	}

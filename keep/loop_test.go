@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/partition"
 	"github.com/nixlos/nixlos/vmtest"
@@ -96,7 +97,7 @@ func refusedUntouched(t *testing.T, img, dev, layout, root, what, reason string)
 	}
 }
 
-func loopPlan(t *testing.T, src, dev, root string) (*partition.Devices, *partition.Plan) {
+func loopPlan(t *testing.T, src, dev, root string) (*disko.Devices, *partition.Plan) {
 	t.Helper()
 	d, _ := layout(t, src)
 	var key string

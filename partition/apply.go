@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/step"
 	"golang.org/x/sys/unix"
 )
@@ -299,7 +300,7 @@ func (s *Session) tableWriter(dev string) ([]*PartPlan, string, func(*os.File) e
 		m.Partitions, m.SizeBytes = parts, size
 		return parts, m.Device, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
 	}
-	return nil, "", nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
+	return nil, "", nil, fmt.Errorf("a partition table on %s is %w", dev, disko.ErrNotSupported)
 }
 
 // openExclusive opens a device for writing with O_EXCL, retrying briefly

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -140,7 +141,7 @@ func applyExample(t *testing.T, name string) {
 
 func applyLayout(t *testing.T, data []byte, dev, root string) *Session {
 	t.Helper()
-	d, err := Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		t.Fatal(err)
 	}

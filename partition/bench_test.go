@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkPlan(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				d, err := Load(data)
+				d, err := disko.Load(data)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -66,7 +67,7 @@ func BenchmarkApplySimpleEFI(b *testing.B) {
 	var nixlos, script time.Duration
 	for b.Loop() {
 		start := time.Now()
-		d, _ := Load(data)
+		d, _ := disko.Load(data)
 		p, err := NewPlan(d, map[string]Target{"main": {Device: dev, SizeBytes: 8 << 30}}, Options{})
 		if err != nil {
 			b.Fatal(err)

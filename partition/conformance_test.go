@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // The disko conformance corpus (copied from /work/shared/conformance/disko):
@@ -82,7 +84,7 @@ func planFile(t testing.TB, path string) *Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}

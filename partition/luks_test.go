@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // TestLUKSKeysLoop runs the LUKS steps that need no device-mapper
@@ -67,7 +69,7 @@ func TestLUKSKeysLoop(t *testing.T) {
 // first one that needs device-mapper (cryptsetup open).
 func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	t.Helper()
-	d, err := Load([]byte(layout))
+	d, err := disko.Load([]byte(layout))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
+	"github.com/nixlos/nixlos/disko"
 )
 
 // writeGPT writes a GPT with exactly the planned partitions (names, type
@@ -55,7 +56,7 @@ func writeMSDOS(f *os.File, size uint64, parts []*PartPlan) error {
 	var slots []MBRSlot
 	for _, p := range parts {
 		if p.Logical || p.MBRType == 0x05 || p.Number > 4 {
-			return fmt.Errorf("partition %d: extended and logical msdos partitions are %w", p.Number, ErrNotSupported)
+			return fmt.Errorf("partition %d: extended and logical msdos partitions are %w", p.Number, disko.ErrNotSupported)
 		}
 		slots = append(slots, MBRSlot{Slot: p.Number, Type: p.MBRType, Bootable: p.Bootable, StartSector: p.StartSector, Sectors: p.EndSector - p.StartSector + 1})
 	}
