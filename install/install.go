@@ -4,7 +4,7 @@
 //
 //	verify-key    prove the age key decrypts the host's sopsFile (in memory)
 //	luks-keys     provide the LUKS key files the layout names (policy below)
-//	partition     partition.Session.Apply: tables, LUKS, md, LVM, filesystems;
+//	partition     apply.Session.Apply: tables, LUKS, md, LVM, filesystems;
 //	              then mount the layout under Root (default /mnt)
 //	mount         mount what is not yet mounted
 //	copy-flake    copy the flake (tracked files and .git) to Root/etc/nixos

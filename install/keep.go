@@ -9,6 +9,7 @@ import (
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // keepInputs are what the install needs to plan the keep again after
@@ -32,7 +33,7 @@ func planKeep(d *disko.Devices, lp *partition.Plan, opt Options) (*partition.Pla
 	if ki.probe == nil {
 		ki.probe = keep.Probe
 	}
-	kp, err := ki.plan((&partition.Session{Plan: lp}).Resolve)
+	kp, err := ki.plan((&apply.Session{Plan: lp}).Resolve)
 	if err != nil {
 		return nil, nil, err
 	}

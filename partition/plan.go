@@ -304,6 +304,25 @@ func (b *builder) gpt(c *disko.Content, size uint64, dev string) ([]*PartPlan, *
 	return parts, hybrid, nil
 }
 
+// MDByDevice returns the md array of p whose device is dev, or nil.
+func (p *Plan) MDByDevice(dev string) *MDPlan {
+	for _, m := range p.Mdadm {
+		if m.Device == dev {
+			return m
+		}
+	}
+	return nil
+}
+
+// HasGPT reports whether the array holds a GPT, whose partitions PlaceGPT
+// places once the array's real size is known.
+func (m *MDPlan) HasGPT() bool { return m.gpt != nil }
+
+// PlaceGPT computes the sectors of the partitions of the GPT inside the
+// array for an array of size bytes, with sgdisk's rules (as the plan did for
+// the estimated size).
+func (m *MDPlan) PlaceGPT(size uint64) ([]*PartPlan, error) { return placeGPT(m.gpt, size) }
+
 // placeGPT computes every partition's sectors with sgdisk's rules.
 func placeGPT(c *disko.Content, size uint64) ([]*PartPlan, error) {
 	sim, err := newSgdiskSim(size / SectorSize)

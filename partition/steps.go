@@ -140,6 +140,16 @@ func luksOpenArgs(c *disko.Content) []string {
 	return append(a, shellWords(c.ExtraOpenArgs)...)
 }
 
+// WithoutPersistent drops a trailing --persistent (which writes the LUKS2
+// header's flags) from a cryptsetup open argv: a kept container, and one
+// opened again to mount, is opened without writing its header.
+func WithoutPersistent(argv []string) []string {
+	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
+		return argv[: n-1 : n-1]
+	}
+	return argv
+}
+
 func (b *builder) luks(c *disko.Content) error {
 	keyFile, pwFile, ask := luksKeyFile(c)
 	lp := &LUKSPlan{Name: c.Name, Device: c.Device, MapperDevice: "/dev/mapper/" + c.Name, KeyFile: keyFile,

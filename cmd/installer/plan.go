@@ -15,6 +15,7 @@ import (
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // planCommand is the "plan" subcommand, listed in main.go.
@@ -175,7 +176,7 @@ func (l *layoutFlags) withKeep(d *disko.Devices, p *partition.Plan) (*partition.
 		return p, nil
 	}
 	l.keepDevices, l.keepFull = d, p
-	kp, err := l.keepPlan((&partition.Session{Plan: p}).Resolve)
+	kp, err := l.keepPlan((&apply.Session{Plan: p}).Resolve)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +213,7 @@ func (l *layoutFlags) keepPlan(resolve func(string) string) (*keep.Plan, error) 
 // verifyKept opens the kept chain (LUKS, md, LVM), checks what is behind
 // it before anything is written and plans the steps again with what it
 // found; a refusal closes it again.
-func (l *layoutFlags) verifyKept(s *partition.Session) error {
+func (l *layoutFlags) verifyKept(s *apply.Session) error {
 	if l.keepFull == nil || l.state != "" {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/disko"
+	"github.com/nixlos/nixlos/partition"
 )
 
 // TestLUKSKeysLoop runs the LUKS steps that need no device-mapper
@@ -73,7 +74,7 @@ func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPlan(d, map[string]Target{"main": {Device: dev, SizeBytes: 64 << 20}}, Options{})
+	p, err := partition.NewPlan(d, map[string]partition.Target{"main": {Device: dev, SizeBytes: 64 << 20}}, partition.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	}
 	s.init()
 	for _, st := range p.Steps {
-		if st.Op == OpLUKSOpen {
+		if st.Op == partition.OpLUKSOpen {
 			continue // needs device-mapper
 		}
 		if err := s.exec(st); err != nil {
