@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -101,8 +100,7 @@ func partitionNode(disk string, n int) (string, error) {
 		return "", err
 	}
 	for _, p := range parts {
-		b, _ := os.ReadFile(filepath.Join(SysRoot, "class/block", p.name, "partition"))
-		if strings.TrimSpace(string(b)) == fmt.Sprint(n) {
+		if sys().Attr(p.name, "partition") == fmt.Sprint(n) {
 			return "/dev/" + p.name, nil
 		}
 	}

@@ -183,8 +183,7 @@ func openBlockDev(path string) (*blockDev, error) {
 		return nil, err
 	}
 	bd := &blockDev{size: size, nodes: []blockNode{{name, st.Rdev}}}
-	ro, _ := os.ReadFile(filepath.Join(SysRoot, "class/block", name, "ro"))
-	bd.readOnly = strings.TrimSpace(string(ro)) == "1"
+	bd.readOnly = sys().Attr(name, "ro") == "1"
 	parts, _ := partitionsOf(name)
 	bd.nodes = append(bd.nodes, parts...)
 	return bd, nil
