@@ -1,9 +1,9 @@
 // Package blockdev is the one place nixlos reads the kernel's facts about
 // block devices: sysfs nodes (names, device numbers, partitions, holders and
 // slaves), mountinfo, active swaps, and the ISO 9660 probe. Package hw
-// (what `installer detect` reports) and package partition (whether a disk may
-// be written, and what to unmount) both read them here. Model: u-root's
-// pkg/mount/block.
+// (what `installer detect` reports) and package partition/apply (whether a
+// disk may be written, and what to unmount) both read them here. Model:
+// u-root's pkg/mount/block.
 //
 // Every function reads; none writes. Roots are parameters so tests can point
 // them at a fixture tree.

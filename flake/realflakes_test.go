@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/flake/realflaketest"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
@@ -300,12 +301,12 @@ var mustCreate = map[string][]string{
 }
 
 // planFor plans a manifest host's layout as `installer plan --host H
-// --disk KEY=16G…` does: partition.Load, virtual 16 GiB disks, NewPlan.
+// --disk KEY=16G…` does: disko.Load, virtual 16 GiB disks, NewPlan.
 func planFor(t testing.TB, h Host) *partition.Plan {
 	t.Helper()
-	d, err := partition.Load(h.Disko)
+	d, err := disko.Load(h.Disko)
 	if err != nil {
-		t.Fatalf("partition.Load: %v", err)
+		t.Fatalf("disko.Load: %v", err)
 	}
 	var args []string
 	for _, disk := range h.Disks() {

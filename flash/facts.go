@@ -8,7 +8,7 @@
 //
 // The decisions are pure functions of recorded Facts (Refusals, Listed), so
 // they are table-tested; Gather takes the facts from this machine (package
-// hw for the inventory, partition.CheckDevice for the in-use rules).
+// hw for the inventory, apply.CheckDevice for the in-use rules).
 package flash
 
 import (
@@ -19,7 +19,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/hw"
-	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // Facts are what the rules decide on for one whole disk.
@@ -34,7 +34,7 @@ type Facts struct {
 	Bus       string `json:"bus,omitempty"` // hw.BusUSB, …
 	// InUse is why the disk is busy ("" when it is not): mounted (any
 	// partition, or a device built on it), holds the running system, backs
-	// swap, md or dm, read-only, not a block device (partition.CheckDevice).
+	// swap, md or dm, read-only, not a block device (apply.CheckDevice).
 	InUse string `json:"inUse,omitempty"`
 	// HoldsImage is set when the image file lives on this disk (or the
 	// image is this device).
@@ -155,7 +155,7 @@ type GatherOptions struct {
 	// it get HoldsImage. "" when listing without an image.
 	Image string
 	// InUse overrides the in-use check (tests); nil means
-	// partition.CheckDevice.
+	// apply.CheckDevice.
 	InUse func(name, path string) string
 	// Adjust, when set, edits each disk's facts after they are taken
 	// (tests: a loop device standing in for a USB stick).
@@ -204,8 +204,8 @@ func Gather(o GatherOptions) ([]Facts, error) {
 
 // checkInUse is partition's in-use rules as a reason ("" when free).
 func checkInUse(name, path string) string {
-	err := partition.CheckDevice(name, path, 0)
-	var ue *partition.UnsafeError
+	err := apply.CheckDevice(name, path, 0)
+	var ue *apply.UnsafeError
 	switch {
 	case err == nil:
 		return ""

@@ -4,7 +4,7 @@
 //
 //	verify-key    prove the age key decrypts the host's sopsFile (in memory)
 //	luks-keys     provide the LUKS key files the layout names (policy below)
-//	partition     partition.Session.Apply: tables, LUKS, md, LVM, filesystems;
+//	partition     apply.Session.Apply: tables, LUKS, md, LVM, filesystems;
 //	              then mount the layout under Root (default /mnt)
 //	mount         mount what is not yet mounted
 //	copy-flake    copy the flake (tracked files and .git) to Root/etc/nixos
@@ -147,6 +147,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/step"
@@ -295,7 +296,7 @@ func NewPlan(opt Options) (*Plan, error) {
 	if fi, err := os.Stat(filepath.Join(flakeDir, "flake.nix")); err != nil || !fi.Mode().IsRegular() {
 		return nil, errs.BadInput(flakeDir, "give the flake directory (--flake DIR) or use the image's embedded flake", "no flake.nix in the flake directory")
 	}
-	d, err := partition.Load(host.Disko)
+	d, err := disko.Load(host.Disko)
 	if err != nil {
 		return nil, errs.BadInput("host "+opt.Host, "correct the host's disko layout", "%v", err)
 	}

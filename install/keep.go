@@ -5,15 +5,17 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // keepInputs are what the install needs to plan the keep again after
 // opening the kept chain.
 type keepInputs struct {
-	devices *partition.Devices
+	devices *disko.Devices
 	full    *partition.Plan // the layout's plan before WithKeep
 	what    []string
 	probe   func(*partition.Plan, func(string) string) (*keep.State, error)
@@ -22,7 +24,7 @@ type keepInputs struct {
 // planKeep compares the layout with the disks for opt.Keep and turns lp
 // into the plan that keeps those volumes. A refusal is bad input (exit 2):
 // nothing has been touched.
-func planKeep(d *partition.Devices, lp *partition.Plan, opt Options) (*partition.Plan, *keepInputs, error) {
+func planKeep(d *disko.Devices, lp *partition.Plan, opt Options) (*partition.Plan, *keepInputs, error) {
 	what := keep.ParseWhat(opt.Keep)
 	if len(what) == 0 {
 		return lp, nil, nil
@@ -31,7 +33,7 @@ func planKeep(d *partition.Devices, lp *partition.Plan, opt Options) (*partition
 	if ki.probe == nil {
 		ki.probe = keep.Probe
 	}
-	kp, err := ki.plan((&partition.Session{Plan: lp}).Resolve)
+	kp, err := ki.plan((&apply.Session{Plan: lp}).Resolve)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // stateFallback is where the state goes when /var/lib is on no disk
@@ -45,12 +46,12 @@ func statePlace(lp *partition.Plan) (m *partition.MountPlan, path string, ok boo
 // Probe looks on the target disks for the state of an interrupted install
 // before anything is written: it opens the layout as it would be after a
 // reboot (md assembled, LUKS opened with the keys the plan provides, LVM
-// activated: partition.Session.Open), mounts the filesystem that holds the
+// activated: apply.Session.Open), mounts the filesystem that holds the
 // state file read-only in a temporary directory, reads the state, and
 // undoes all of it. (A read-only mount still replays an ext4 or btrfs
 // journal, as any mount would.) A layout that is not on the disks, or a
 // LUKS container whose passphrase is typed at a terminal, gives no state
-// and says why in note. p must have passed partition.Session.Preflight.
+// and says why in note. p must have passed apply.Session.Preflight.
 func Probe(ctx context.Context, p *Plan, opt Options, log io.Writer) (st *State, note string, err error) {
 	if log == nil {
 		log = io.Discard
@@ -79,7 +80,7 @@ func Probe(ctx context.Context, p *Plan, opt Options, log io.Writer) (st *State,
 	if err := r.writeLUKSKeys(); err != nil {
 		return nil, "", err
 	}
-	sess := &partition.Session{Plan: p.Layout, Root: p.Root, Log: r.log}
+	sess := &apply.Session{Plan: p.Layout, Root: p.Root, Log: r.log}
 	defer func() {
 		if cerr := sess.Close(); cerr != nil {
 			fmt.Fprintf(r.log, "probe: close: %v (ignored)\n", cerr)
@@ -98,7 +99,7 @@ func Probe(ctx context.Context, p *Plan, opt Options, log io.Writer) (st *State,
 		exec.Command("btrfs", "device", "scan").Run()
 	}
 	ro := &partition.MountPlan{Mountpoint: "/", Device: m.Device, FSType: m.FSType, Options: append(append([]string{}, m.Options...), "ro")}
-	mnt := &partition.Mounter{Root: dir, Resolve: sess.Resolve}
+	mnt := &apply.Mounter{Root: dir, Resolve: sess.Resolve}
 	if err := mnt.Mount(&partition.Plan{Mounts: []*partition.MountPlan{ro}}); err != nil {
 		fmt.Fprintf(r.log, "probe: %v\n", err)
 		return nil, "the filesystem of " + m.Mountpoint + " does not mount", nil

@@ -23,7 +23,7 @@ import (
 	"github.com/nixlos/nixlos/internal/fsutil"
 	"github.com/nixlos/nixlos/internal/progress"
 	"github.com/nixlos/nixlos/internal/step"
-	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // Result says what Run did.
@@ -41,7 +41,7 @@ type runner struct {
 	p       *Plan
 	opt     Options
 	log     *redactor
-	sess    *partition.Session
+	sess    *apply.Session
 	created []string // key files written by luks-keys
 	touched bool     // the partition step started
 	mounted bool
@@ -97,7 +97,7 @@ func Run(ctx context.Context, p *Plan, opt Options, console io.Writer) (Result, 
 		}
 	}
 	r.console = console
-	r.sess = &partition.Session{Plan: p.Layout, Root: p.Root, Log: &echoLines{w: r.log, console: console, prefix: "nixlos: ", as: "  partition: ", skip: "(continuing", redact: r.log.redact}, Password: pw}
+	r.sess = &apply.Session{Plan: p.Layout, Root: p.Root, Log: &echoLines{w: r.log, console: console, prefix: "nixlos: ", as: "  partition: ", skip: "(continuing", redact: r.log.redact}, Password: pw}
 	defer r.removeKeyFiles()
 	r.initState()
 

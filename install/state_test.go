@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 const testSystem = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-h-1"
@@ -363,7 +364,7 @@ func TestFailureDisarms(t *testing.T) {
 			os.WriteFile(entry, []byte("linux /x"), 0o644)
 			var log, console bytes.Buffer
 			r := &runner{p: p, log: &redactor{w: &log}, out: &console, mounted: true, bootWrite: tc.bootWrite,
-				sess: &partition.Session{Plan: p.Layout, Root: p.Root}}
+				sess: &apply.Session{Plan: p.Layout, Root: p.Root}}
 			r.initState()
 			r.state.Completed = tc.done
 			r.cleanup()

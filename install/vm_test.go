@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nixlos/nixlos/agekey"
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/image"
 	"github.com/nixlos/nixlos/initramfs"
@@ -249,7 +250,7 @@ func samePartitions(t *testing.T, what string, got []sfdiskPart, want []*partiti
 // `installer plan --host H --disk KEY=SIZE` does.
 func plannedOn(t *testing.T, e *demoEnv, host string, disks ...string) *partition.Plan {
 	t.Helper()
-	d, err := partition.Load(e.manifest.Hosts[host].Disko)
+	d, err := disko.Load(e.manifest.Hosts[host].Disko)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -17,7 +18,7 @@ type graph struct {
 	lvIDs   map[string]string   // "vg/lv" → id, for thin pools
 }
 
-func newGraph(d *partition.Devices, p *partition.Plan) *graph {
+func newGraph(d *disko.Devices, p *partition.Plan) *graph {
 	g := &graph{byID: map[string]*Volume{}, plan: p, pvs: map[string][]string{}, members: map[string][]string{}, lvIDs: map[string]string{}}
 	for _, o := range p.CreateOrder {
 		switch o[0] {
@@ -39,7 +40,7 @@ func (g *graph) add(v *Volume, parents ...string) *Volume {
 	return v
 }
 
-func (g *graph) disk(disk *partition.Disk, dp *partition.DiskPlan) {
+func (g *graph) disk(disk *disko.Disk, dp *partition.DiskPlan) {
 	if disk == nil || dp == nil {
 		return
 	}
@@ -50,11 +51,11 @@ func (g *graph) disk(disk *partition.Disk, dp *partition.DiskPlan) {
 
 // table adds the partitions of a gpt or legacy table (or the content that
 // sits on dev directly) with the places the plan gives them.
-func (g *graph) table(c *partition.Content, parts []*partition.PartPlan, dev, parent string) {
+func (g *graph) table(c *disko.Content, parts []*partition.PartPlan, dev, parent string) {
 	if c == nil {
 		return
 	}
-	var contents []*partition.Content
+	var contents []*disko.Content
 	switch c.Type {
 	case "gpt":
 		for _, p := range c.GPTPartitions {
@@ -89,7 +90,7 @@ func (g *graph) table(c *partition.Content, parts []*partition.PartPlan, dev, pa
 	}
 }
 
-func (g *graph) content(c *partition.Content, parent string) {
+func (g *graph) content(c *disko.Content, parent string) {
 	if c == nil {
 		return
 	}
@@ -130,7 +131,7 @@ func (g *graph) content(c *partition.Content, parent string) {
 	}
 }
 
-func (g *graph) md(md *partition.MDArray, mp *partition.MDPlan) {
+func (g *graph) md(md *disko.MDArray, mp *partition.MDPlan) {
 	if md == nil || mp == nil {
 		return
 	}
@@ -139,7 +140,7 @@ func (g *graph) md(md *partition.MDArray, mp *partition.MDPlan) {
 	g.table(md.Content, mp.Partitions, mp.Device, id)
 }
 
-func (g *graph) vg(vg *partition.VolumeGroup) {
+func (g *graph) vg(vg *disko.VolumeGroup) {
 	if vg == nil {
 		return
 	}
@@ -149,7 +150,7 @@ func (g *graph) vg(vg *partition.VolumeGroup) {
 	if vp == nil {
 		return
 	}
-	lvs := map[string]*partition.LogicalVolume{}
+	lvs := map[string]*disko.LogicalVolume{}
 	for _, lv := range vg.LVs {
 		lvs[lv.Name] = lv
 	}

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -39,7 +41,7 @@ func TestReinstallLoop(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "mnt")
 			t.Cleanup(func() { unmountUnder(root) })
 			d, p := loopPlan(t, tc.layout, dev, root)
-			s := apply(t, p, root)
+			s := applyPlan(t, p, root)
 			data := []byte("kept across reinstalls\n")
 			writeFile(t, filepath.Join(root, tc.file), data)
 			writeFile(t, filepath.Join(root, "marker"), []byte("old root\n"))
@@ -56,7 +58,7 @@ func TestReinstallLoop(t *testing.T) {
 			if !kp.Verified() {
 				t.Fatalf("kept volumes unverified on open disks:%s", dump(kp))
 			}
-			s = apply(t, p.WithKeep(kp.Spec), root)
+			s = applyPlan(t, p.WithKeep(kp.Spec), root)
 			if got, err := os.ReadFile(filepath.Join(root, tc.file)); err != nil || !bytes.Equal(got, data) {
 				t.Errorf("kept %s: %q, %v", tc.file, got, err)
 			}
@@ -82,7 +84,7 @@ func refusedUntouched(t *testing.T, img, dev, layout, root, what, reason string)
 	t.Helper()
 	before := vmtest.FileSHA256(t, img)
 	d, p := loopPlan(t, layout, dev, root)
-	st, err := Probe(p, (&partition.Session{Plan: p}).Resolve)
+	st, err := Probe(p, (&apply.Session{Plan: p}).Resolve)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +98,7 @@ func refusedUntouched(t *testing.T, img, dev, layout, root, what, reason string)
 	}
 }
 
-func loopPlan(t *testing.T, src, dev, root string) (*partition.Devices, *partition.Plan) {
+func loopPlan(t *testing.T, src, dev, root string) (*disko.Devices, *partition.Plan) {
 	t.Helper()
 	d, _ := layout(t, src)
 	var key string
@@ -116,10 +118,10 @@ func loopPlan(t *testing.T, src, dev, root string) (*partition.Devices, *partiti
 
 // apply applies and mounts a plan (without the filesystem types this
 // kernel cannot mount: the CI host has no vfat).
-func apply(t *testing.T, p *partition.Plan, root string) *partition.Session {
+func applyPlan(t *testing.T, p *partition.Plan, root string) *apply.Session {
 	t.Helper()
 	var log strings.Builder
-	s := &partition.Session{Plan: p, Root: root, Log: &log}
+	s := &apply.Session{Plan: p, Root: root, Log: &log}
 	if err := s.Apply(); err != nil {
 		t.Fatalf("apply: %v\n%s", err, log.String())
 	}
@@ -137,7 +139,7 @@ func apply(t *testing.T, p *partition.Plan, root string) *partition.Session {
 	return s
 }
 
-func finish(t *testing.T, s *partition.Session) {
+func finish(t *testing.T, s *apply.Session) {
 	t.Helper()
 	if err := s.Unmount(); err != nil {
 		t.Fatal(err)

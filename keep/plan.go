@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -21,7 +22,7 @@ const (
 // volume is an error; a kept volume that is missing, has another type or
 // would move is a *RefuseError. Volumes behind closed containers are kept
 // unverified (Plan.Verified is false): open the kept chain and plan again.
-func NewPlan(d *partition.Devices, p *partition.Plan, st *State, what []string) (*Plan, error) {
+func NewPlan(d *disko.Devices, p *partition.Plan, st *State, what []string) (*Plan, error) {
 	g := newGraph(d, p)
 	kp := &Plan{Keep: what, Volumes: g.vols, Disks: st.Disks}
 	kept := map[string]bool{}

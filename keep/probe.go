@@ -11,13 +11,14 @@ import (
 
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // Probe reads the state of the plan's disks on this machine, read-only:
 // disks and partitions from package hw (sysfs and the GPT), signatures
 // from blkid, LVs from lvm lvs, and the subvolumes of btrfs filesystems
 // from a read-only mount. resolve maps disko paths to nodes
-// (partition.Session.Resolve). Devices behind LUKS, md or LVM that is not
+// (apply.Session.Resolve). Devices behind LUKS, md or LVM that is not
 // open are Hidden.
 func Probe(p *partition.Plan, resolve func(string) string) (*State, error) {
 	st := &State{Tables: map[string]*Table{}, Signatures: map[string]string{}, Hidden: map[string]bool{},
@@ -47,7 +48,7 @@ func Probe(p *partition.Plan, resolve func(string) string) (*State, error) {
 		st.Disks[k] = info
 	}
 	for _, m := range p.Mdadm {
-		if d := lookup(m.Device); d != nil && partition.MDRunning(resolve(m.Device)) {
+		if d := lookup(m.Device); d != nil && apply.MDRunning(resolve(m.Device)) {
 			st.Tables[m.Device] = table(d)
 		} else {
 			st.Hidden[m.Device] = true
@@ -132,7 +133,7 @@ func hiddenPath(p *partition.Plan, dev string) bool {
 	}
 	for _, m := range p.Mdadm {
 		if dev == m.Device || strings.Contains(dev, "md-name-any:"+m.Name+"-part") {
-			return !partition.MDRunning(m.Device)
+			return !apply.MDRunning(m.Device)
 		}
 	}
 	for vg := range p.LVMVG {

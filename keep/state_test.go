@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/partition"
 )
 
@@ -13,7 +14,7 @@ const corpusDir = "../partition/testdata/disko"
 
 // layout loads a corpus example (by name) or inline sparse JSON and plans
 // it on 8 GiB virtual disks.
-func layout(t testing.TB, src string) (*partition.Devices, *partition.Plan) {
+func layout(t testing.TB, src string) (*disko.Devices, *partition.Plan) {
 	t.Helper()
 	data := []byte(src)
 	if !strings.HasPrefix(src, "{") {
@@ -22,7 +23,7 @@ func layout(t testing.TB, src string) (*partition.Devices, *partition.Plan) {
 			t.Fatal(err)
 		}
 	}
-	d, err := partition.Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func layout(t testing.TB, src string) (*partition.Devices, *partition.Plan) {
 	return d, p
 }
 
-func planOn(d *partition.Devices, size uint64) (*partition.Plan, error) {
+func planOn(d *disko.Devices, size uint64) (*partition.Plan, error) {
 	targets := map[string]partition.Target{}
 	for k := range d.Disk {
 		targets[k] = partition.Target{SizeBytes: size}
@@ -43,7 +44,7 @@ func planOn(d *partition.Devices, size uint64) (*partition.Plan, error) {
 
 // installed is the state an install of the layout leaves behind, with
 // every container open.
-func installed(d *partition.Devices, p *partition.Plan) *State {
+func installed(d *disko.Devices, p *partition.Plan) *State {
 	st := &State{Tables: map[string]*Table{}, Signatures: map[string]string{}, Hidden: map[string]bool{},
 		LVs: map[string]uint64{}, Subvolumes: map[string][]string{}, Disks: map[string]DiskInfo{}}
 	g := newGraph(d, p)

@@ -1,13 +1,15 @@
 package partition
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/disko"
+	"github.com/nixlos/nixlos/partition/internal/corpus"
 )
 
 // The disko conformance corpus (copied from /work/shared/conformance/disko):
@@ -15,42 +17,6 @@ import (
 // disko's measured geometry, GPT names, type GUIDs and mount order.
 
 const corpusDir = "testdata/disko"
-
-type expectFile struct {
-	Disks map[string]struct {
-		Content struct {
-			Type       string         `json:"type"`
-			Partitions []expectedPart `json:"partitions"`
-		} `json:"content"`
-	} `json:"disks"`
-	Mdadm map[string]struct {
-		Content struct {
-			Type       string         `json:"type"`
-			Partitions []expectedPart `json:"partitions"`
-		} `json:"content"`
-	} `json:"mdadm"`
-	MountOrder     []string   `json:"mountOrder"`
-	CreateCommands [][]string `json:"createCommands"`
-	MountCommands  [][]string `json:"mountCommands"`
-}
-
-type expectedPart struct {
-	Number           int             `json:"number"`
-	GPTPartitionName string          `json:"gptPartitionName"`
-	TypeGUID         string          `json:"typeGUID"`
-	StartSector      json.RawMessage `json:"startSector"`
-	EndSector        json.RawMessage `json:"endSector"`
-	Device           string          `json:"device"`
-}
-
-// sector returns a measured sector, or ok=false for an uncertain value.
-func sector(raw json.RawMessage) (uint64, bool) {
-	var n uint64
-	if json.Unmarshal(raw, &n) == nil {
-		return n, true
-	}
-	return 0, false
-}
 
 func corpusExamples(t testing.TB) []string {
 	files, err := filepath.Glob(filepath.Join(corpusDir, "*.expect.json"))
@@ -64,25 +30,13 @@ func corpusExamples(t testing.TB) []string {
 	return names
 }
 
-func loadExpect(t testing.TB, name string) *expectFile {
-	data, err := os.ReadFile(filepath.Join(corpusDir, name+".expect.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var e expectFile
-	if err := json.Unmarshal(data, &e); err != nil {
-		t.Fatal(err)
-	}
-	return &e
-}
-
 // planFile plans a layout file with every disk an empty 8 GiB virtual disk.
 func planFile(t testing.TB, path string) *Plan {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -99,7 +53,7 @@ func planFile(t testing.TB, path string) *Plan {
 
 func TestConformance(t *testing.T) {
 	for _, name := range corpusExamples(t) {
-		exp := loadExpect(t, name)
+		exp := corpus.LoadExpect(t, corpusDir, name)
 		for _, form := range []string{".json", ".sparse.json"} {
 			t.Run(name+form, func(t *testing.T) {
 				p := planFile(t, filepath.Join(corpusDir, name+form))
@@ -128,7 +82,7 @@ func TestConformance(t *testing.T) {
 // comparePartitions checks number, GPT name, type GUID and sectors. For an
 // uncertain (md-internal) geometry it checks sgdisk's rule on the planned
 // array size: start 2048, a 100% partition ends at the aligned-down end.
-func comparePartitions(t *testing.T, where string, want []expectedPart, got []*PartPlan, mdSectors uint64) {
+func comparePartitions(t *testing.T, where string, want []corpus.Part, got []*PartPlan, mdSectors uint64) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d partitions, want %d", where, len(got), len(want))
@@ -139,8 +93,8 @@ func comparePartitions(t *testing.T, where string, want []expectedPart, got []*P
 		if g.Number != w.Number || g.Label != w.GPTPartitionName || g.TypeGUID != w.TypeGUID || g.Device != w.Device {
 			t.Errorf("%s: got number %d label %q type %s device %s, want %d %q %s %s", id, g.Number, g.Label, g.TypeGUID, g.Device, w.Number, w.GPTPartitionName, w.TypeGUID, w.Device)
 		}
-		ws, okS := sector(w.StartSector)
-		we, okE := sector(w.EndSector)
+		ws, okS := corpus.Sector(w.StartSector)
+		we, okE := corpus.Sector(w.EndSector)
 		if !okS || !okE {
 			if mdSectors == 0 {
 				t.Fatalf("%s: uncertain geometry outside an md array", id)
@@ -160,7 +114,7 @@ func comparePartitions(t *testing.T, where string, want []expectedPart, got []*P
 // (createCommands), leaving out the wipe nixlos adds before them.
 func TestCreateSteps(t *testing.T) {
 	for _, name := range corpusExamples(t) {
-		exp := loadExpect(t, name)
+		exp := corpus.LoadExpect(t, corpusDir, name)
 		for _, form := range []string{".json", ".sparse.json"} {
 			t.Run(name+form, func(t *testing.T) {
 				p := planFile(t, filepath.Join(corpusDir, name+form))
@@ -181,7 +135,7 @@ func TestCreateSteps(t *testing.T) {
 // TestMountCommands compares the plan's mount argv with disko's.
 func TestMountCommands(t *testing.T) {
 	for _, name := range corpusExamples(t) {
-		exp := loadExpect(t, name)
+		exp := corpus.LoadExpect(t, corpusDir, name)
 		t.Run(name, func(t *testing.T) {
 			p := planFile(t, filepath.Join(corpusDir, name+".json"))
 			var got [][]string

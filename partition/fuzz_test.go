@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // FuzzLoad feeds arbitrary JSON to the layout decoder, defaults, validation
@@ -19,7 +21,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"disk":{"a":{"device":"/dev/sda","content":{"type":"table","format":"msdos","partitions":[{"start":"1","end":"-1s"}]}}}}`))
 	f.Add([]byte(`{"zpool":{"z":{}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := Load(data)
+		d, err := disko.Load(data)
 		if err != nil {
 			return
 		}

@@ -2,8 +2,6 @@ package partition
 
 import (
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -141,7 +139,7 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 				}
 			}
 		case OpMdadm:
-			md := mdByDevice(p, st.Target)
+			md := p.MDByDevice(st.Target)
 			if !k.Kept(st.Target) || md == nil {
 				emit(st)
 				continue
@@ -149,7 +147,7 @@ func (p *Plan) WithKeep(k *Keep) *Plan {
 			emit(Step{Op: OpMdadmAssemble, Target: st.Target, Detail: "kept array", Argv: append([]string{"mdadm", "--assemble", md.Device}, md.Members...)})
 		case OpLUKSOpen:
 			if k.Kept(st.Target) {
-				st.Argv = withoutPersistent(st.Argv) // --persistent writes the kept header
+				st.Argv = WithoutPersistent(st.Argv) // --persistent writes the kept header
 				st.Detail += " (kept, opened)"
 			}
 			emit(st)
@@ -215,7 +213,7 @@ func (p *Plan) tableDevice(st Step) string {
 			return d.LayoutDevice
 		}
 	}
-	if m := mdByDevice(p, st.Target); m != nil {
+	if m := p.MDByDevice(st.Target); m != nil {
 		return m.Device
 	}
 	return st.Target
@@ -227,7 +225,7 @@ func (p *Plan) isTableDevice(a string) bool {
 			return true
 		}
 	}
-	return mdByDevice(p, a) != nil || strings.HasPrefix(a, "/dev/mapper/")
+	return p.MDByDevice(a) != nil || strings.HasPrefix(a, "/dev/mapper/")
 }
 
 // partOf is the disko device of the disk or md array holding partition dev.
@@ -265,13 +263,13 @@ func (p *Plan) Writes() [][]string {
 			out[i] = []string{st.Target}
 		case OpMdadm:
 			out[i] = []string{st.Target}
-			if md := mdByDevice(p, st.Target); md != nil {
+			if md := p.MDByDevice(st.Target); md != nil {
 				out[i] = append(out[i], md.Members...)
 			}
 		case OpVGCreate:
 			out[i] = append([]string{"vg:" + st.Target}, st.Argv[2:]...)
 		case OpLUKSOpen:
-			if len(withoutPersistent(st.Argv)) < len(st.Argv) {
+			if len(WithoutPersistent(st.Argv)) < len(st.Argv) {
 				out[i] = []string{st.Target} // --persistent writes the header's flags
 			}
 		case OpMountTemp:
@@ -304,53 +302,4 @@ func (p *Plan) KeepViolations(k *Keep) []string {
 		}
 	}
 	return out
-}
-
-// deleteSubvolume deletes a btrfs subvolume and the subvolumes nested in it
-// (systemd creates some inside a root subvolume), deepest first.
-func (s *Session) deleteSubvolume(path string) error {
-	out, err := exec.Command("btrfs", "subvolume", "list", "-o", path).Output()
-	if err != nil {
-		return fmt.Errorf("list the subvolumes in %s: %w", path, err)
-	}
-	var nested []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if _, p, ok := strings.Cut(line, " path "); ok {
-			nested = append(nested, strings.TrimPrefix(strings.TrimSpace(p), "<FS_TREE>/"))
-		}
-	}
-	// list -o names paths from the top level; delete the deepest first
-	slices.SortFunc(nested, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	for _, n := range nested {
-		if err := s.run(nil, "btrfs", "subvolume", "delete", filepath.Join(s.tmpMount, n)); err != nil {
-			return err
-		}
-	}
-	return s.run(nil, "btrfs", "subvolume", "delete", path)
-}
-
-// OpenKept opens the kept chain of a plan from WithKeep — kept LUKS
-// containers, md arrays and volume groups — so that what is behind them
-// can be checked before anything is written. It writes nothing.
-func (s *Session) OpenKept() error {
-	s.init()
-	if s.Plan.Keep == nil {
-		return nil
-	}
-	s.loadModules()
-	for _, st := range s.Plan.Steps {
-		var err error
-		switch st.Op {
-		case OpLUKSOpen:
-			if s.Plan.Keep.Kept(st.Target) && !exists("/dev/mapper/"+st.Argv[3]) {
-				err = s.luks(withoutPersistent(st.Argv))
-			}
-		case OpMdadmAssemble, OpVGActivate:
-			err = s.exec(st)
-		}
-		if err != nil {
-			return fmt.Errorf("open kept %s: %w", st.Target, err)
-		}
-	}
-	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // toposort is nixpkgs' lib.toposort: repeatedly take the first element
@@ -56,7 +58,7 @@ func listDfs[T any](list []T, before func(a, b T) bool) (T, []T, error) {
 // createOrder is disko's sortDevicesByDependencies: [kind, key] pairs of
 // every device in attribute order, toposorted so that the devices an md
 // array or VG is built from come first.
-func createOrder(d *Devices) ([][2]string, error) {
+func createOrder(d *disko.Devices) ([][2]string, error) {
 	var list [][2]string
 	for _, k := range sortedKeys(d.Disk) {
 		list = append(list, [2]string{"disk", k})
@@ -88,10 +90,10 @@ func createOrder(d *Devices) ([][2]string, error) {
 // deviceDependencies is disko's _meta.deviceDependencies: for [kind, name]
 // of an md array or VG, the [kind, name] of the devices its members are on.
 // Like disko, keys and values use the name option, list items the key.
-func deviceDependencies(d *Devices) map[[2]string][][2]string {
+func deviceDependencies(d *disko.Devices) map[[2]string][][2]string {
 	deps := map[[2]string][][2]string{}
-	var walk func(c *Content, owner [2]string)
-	walk = func(c *Content, owner [2]string) {
+	var walk func(c *disko.Content, owner [2]string)
+	walk = func(c *disko.Content, owner [2]string) {
 		if c == nil {
 			return
 		}
@@ -169,8 +171,8 @@ func fsBefore(a, b *fsEntry) bool {
 
 func (b *builder) collectMounts(entries map[string]*fsEntry) {
 	root := b.opt.Root
-	var walk func(c *Content)
-	walk = func(c *Content) {
+	var walk func(c *disko.Content)
+	walk = func(c *disko.Content) {
 		if c == nil {
 			return
 		}
@@ -220,7 +222,7 @@ func (b *builder) collectMounts(entries map[string]*fsEntry) {
 	}
 }
 
-func btrfsMounts(c *Content, root string, entries map[string]*fsEntry) {
+func btrfsMounts(c *disko.Content, root string, entries map[string]*fsEntry) {
 	for _, k := range sortedKeys(c.Subvolumes) {
 		sv := c.Subvolumes[k]
 		if sv.Mountpoint == nil {

@@ -1,8 +1,17 @@
+// Package partition plans disks exactly as disko would: from a layout of
+// package disko it computes a Plan (partition geometry as sgdisk/parted place
+// it, the create steps as typed operations with disko's tool arguments, the
+// mount order, what a reinstall keeps), without touching a disk. Package
+// partition/apply runs a plan.
 package partition
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // Plan is everything apply will do, computed without touching a disk. It
@@ -85,7 +94,7 @@ type MDPlan struct {
 	Partitions []*PartPlan `json:"partitions,omitempty"` // sectors relative to the array
 	Content    string      `json:"content,omitempty"`
 
-	gpt *Content
+	gpt *disko.Content
 }
 
 // LUKSPlan is a LUKS container.
@@ -178,7 +187,7 @@ type Options struct {
 
 // NewPlan computes the plan for a normalized layout on the given targets,
 // one per key of d.Disk.
-func NewPlan(d *Devices, targets map[string]Target, opt Options) (*Plan, error) {
+func NewPlan(d *disko.Devices, targets map[string]Target, opt Options) (*Plan, error) {
 	if opt.Root == "" {
 		opt.Root = "/mnt"
 	}
@@ -198,7 +207,7 @@ func NewPlan(d *Devices, targets map[string]Target, opt Options) (*Plan, error) 
 }
 
 type builder struct {
-	d         *Devices
+	d         *disko.Devices
 	opt       Options
 	p         *Plan
 	mdMembers map[string][]string // md name → member devices in creation order
@@ -241,7 +250,7 @@ func (b *builder) step(op Op, target, detail string, argv ...string) {
 	b.p.Steps = append(b.p.Steps, Step{Op: op, Target: target, Detail: detail, Argv: argv})
 }
 
-func (b *builder) disk(disk *Disk, t Target) error {
+func (b *builder) disk(disk *disko.Disk, t Target) error {
 	dp := &DiskPlan{Key: disk.Key, Name: disk.Name, Device: t.Device, LayoutDevice: disk.Device,
 		SizeBytes: t.SizeBytes, Partitions: []*PartPlan{}}
 	if dp.Device == "" {
@@ -274,7 +283,7 @@ func (b *builder) disk(disk *Disk, t Target) error {
 
 // gpt places a gpt table's partitions on a device of size bytes and emits
 // its steps, then the steps of the partitions' contents.
-func (b *builder) gpt(c *Content, size uint64, dev string) ([]*PartPlan, *HybridMBR, error) {
+func (b *builder) gpt(c *disko.Content, size uint64, dev string) ([]*PartPlan, *HybridMBR, error) {
 	parts, err := placeGPT(c, size)
 	if err != nil {
 		return nil, nil, err
@@ -295,8 +304,27 @@ func (b *builder) gpt(c *Content, size uint64, dev string) ([]*PartPlan, *Hybrid
 	return parts, hybrid, nil
 }
 
+// MDByDevice returns the md array of p whose device is dev, or nil.
+func (p *Plan) MDByDevice(dev string) *MDPlan {
+	for _, m := range p.Mdadm {
+		if m.Device == dev {
+			return m
+		}
+	}
+	return nil
+}
+
+// HasGPT reports whether the array holds a GPT, whose partitions PlaceGPT
+// places once the array's real size is known.
+func (m *MDPlan) HasGPT() bool { return m.gpt != nil }
+
+// PlaceGPT computes the sectors of the partitions of the GPT inside the
+// array for an array of size bytes, with sgdisk's rules (as the plan did for
+// the estimated size).
+func (m *MDPlan) PlaceGPT(size uint64) ([]*PartPlan, error) { return placeGPT(m.gpt, size) }
+
 // placeGPT computes every partition's sectors with sgdisk's rules.
-func placeGPT(c *Content, size uint64) ([]*PartPlan, error) {
+func placeGPT(c *disko.Content, size uint64) ([]*PartPlan, error) {
 	sim, err := newSgdiskSim(size / SectorSize)
 	if err != nil {
 		return nil, err
@@ -307,7 +335,7 @@ func placeGPT(c *Content, size uint64) ([]*PartPlan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
 		}
-		pp := &PartPlan{Number: p.Index, Name: p.Name, Label: p.Label, TypeGUID: gptTypeGUID(p.Type),
+		pp := &PartPlan{Number: p.Index, Name: p.Name, Label: p.Label, TypeGUID: disko.TypeGUID(p.Type),
 			StartSector: e.first, EndSector: e.last, SizeBytes: (e.last - e.first + 1) * SectorSize,
 			Device: p.Device, Attributes: attributeBits(p.Attributes), Content: summary(p.Content),
 			start: p.Start, end: p.End, align: uint64(*p.Alignment)}
@@ -319,13 +347,6 @@ func placeGPT(c *Content, size uint64) ([]*PartPlan, error) {
 	return parts, nil
 }
 
-func gptTypeGUID(t string) string {
-	if g, ok := sgdiskTypeCodes[strings.ToUpper(t)]; ok {
-		return g
-	}
-	return strings.ToUpper(t)
-}
-
 func attributeBits(attrs []int) uint64 {
 	var v uint64
 	for _, a := range attrs {
@@ -334,7 +355,7 @@ func attributeBits(attrs []int) uint64 {
 	return v
 }
 
-func sgdiskNewArgv(c *Content, p *GPTPartition) []string {
+func sgdiskNewArgv(c *disko.Content, p *disko.GPTPartition) []string {
 	n := fmt.Sprint(p.Index)
 	argv := []string{"sgdisk", "--align-end"}
 	if *p.Alignment != 0 {
@@ -357,7 +378,7 @@ func sgdiskNewArgv(c *Content, p *GPTPartition) []string {
 }
 
 // table places a legacy table's partitions with parted's rules.
-func (b *builder) table(c *Content, size uint64, target string) ([]*PartPlan, error) {
+func (b *builder) table(c *disko.Content, size uint64, target string) ([]*PartPlan, error) {
 	sim, err := newPartedSim(size/SectorSize, c.Format)
 	if err != nil {
 		return nil, err
@@ -379,19 +400,19 @@ func (b *builder) table(c *Content, size uint64, target string) ([]*PartPlan, er
 	return parts, nil
 }
 
-func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition, target string) (*PartPlan, error) {
+func (b *builder) tablePartition(sim *partedSim, c *disko.Content, p *disko.TablePartition, target string) (*PartPlan, error) {
 	e, err := sim.mkpart(p.Start, p.End)
 	if err != nil {
 		return nil, err
 	}
-	dev, _ := DeviceNumbering(c.Device, p.Index)
+	dev, _ := disko.DeviceNumbering(c.Device, p.Index)
 	pp := &PartPlan{Number: p.Index, StartSector: e.first, EndSector: e.last,
 		SizeBytes: (e.last - e.first + 1) * SectorSize, Device: dev, Content: summary(p.Content), Logical: p.PartType == "logical"}
 	n := fmt.Sprint(p.Index)
 	mk := []string{"parted", "-s", c.Device, "--", "mkpart"}
 	if c.Format == "gpt" {
 		pp.Name = *p.Name
-		pp.Label = HexEscapeUdev(*p.Name)
+		pp.Label = disko.HexEscapeUdev(*p.Name)
 		pp.TypeGUID = partedGPTType(p)
 		mk = append(mk, pp.Label)
 	} else {
@@ -417,14 +438,14 @@ func (b *builder) tablePartition(sim *partedSim, c *Content, p *TablePartition, 
 
 // partedGPTType is the type GUID parted gives a GPT partition from its
 // fs-type and flags (the last flag that sets a type wins, boot first).
-func partedGPTType(p *TablePartition) string {
-	t := sgdiskTypeCodes["8300"]
+func partedGPTType(p *disko.TablePartition) string {
+	t := disko.TypeGUID("8300")
 	if p.FSType != nil {
 		switch *p.FSType {
 		case "linux-swap":
-			t = sgdiskTypeCodes["8200"]
+			t = disko.TypeGUID("8200")
 		case "fat16", "fat32", "ntfs":
-			t = sgdiskTypeCodes["0700"]
+			t = disko.TypeGUID("0700")
 		}
 	}
 	flags := p.Flags
@@ -434,24 +455,24 @@ func partedGPTType(p *TablePartition) string {
 	for _, f := range flags {
 		switch f {
 		case "boot", "esp":
-			t = sgdiskTypeCodes["EF00"]
+			t = disko.TypeGUID("EF00")
 		case "bios_grub":
-			t = sgdiskTypeCodes["EF02"]
+			t = disko.TypeGUID("EF02")
 		case "lvm":
-			t = sgdiskTypeCodes["8E00"]
+			t = disko.TypeGUID("8E00")
 		case "raid":
-			t = sgdiskTypeCodes["FD00"]
+			t = disko.TypeGUID("FD00")
 		case "swap":
-			t = sgdiskTypeCodes["8200"]
+			t = disko.TypeGUID("8200")
 		case "msftres":
-			t = sgdiskTypeCodes["0C01"]
+			t = disko.TypeGUID("0C01")
 		}
 	}
 	return t
 }
 
 // partedMBRType is the msdos system id and active flag parted writes.
-func partedMBRType(p *TablePartition) (uint8, bool) {
+func partedMBRType(p *disko.TablePartition) (uint8, bool) {
 	t := uint8(0x83)
 	if p.PartType == "extended" {
 		return 0x05, false
@@ -484,7 +505,7 @@ func partedMBRType(p *TablePartition) (uint8, bool) {
 }
 
 // summary describes a content for humans: "filesystem ext4 → /".
-func summary(c *Content) string {
+func summary(c *disko.Content) string {
 	if c == nil {
 		return ""
 	}
@@ -522,3 +543,6 @@ func mp(p *string) string {
 	}
 	return " → " + *p
 }
+
+// sortedKeys returns m's keys in byte order (Nix attribute-name order).
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

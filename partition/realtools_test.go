@@ -1,7 +1,6 @@
 package partition
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/partition/internal/corpus"
 )
 
 // TestGeometryMatchesRealTools runs the table commands disko would run
@@ -81,37 +81,9 @@ func isTableOp(op Op) bool {
 	return false
 }
 
-type sfdiskDump struct {
-	PartitionTable struct {
-		Label      string `json:"label"`
-		Partitions []struct {
-			Node  string `json:"node"`
-			Start uint64 `json:"start"`
-			Size  uint64 `json:"size"`
-			Type  string `json:"type"`
-			Name  string `json:"name"`
-			Attrs string `json:"attrs"`
-			Boot  bool   `json:"bootable"`
-		} `json:"partitions"`
-	} `json:"partitiontable"`
-}
-
-func sfdiskJSON(t *testing.T, args ...string) sfdiskDump {
-	t.Helper()
-	out, err := exec.Command("sfdisk", append([]string{"--json"}, args...)...).Output()
-	if err != nil {
-		t.Fatalf("sfdisk --json %q: %v", args, err)
-	}
-	var d sfdiskDump
-	if err := json.Unmarshal(out, &d); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 func checkTable(t *testing.T, key string, dp *DiskPlan, img string) {
 	t.Helper()
-	d := sfdiskJSON(t, img)
+	d := corpus.SfdiskJSON(t, img)
 	if d.PartitionTable.Label != map[string]string{"gpt": "gpt", "msdos": "dos"}[dp.Table] {
 		t.Errorf("disk %s: table %q, want %s", key, d.PartitionTable.Label, dp.Table)
 	}
@@ -147,7 +119,7 @@ func checkTable(t *testing.T, key string, dp *DiskPlan, img string) {
 
 func checkHybrid(t *testing.T, key string, dp *DiskPlan, img string) {
 	t.Helper()
-	d := sfdiskJSON(t, "--label-nested", "dos", img)
+	d := corpus.SfdiskJSON(t, "--label-nested", "dos", img)
 	got := d.PartitionTable.Partitions
 	if len(got) != len(dp.Hybrid.Slots) {
 		t.Fatalf("disk %s: %d hybrid MBR entries, planned %d: %+v", key, len(got), len(dp.Hybrid.Slots), got)

@@ -3,10 +3,12 @@ package partition
 import (
 	"fmt"
 	"strings"
+
+	"github.com/nixlos/nixlos/disko"
 )
 
 // content emits the create steps of a content, as disko's _create does.
-func (b *builder) content(c *Content) error {
+func (b *builder) content(c *disko.Content) error {
 	if c == nil {
 		return nil
 	}
@@ -48,7 +50,7 @@ func deref(s *string) string {
 
 // btrfs emits mkfs.btrfs (extraArgs word-split, after the device), the swap
 // files and the subvolumes, each under a temporary mount of subvol=/.
-func (b *builder) btrfs(c *Content) {
+func (b *builder) btrfs(c *disko.Content) {
 	b.step(OpMkfs, c.Device, "btrfs", append([]string{"mkfs.btrfs", c.Device}, shellWords(c.ExtraArgs)...)...)
 	fs := &FSPlan{Device: c.Device, Format: "btrfs", Mountpoint: deref(c.Mountpoint), MountOptions: c.MountOptions, ExtraArgs: c.ExtraArgs}
 	b.p.Filesystems = append(b.p.Filesystems, fs)
@@ -70,7 +72,7 @@ func (b *builder) btrfs(c *Content) {
 	}
 }
 
-func (b *builder) swapFiles(dir, dev, mountpoint string, m map[string]*SwapFile) {
+func (b *builder) swapFiles(dir, dev, mountpoint string, m map[string]*disko.SwapFile) {
 	for _, k := range sortedKeys(m) {
 		s := m[k]
 		b.step(OpSwapfile, dev, s.Path+" "+s.Size, "btrfs", "filesystem", "mkswapfile", "--size", s.Size, dir+"/"+s.Path)
@@ -80,7 +82,7 @@ func (b *builder) swapFiles(dir, dev, mountpoint string, m map[string]*SwapFile)
 
 // luksKeyFile is the key source disko passes as --key-file, and how apply
 // gets it: a key file, a password file, or a password typed on a terminal.
-func luksKeyFile(c *Content) (keyFile, passwordFile string, ask bool) {
+func luksKeyFile(c *disko.Content) (keyFile, passwordFile string, ask bool) {
 	if k, ok := c.Settings["keyFile"].(string); ok {
 		return k, "", false
 	}
@@ -102,7 +104,7 @@ const (
 	passwordFilePlaceholder = `<(set +x; echo -n "$(cat %s)"; set -x)`
 )
 
-func luksKeyArgs(c *Content) []string {
+func luksKeyArgs(c *disko.Content) []string {
 	keyFile, pwFile, ask := luksKeyFile(c)
 	var a []string
 	switch {
@@ -116,7 +118,7 @@ func luksKeyArgs(c *Content) []string {
 	return append(a, luksKeySizeArgs(c)...)
 }
 
-func luksKeySizeArgs(c *Content) []string {
+func luksKeySizeArgs(c *disko.Content) []string {
 	var a []string
 	if v, ok := c.Settings["keyFileSize"]; ok {
 		a = append(a, "--keyfile-size", fmt.Sprint(v))
@@ -127,7 +129,7 @@ func luksKeySizeArgs(c *Content) []string {
 	return a
 }
 
-func luksOpenArgs(c *Content) []string {
+func luksOpenArgs(c *disko.Content) []string {
 	var a []string
 	if v, _ := c.Settings["allowDiscards"].(bool); v {
 		a = append(a, "--allow-discards")
@@ -138,7 +140,17 @@ func luksOpenArgs(c *Content) []string {
 	return append(a, shellWords(c.ExtraOpenArgs)...)
 }
 
-func (b *builder) luks(c *Content) error {
+// WithoutPersistent drops a trailing --persistent (which writes the LUKS2
+// header's flags) from a cryptsetup open argv: a kept container, and one
+// opened again to mount, is opened without writing its header.
+func WithoutPersistent(argv []string) []string {
+	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
+		return argv[: n-1 : n-1]
+	}
+	return argv
+}
+
+func (b *builder) luks(c *disko.Content) error {
 	keyFile, pwFile, ask := luksKeyFile(c)
 	lp := &LUKSPlan{Name: c.Name, Device: c.Device, MapperDevice: "/dev/mapper/" + c.Name, KeyFile: keyFile,
 		PasswordFile: pwFile, AskPassword: ask, AdditionalKeyFiles: c.AdditionalKeyFiles,
@@ -163,9 +175,9 @@ func (b *builder) luks(c *Content) error {
 const luks2HeaderBytes = 16 << 20
 
 // hybridSteps emits sgdisk -h and the sfdisk type/active changes.
-func (b *builder) hybridSteps(c *Content) {
+func (b *builder) hybridSteps(c *disko.Content) {
 	var nums []string
-	var hybrids []*GPTPartition
+	var hybrids []*disko.GPTPartition
 	for _, p := range c.GPTPartitions {
 		if p.Hybrid != nil {
 			nums = append(nums, fmt.Sprint(p.Index))
@@ -192,7 +204,7 @@ func (b *builder) hybridSteps(c *Content) {
 }
 
 // hybridMBR computes the MBR slots sgdisk -h and sfdisk leave behind.
-func hybridMBR(c *Content, parts []*PartPlan) *HybridMBR {
+func hybridMBR(c *disko.Content, parts []*PartPlan) *HybridMBR {
 	var h HybridMBR
 	eeLast := !*c.EfiGptPartitionFirst
 	slot := 1
@@ -242,7 +254,7 @@ func parseHexByte(s string) (uint8, error) {
 }
 
 // mdadm emits mdadm --create, the zap, and the array's content.
-func (b *builder) mdadm(md *MDArray) error {
+func (b *builder) mdadm(md *disko.MDArray) error {
 	dev := "/dev/md/" + md.Name
 	members := b.mdMembers[md.Name]
 	mp := &MDPlan{Name: md.Name, Device: dev, Level: *md.Level, Metadata: md.Metadata,
@@ -274,7 +286,7 @@ func (b *builder) mdadm(md *MDArray) error {
 // mdSize estimates an array's size from its members: metadata 1.0 keeps
 // the superblock at the end, 1.1/1.2 reserve a data offset at the start.
 // Apply reads the real size before placing partitions inside the array.
-func (b *builder) mdSize(md *MDArray, members []string) uint64 {
+func (b *builder) mdSize(md *disko.MDArray, members []string) uint64 {
 	var minSize, sum uint64
 	for i, m := range members {
 		s := b.sizes[m]
@@ -313,13 +325,13 @@ func (b *builder) mdSize(md *MDArray, members []string) uint64 {
 const mdDataOffsetBytes = 5 << 20
 
 // innerGPT handles a gpt table inside a LUKS container.
-func (b *builder) innerGPT(c *Content) error {
+func (b *builder) innerGPT(c *disko.Content) error {
 	_, _, err := b.gpt(c, b.sizes[c.Device], c.Device)
 	return err
 }
 
 // vg emits modprobe, vgcreate, lvcreate and the LVs' contents.
-func (b *builder) vg(vg *VolumeGroup) error {
+func (b *builder) vg(vg *disko.VolumeGroup) error {
 	vp := &VGPlan{PVs: b.vgPVs[vg.Name], LVs: []*LVPlan{}}
 	b.p.LVMVG[vg.Name] = vp
 	b.step(OpModprobe, vg.Name, "dm-snapshot", "modprobe", "dm-snapshot")
@@ -343,16 +355,16 @@ func (b *builder) vg(vg *VolumeGroup) error {
 	return nil
 }
 
-func sortedLVs(vg *VolumeGroup) []*LogicalVolume {
-	var lvs []*LogicalVolume
+func sortedLVs(vg *disko.VolumeGroup) []*disko.LogicalVolume {
+	var lvs []*disko.LogicalVolume
 	for _, k := range sortedKeys(vg.LVs) {
 		lvs = append(lvs, vg.LVs[k])
 	}
-	stableSortBy(lvs, func(lv *LogicalVolume) int { return *lv.Priority })
+	stableSortBy(lvs, func(lv *disko.LogicalVolume) int { return *lv.Priority })
 	return lvs
 }
 
-func lvPlan(vg *VolumeGroup, lv *LogicalVolume) *LVPlan {
+func lvPlan(vg *disko.VolumeGroup, lv *disko.LogicalVolume) *LVPlan {
 	lp := &LVPlan{Name: lv.Name, Size: lv.Size, Device: "/dev/" + vg.Name + "/" + lv.Name, Content: summary(lv.Content)}
 	if strings.HasSuffix(lv.Size, "%") {
 		lp.Size += "FREE"
@@ -366,7 +378,7 @@ func lvPlan(vg *VolumeGroup, lv *LogicalVolume) *LVPlan {
 	return lp
 }
 
-func lvcreateArgv(vg *VolumeGroup, lv *LogicalVolume) []string {
+func lvcreateArgv(vg *disko.VolumeGroup, lv *disko.LogicalVolume) []string {
 	flag := "-L"
 	thin := lv.LVMType != nil && *lv.LVMType == "thinlv"
 	switch {
@@ -387,4 +399,10 @@ func lvcreateArgv(vg *VolumeGroup, lv *LogicalVolume) []string {
 		argv = append(argv, "--type="+*lv.LVMType)
 	}
 	return append(append(argv, shellWords(lv.ExtraArgs)...), vg.Name)
+}
+
+// shellWords splits like disko's unquoted `toString list` interpolation:
+// the elements are joined with spaces and then split on whitespace.
+func shellWords(list []string) []string {
+	return strings.Fields(strings.Join(list, " "))
 }

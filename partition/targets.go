@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/nixlos/nixlos/disko"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +15,7 @@ import (
 // (an empty virtual disk), or a bare "DEV"/"SIZE" when the layout has
 // exactly one disk. A layout disk without an argument is planned on its own
 // device path when that exists. Errors name the argument and the fix.
-func ParseDiskArgs(d *Devices, args []string) (map[string]Target, error) {
+func ParseDiskArgs(d *disko.Devices, args []string) (map[string]Target, error) {
 	keys := sortedKeys(d.Disk)
 	targets := map[string]Target{}
 	for _, a := range args {

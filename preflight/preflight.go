@@ -44,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/internal/errs"
@@ -112,9 +113,9 @@ type Target struct {
 type Input struct {
 	Host     string
 	Hardware hw.Report
-	// Layout is the host's disko layout (partition.Load), LayoutSource
+	// Layout is the host's disko layout (disko.Load), LayoutSource
 	// where it comes from (for messages: "host laptop's disko.devices").
-	Layout *partition.Devices
+	Layout *disko.Devices
 	// Disks maps layout disk keys to the chosen disks; a layout disk
 	// without one is not size-checked.
 	Disks map[string]Target
@@ -214,7 +215,7 @@ type ways struct {
 }
 
 // bootWays plans the layout on large virtual disks and reads the ways in.
-func bootWays(d *partition.Devices) (ways, error) {
+func bootWays(d *disko.Devices) (ways, error) {
 	var w ways
 	targets := map[string]partition.Target{}
 	for k := range d.Disk {
@@ -407,7 +408,7 @@ func diskSizes(in Input) []Finding {
 // MinSize is the smallest size (a multiple of 1 MiB) on which layout disk
 // key plans, the other disks planned on 1 PiB: the planner's own verdict,
 // found by binary search.
-func MinSize(d *partition.Devices, key string) (uint64, error) {
+func MinSize(d *disko.Devices, key string) (uint64, error) {
 	fits := func(size uint64) error {
 		targets := map[string]partition.Target{}
 		for k := range d.Disk {

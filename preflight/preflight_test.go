@@ -4,9 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/internal/errs"
-	"github.com/nixlos/nixlos/partition"
 )
 
 const (
@@ -41,9 +41,9 @@ const (
 
 const gib = 1 << 30
 
-func layout(t *testing.T, js string) *partition.Devices {
+func layout(t *testing.T, js string) *disko.Devices {
 	t.Helper()
-	d, err := partition.Load([]byte(js))
+	d, err := disko.Load([]byte(js))
 	if err != nil {
 		t.Fatalf("layout: %v", err)
 	}

@@ -5,7 +5,7 @@
 set -euo pipefail
 run() { echo "== $*"; go test -run '^$' "$@"; }
 run -bench 'BenchmarkPlan$' -benchtime 2000x ./partition
-run -bench 'BenchmarkApplySimpleEFI|BenchmarkGuestApplyLUKSLVM' -benchtime 1x ./partition
+run -bench 'BenchmarkApplySimpleEFI|BenchmarkGuestApplyLUKSLVM' -benchtime 1x ./partition/apply
 run -bench 'BenchmarkManifestVsNixEval' -benchtime 20x ./flake
 run -bench . -benchtime 3x ./image ./initramfs
 run -bench . -benchtime 1x ./pipeline ./vmtest

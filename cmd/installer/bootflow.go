@@ -26,6 +26,7 @@ import (
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/netconf"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 	"github.com/nixlos/nixlos/pxe/wire"
 )
 
@@ -209,7 +210,7 @@ func (b *boot) run(ctx context.Context) (bootcfg.After, error) {
 	if err != nil {
 		return c.After, err
 	}
-	if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+	if err := (&apply.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
 		return c.After, err
 	}
 	if p, err = b.resume(ctx, p, opt, c.Auto); err != nil {

@@ -15,13 +15,13 @@ import (
 
 	"github.com/nixlos/nixlos/bootcfg"
 	"github.com/nixlos/nixlos/closure"
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/diskrules"
 	"github.com/nixlos/nixlos/flake"
 	"github.com/nixlos/nixlos/hw"
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
-	"github.com/nixlos/nixlos/partition"
 	"github.com/nixlos/nixlos/preflight"
 )
 
@@ -189,7 +189,7 @@ func gate(m *flake.Manifest, ch bootcfg.Choices, c bootcfg.Cmdline, rep hw.Repor
 	if err != nil {
 		return preflight.Result{}, nil, err
 	}
-	layout, err := partition.Load(h.Disko)
+	layout, err := disko.Load(h.Disko)
 	if err != nil {
 		return preflight.Result{}, nil, errs.BadInput("host "+ch.Host+" disko.devices", "correct the layout", "%v", err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
-	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // installCommand is the "install" subcommand, listed in main.go.
@@ -116,7 +116,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		if vr.Recipient != "" {
 			fmt.Fprintf(stderr, "verify-key: age key %s opens %s (%s, %d values)\n", vr.Recipient, p.HostInfo.SopsFile, vr.Checked, vr.Values)
 		}
-		if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+		if err := (&apply.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
 			p.Decision = "resume: unknown (the target disks are in use: " + err.Error() + ")"
 		} else {
 			install.Decide(context.Background(), p, opt, *restart)
@@ -128,7 +128,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		}
 		return p.Write(stdout)
 	}
-	s := &partition.Session{Plan: p.Layout, Root: p.Root}
+	s := &apply.Session{Plan: p.Layout, Root: p.Root}
 	if err := s.Preflight(); err != nil {
 		return unsafeInput(err)
 	}

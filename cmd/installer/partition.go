@@ -15,6 +15,7 @@ import (
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // partitionCommand is the "partition" subcommand, listed in main.go.
@@ -59,7 +60,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s := &partition.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
+	s := &apply.Session{Plan: plan, Root: lf.root, Log: stderr, Password: terminalPassword(stdout)}
 	switch {
 	case *unmount && *open:
 		return errs.Usagef("give --unmount or --open, not both")
@@ -109,7 +110,7 @@ func runPartition(args []string, stdout, stderr io.Writer) error {
 
 // unsafeInput maps a refused device to exit 2 with a fix.
 func unsafeInput(err error) error {
-	var ue *partition.UnsafeError
+	var ue *apply.UnsafeError
 	if errors.As(err, &ue) {
 		return errs.BadInput("--disk "+ue.Disk+"="+ue.Device, "choose the right disk for --disk "+ue.Disk, "refused: %s", ue.Reason)
 	}

@@ -142,7 +142,7 @@ func TestPartitionRefusesSmallDeviceAndVirtual(t *testing.T) {
 }
 
 // TestPartitionApplies runs the command end to end on a loop device and
-// checks the GPT it leaves (the apply details are tested in partition/).
+// checks the GPT it leaves (the apply details are tested in partition/apply/).
 func TestPartitionApplies(t *testing.T) {
 	requireLoopRoot(t)
 	dev := loopDevice(t)

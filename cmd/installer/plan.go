@@ -9,11 +9,13 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/cli"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/internal/imagepath"
 	"github.com/nixlos/nixlos/keep"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // planCommand is the "plan" subcommand, listed in main.go.
@@ -57,7 +59,7 @@ type layoutFlags struct {
 	disks                        diskArgs
 	keep                         diskArgs // --keep: volumes a reinstall keeps
 	state                        string   // --state: recorded disk state for --keep
-	keepDevices                  *partition.Devices
+	keepDevices                  *disko.Devices
 	keepFull                     *partition.Plan // the plan before WithKeep
 }
 
@@ -117,7 +119,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // load reads the layout from --layout or from the manifest's host.
-func (l *layoutFlags) load() (*partition.Devices, string, error) {
+func (l *layoutFlags) load() (*disko.Devices, string, error) {
 	var data []byte
 	var input string
 	switch {
@@ -138,10 +140,10 @@ func (l *layoutFlags) load() (*partition.Devices, string, error) {
 	default:
 		return nil, "", errs.Usagef("no layout given (fix: --layout FILE or --host NAME)")
 	}
-	d, err := partition.Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		fix := "correct the layout (see disko's documentation for the option)"
-		if errors.Is(err, partition.ErrNotSupported) {
+		if errors.Is(err, disko.ErrNotSupported) {
 			fix = "use gpt/table with filesystem, btrfs, swap, luks, lvm or mdadm content"
 		}
 		return nil, "", errs.BadInput(input, fix, "%v", err)
@@ -168,13 +170,13 @@ func (l *layoutFlags) plan() (*partition.Plan, error) {
 
 // withKeep plans the --keep volumes against the disks (or --state) and
 // returns the plan that keeps them; refusals are bad input (exit 2).
-func (l *layoutFlags) withKeep(d *partition.Devices, p *partition.Plan) (*partition.Plan, error) {
+func (l *layoutFlags) withKeep(d *disko.Devices, p *partition.Plan) (*partition.Plan, error) {
 	what := keep.ParseWhat(l.keep)
 	if len(what) == 0 {
 		return p, nil
 	}
 	l.keepDevices, l.keepFull = d, p
-	kp, err := l.keepPlan((&partition.Session{Plan: p}).Resolve)
+	kp, err := l.keepPlan((&apply.Session{Plan: p}).Resolve)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +213,7 @@ func (l *layoutFlags) keepPlan(resolve func(string) string) (*keep.Plan, error) 
 // verifyKept opens the kept chain (LUKS, md, LVM), checks what is behind
 // it before anything is written and plans the steps again with what it
 // found; a refusal closes it again.
-func (l *layoutFlags) verifyKept(s *partition.Session) error {
+func (l *layoutFlags) verifyKept(s *apply.Session) error {
 	if l.keepFull == nil || l.state != "" {
 		return nil
 	}

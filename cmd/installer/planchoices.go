@@ -12,6 +12,7 @@ import (
 	"github.com/nixlos/nixlos/install"
 	"github.com/nixlos/nixlos/internal/errs"
 	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/apply"
 )
 
 // choicePlan is `installer plan --cmdline` output: the plan of the chosen
@@ -120,7 +121,7 @@ func resumeDecision(m *flake.Manifest, ch bootcfg.Choices) string {
 	if err != nil {
 		return "resume: unknown (" + err.Error() + ")"
 	}
-	if err := (&partition.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
+	if err := (&apply.Session{Plan: p.Layout, Root: p.Root}).Preflight(); err != nil {
 		return "resume: unknown (" + err.Error() + ")"
 	}
 	return install.Decide(context.Background(), p, opt, false)

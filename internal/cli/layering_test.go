@@ -101,3 +101,28 @@ func TestOnlyCommandsImportCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskLayers keeps the three disk packages layered: the disko schema
+// depends on no nixlos package, the planner (partition) only on the schema,
+// and only the executor (partition/apply) touches devices.
+func TestDiskLayers(t *testing.T) {
+	allowed := map[string][]string{
+		module + "/disko":     nil,
+		module + "/partition": {module + "/disko"},
+	}
+	pkgs := goList(t, module+"/disko", module+"/partition")
+	if len(pkgs) != len(allowed) {
+		t.Fatalf("go list returned %d packages, want %d", len(pkgs), len(allowed))
+	}
+	for _, p := range pkgs {
+		ok := map[string]bool{}
+		for _, a := range allowed[p.ImportPath] {
+			ok[a] = true
+		}
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, module+"/") && !ok[d] {
+				t.Errorf("%s depends on %s", strings.TrimPrefix(p.ImportPath, module+"/"), strings.TrimPrefix(d, module+"/"))
+			}
+		}
+	}
+}

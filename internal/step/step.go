@@ -1,7 +1,7 @@
 // Package step is the one step type of nixlos's long jobs — the mkiso build
 // (package pipeline), the install (package install, where a resumed
 // install marks done steps skipped) and the partition executor (package
-// partition, one step per plan operation): a step carries its
+// partition/apply, one step per plan operation): a step carries its
 // name, what it will do and the function that does it, in the manner of
 // Talos' PhaseList. A job builds its list with Append and AppendWhen (a
 // plan you can print and test before anything runs), then runs it in order.

@@ -1,15 +1,23 @@
-package partition
+package apply
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/testenv"
+	"github.com/nixlos/nixlos/partition"
+	"github.com/nixlos/nixlos/partition/internal/corpus"
 )
+
+// corpusDir is the planner's disko conformance corpus, which these tests apply.
+const corpusDir = "../testdata/disko"
 
 // requireLoop skips unless the test can create loop devices and has the
 // tools apply runs.
@@ -140,15 +148,15 @@ func applyExample(t *testing.T, name string) {
 
 func applyLayout(t *testing.T, data []byte, dev, root string) *Session {
 	t.Helper()
-	d, err := Load(data)
+	d, err := disko.Load(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets, err := ParseDiskArgs(d, []string{"main=" + dev})
+	targets, err := partition.ParseDiskArgs(d, []string{"main=" + dev})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPlan(d, targets, Options{Root: root})
+	p, err := partition.NewPlan(d, targets, partition.Options{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +175,7 @@ func applyLayout(t *testing.T, data []byte, dev, root string) *Session {
 // kernelMountable drops from the plan's mounts the filesystem types this
 // kernel cannot mount (the CI host kernel has no vfat), saying so; the
 // QEMU guest test mounts them all.
-func kernelMountable(t *testing.T, p *Plan) {
+func kernelMountable(t *testing.T, p *partition.Plan) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
@@ -179,7 +187,7 @@ func kernelMountable(t *testing.T, p *Plan) {
 			known[f[len(f)-1]] = true
 		}
 	}
-	var keep []*MountPlan
+	var keep []*partition.MountPlan
 	for _, m := range p.Mounts {
 		if m.FSType == "xfs" && hasQuotaOption(m.Options) && !exists("/proc/fs/xfs/xqmstat") {
 			t.Logf("not mounting %s: this kernel has no XFS quota support for %q (checked in the QEMU guest test)", m.Mountpoint, m.Options)
@@ -205,7 +213,7 @@ func hasQuotaOption(opts []string) bool {
 
 func checkPartitions(t *testing.T, dev string, want []expectPartition) {
 	t.Helper()
-	got := sfdiskJSON(t, dev).PartitionTable.Partitions
+	got := corpus.SfdiskJSON(t, dev).PartitionTable.Partitions
 	if len(got) != len(want) {
 		t.Fatalf("sfdisk shows %d partitions, want %d", len(got), len(want))
 	}
@@ -228,7 +236,7 @@ func attrsString(hex string) string {
 }
 
 func partName(dev string, n int) string {
-	return dev + "p" + itoa(n)
+	return dev + "p" + strconv.Itoa(n)
 }
 
 func checkFilesystems(t *testing.T, s *Session, want []expectPartition) {
@@ -257,7 +265,7 @@ func checkFilesystems(t *testing.T, s *Session, want []expectPartition) {
 			t.Errorf("partition %d: blkid PART_ENTRY_NAME %q, want %q", w.Number, got, w.GPTPartitionName)
 		}
 		size, _ := exec.Command("lsblk", "--bytes", "--noheadings", "--nodeps", "--output", "SIZE", node).Output()
-		if got, want := strings.TrimSpace(string(size)), itoa(int((w.EndSector-w.StartSector+1)*SectorSize)); got != want {
+		if got, want := strings.TrimSpace(string(size)), strconv.Itoa(int((w.EndSector-w.StartSector+1)*partition.SectorSize)); got != want {
 			t.Errorf("partition %d: lsblk SIZE %s, want %s", w.Number, got, want)
 		}
 	}
@@ -284,7 +292,7 @@ func mountsUnder(root string) []findmntEntry {
 	return res
 }
 
-func checkMounts(t *testing.T, root string, exp expectApply, p *Plan) {
+func checkMounts(t *testing.T, root string, exp expectApply, p *partition.Plan) {
 	t.Helper()
 	planned := map[string]bool{}
 	for _, m := range p.Mounts {
@@ -340,7 +348,7 @@ func checkMounts(t *testing.T, root string, exp expectApply, p *Plan) {
 // against sgdisk -h and sfdisk).
 func TestApplyHybridMBR(t *testing.T) {
 	requireLoop(t, "mkfs.vfat", "mkfs.ext4", "mkfs.btrfs", "btrfs")
-	data, err := os.ReadFile("testdata/layouts/hybrid-mbr-ee-last.json")
+	data, err := os.ReadFile("../testdata/layouts/hybrid-mbr-ee-last.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,13 +361,13 @@ func TestApplyHybridMBR(t *testing.T) {
 	if h == nil || len(h.Slots) != 3 || h.Slots[2].Type != 0xEE || h.Slots[0].Type != 0x0c || !h.Slots[1].Bootable {
 		t.Fatalf("unexpected hybrid plan %+v", h)
 	}
-	got := sfdiskJSON(t, "--label-nested", "dos", dev).PartitionTable.Partitions
+	got := corpus.SfdiskJSON(t, "--label-nested", "dos", dev).PartitionTable.Partitions
 	if len(got) != len(h.Slots) {
 		t.Fatalf("MBR has %d entries, plan %d", len(got), len(h.Slots))
 	}
 	for i, s := range h.Slots {
 		g := got[i]
-		if g.Start != s.StartSector || g.Size != s.Sectors || g.Type != strings.TrimLeft(hex2(s.Type), "0") || g.Boot != s.Bootable {
+		if g.Start != s.StartSector || g.Size != s.Sectors || g.Type != strings.TrimLeft(fmt.Sprintf("%02x", s.Type), "0") || g.Boot != s.Bootable {
 			t.Errorf("MBR slot %d: %+v, planned %+v", s.Slot, g, s)
 		}
 	}

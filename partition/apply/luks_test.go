@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"fmt"
@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixlos/nixlos/disko"
+	"github.com/nixlos/nixlos/partition"
 )
 
 // TestLUKSKeysLoop runs the LUKS steps that need no device-mapper
@@ -67,11 +70,11 @@ func TestLUKSKeysLoop(t *testing.T) {
 // first one that needs device-mapper (cryptsetup open).
 func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	t.Helper()
-	d, err := Load([]byte(layout))
+	d, err := disko.Load([]byte(layout))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPlan(d, map[string]Target{"main": {Device: dev, SizeBytes: 64 << 20}}, Options{})
+	p, err := partition.NewPlan(d, map[string]partition.Target{"main": {Device: dev, SizeBytes: 64 << 20}}, partition.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +90,7 @@ func luksFormatOnly(t *testing.T, layout, dev, password string) string {
 	}
 	s.init()
 	for _, st := range p.Steps {
-		if st.Op == OpLUKSOpen {
+		if st.Op == partition.OpLUKSOpen {
 			continue // needs device-mapper
 		}
 		if err := s.exec(st); err != nil {

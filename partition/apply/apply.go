@@ -1,4 +1,10 @@
-package partition
+// Package apply runs a partition.Plan on this machine's devices: a Session
+// checks the disks are safe to write (not mounted, not in use, not the boot
+// medium), writes the partition tables (telling the kernel with BLKPG, so no
+// udev is needed), runs the plan's create steps as a step.List (mkfs,
+// cryptsetup, lvm, mdadm, btrfs), and opens, mounts, unmounts and tears down
+// what a plan describes. It imports partition; partition never imports it.
+package apply
 
 import (
 	"bytes"
@@ -8,11 +14,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/nixlos/nixlos/disko"
 	"github.com/nixlos/nixlos/internal/step"
+	"github.com/nixlos/nixlos/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +28,7 @@ import (
 // md-name-any, …); the session resolves each to the actual node from the
 // parent device and partition number, so it works without udev.
 type Session struct {
-	Plan *Plan
+	Plan *partition.Plan
 	Root string    // mount root, default /mnt
 	Log  io.Writer // tool output and progress; nil discards
 	// Password returns the passphrase of a LUKS device with askPassword
@@ -93,8 +100,7 @@ func partitionNode(disk string, n int) (string, error) {
 		return "", err
 	}
 	for _, p := range parts {
-		b, _ := os.ReadFile(filepath.Join(SysRoot, "class/block", p.name, "partition"))
-		if strings.TrimSpace(string(b)) == fmt.Sprint(n) {
+		if sys().Attr(p.name, "partition") == fmt.Sprint(n) {
 			return "/dev/" + p.name, nil
 		}
 	}
@@ -140,7 +146,7 @@ func (s *Session) Steps() step.List[*Session] {
 }
 
 // exec does one plan step.
-func (s *Session) exec(st Step) error {
+func (s *Session) exec(st partition.Step) error {
 	if run := executors[st.Op]; run != nil {
 		return run(s, st)
 	}
@@ -149,39 +155,39 @@ func (s *Session) exec(st Step) error {
 
 // executors maps the operations that are not just their argv to what does
 // them.
-var executors = map[Op]func(*Session, Step) error{
-	OpPartition: written, OpPartitionFlag: written, OpHybridMBR: written, OpHybridType: written, OpHybridActive: written,
-	OpWipe:  func(s *Session, st Step) error { return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1])) },
-	OpTable: func(s *Session, st Step) error { return s.table(st.Target) },
-	OpZap: func(s *Session, st Step) error {
+var executors = map[partition.Op]func(*Session, partition.Step) error{
+	partition.OpPartition: written, partition.OpPartitionFlag: written, partition.OpHybridMBR: written, partition.OpHybridType: written, partition.OpHybridActive: written,
+	partition.OpWipe:  func(s *Session, st partition.Step) error { return s.wipeDisk(s.Resolve(st.Argv[len(st.Argv)-1])) },
+	partition.OpTable: func(s *Session, st partition.Step) error { return s.table(st.Target) },
+	partition.OpZap: func(s *Session, st partition.Step) error {
 		return s.run(nil, "wipefs", "--all", "--force", s.Resolve(st.Argv[len(st.Argv)-1]))
 	},
-	OpMountTemp:     func(s *Session, st Step) error { return s.mountTemp(s.Resolve(st.Argv[1])) },
-	OpUmountTemp:    func(s *Session, _ Step) error { return s.umountTemp() },
-	OpLUKSFormat:    luksStep,
-	OpLUKSOpen:      luksStep,
-	OpLUKSAddKey:    luksStep,
-	OpMdadm:         func(s *Session, st Step) error { return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...) },
-	OpMdadmAssemble: assembleKept,
-	OpSubvolumeDelete: func(s *Session, st Step) error {
+	partition.OpMountTemp:     func(s *Session, st partition.Step) error { return s.mountTemp(s.Resolve(st.Argv[1])) },
+	partition.OpUmountTemp:    func(s *Session, _ partition.Step) error { return s.umountTemp() },
+	partition.OpLUKSFormat:    luksStep,
+	partition.OpLUKSOpen:      luksStep,
+	partition.OpLUKSAddKey:    luksStep,
+	partition.OpMdadm:         func(s *Session, st partition.Step) error { return s.run([]byte("y\n"), s.resolveArgv(st.Argv)...) },
+	partition.OpMdadmAssemble: assembleKept,
+	partition.OpSubvolumeDelete: func(s *Session, st partition.Step) error {
 		return s.deleteSubvolume(strings.ReplaceAll(st.Argv[len(st.Argv)-1], "$MNTPOINT", s.tmpMount))
 	},
-	OpModprobe: modprobe,
+	partition.OpModprobe: modprobe,
 }
 
 // written: the partitions, flags and hybrid MBR are written with the table.
-func written(*Session, Step) error { return nil }
+func written(*Session, partition.Step) error { return nil }
 
-func luksStep(s *Session, st Step) error { return s.luks(st.Argv) }
+func luksStep(s *Session, st partition.Step) error { return s.luks(st.Argv) }
 
-func assembleKept(s *Session, st Step) error {
+func assembleKept(s *Session, st partition.Step) error {
 	if MDRunning(st.Target) {
 		return nil
 	}
 	return s.runArgv(st)
 }
 
-func modprobe(s *Session, st Step) error {
+func modprobe(s *Session, st partition.Step) error {
 	if err := s.run(nil, st.Argv...); err != nil {
 		fmt.Fprintf(s.Log, "nixlos: %v (continuing: the module may be built in)\n", err)
 	}
@@ -189,7 +195,7 @@ func modprobe(s *Session, st Step) error {
 }
 
 // runArgv runs the step's command line with its devices resolved.
-func (s *Session) runArgv(st Step) error { return s.run(nil, s.resolveArgv(st.Argv)...) }
+func (s *Session) runArgv(st partition.Step) error { return s.run(nil, s.resolveArgv(st.Argv)...) }
 
 func (s *Session) resolveArgv(argv []string) []string {
 	out := make([]string, len(argv))
@@ -272,7 +278,7 @@ func (s *Session) table(dev string) error {
 
 // tableWriter returns the partitions and the writer of dev's table. For an
 // md array the partitions are placed again on the array's real size.
-func (s *Session) tableWriter(dev string) ([]*PartPlan, string, func(*os.File) error, error) {
+func (s *Session) tableWriter(dev string) ([]*partition.PartPlan, string, func(*os.File) error, error) {
 	for _, d := range s.Plan.Disks {
 		if d.Device != dev { // table steps name the target device itself
 			continue
@@ -285,21 +291,21 @@ func (s *Session) tableWriter(dev string) ([]*PartPlan, string, func(*os.File) e
 		}
 	}
 	for _, m := range s.Plan.Mdadm {
-		if m.Device != dev || m.gpt == nil {
+		if m.Device != dev || !m.HasGPT() {
 			continue
 		}
-		size, err := DeviceSize(m.Device)
+		size, err := partition.DeviceSize(m.Device)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		parts, err := placeGPT(m.gpt, size)
+		parts, err := m.PlaceGPT(size)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("md %s (%s): %w", m.Name, FormatSize(size), err)
+			return nil, "", nil, fmt.Errorf("md %s (%s): %w", m.Name, partition.FormatSize(size), err)
 		}
 		m.Partitions, m.SizeBytes = parts, size
 		return parts, m.Device, func(f *os.File) error { return writeGPT(f, size, parts, nil) }, nil
 	}
-	return nil, "", nil, fmt.Errorf("a partition table on %s is %w", dev, ErrNotSupported)
+	return nil, "", nil, fmt.Errorf("a partition table on %s is %w", dev, disko.ErrNotSupported)
 }
 
 // openExclusive opens a device for writing with O_EXCL, retrying briefly

@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/nixlos/nixlos/initramfs"
 	"github.com/nixlos/nixlos/initramfs/elfdeps"
+	"github.com/nixlos/nixlos/partition/internal/corpus"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -82,9 +83,9 @@ func sections(out string) map[string]string {
 	return m
 }
 
-func sfdiskSection(t *testing.T, sec map[string]string, name string) sfdiskDump {
+func sfdiskSection(t *testing.T, sec map[string]string, name string) corpus.Sfdisk {
 	t.Helper()
-	var d sfdiskDump
+	var d corpus.Sfdisk
 	if err := json.Unmarshal([]byte(sec[name]), &d); err != nil {
 		t.Fatalf("%s: %v\n%s", name, err, sec[name])
 	}
@@ -92,15 +93,15 @@ func sfdiskSection(t *testing.T, sec map[string]string, name string) sfdiskDump 
 }
 
 func checkGuestLUKSLVM(t *testing.T, sec map[string]string) {
-	exp := loadExpect(t, "luks-lvm")
+	exp := corpus.LoadExpect(t, corpusDir, "luks-lvm")
 	got := sfdiskSection(t, sec, "sfdisk-vda").PartitionTable.Partitions
 	want := exp.Disks["main"].Content.Partitions
 	if len(got) != len(want) {
 		t.Fatalf("vda: %d partitions, want %d", len(got), len(want))
 	}
 	for i, w := range want {
-		s, _ := sector(w.StartSector)
-		e, _ := sector(w.EndSector)
+		s, _ := corpus.Sector(w.StartSector)
+		e, _ := corpus.Sector(w.EndSector)
 		if got[i].Start != s || got[i].Start+got[i].Size-1 != e || got[i].Name != w.GPTPartitionName || !strings.EqualFold(got[i].Type, w.TypeGUID) {
 			t.Errorf("vda partition %d: %+v, want %+v", i+1, got[i], w)
 		}
@@ -133,13 +134,13 @@ func checkGuestMdadm(t *testing.T, sec map[string]string) {
 			t.Errorf("mdadm --detail lacks %q:\n%s", want, sec["mdadm"])
 		}
 	}
-	exp := loadExpect(t, "mdadm")
+	exp := corpus.LoadExpect(t, corpusDir, "mdadm")
 	for _, disk := range []string{"vdb"} {
 		got := sfdiskSection(t, sec, "sfdisk-"+disk).PartitionTable.Partitions
 		want := exp.Disks["disk1"].Content.Partitions
 		for i, w := range want {
-			s, _ := sector(w.StartSector)
-			e, _ := sector(w.EndSector)
+			s, _ := corpus.Sector(w.StartSector)
+			e, _ := corpus.Sector(w.EndSector)
 			if i >= len(got) || got[i].Start != s || got[i].Start+got[i].Size-1 != e || got[i].Name != w.GPTPartitionName {
 				t.Errorf("%s partition %d: %+v, want %+v", disk, i+1, got, w)
 			}
@@ -192,7 +193,7 @@ func checkGuestMounts(t *testing.T, js string, want map[string]string) {
 func BenchmarkGuestApplyLUKSLVM(b *testing.B) {
 	vmtest.SkipUnlessVM(b)
 	data, _ := os.ReadFile(filepath.Join(corpusDir, "luks-lvm.json"))
-	exp := loadExpect(b, "luks-lvm")
+	exp := corpus.LoadExpect(b, corpusDir, "luks-lvm")
 	r := strings.NewReplacer("/dev/disk/by-partlabel/disk-main-ESP", "/dev/vda1", "/dev/disk/by-partlabel/disk-main-luks", "/dev/vda2", "/dev/vdb", "/dev/vda")
 	var script strings.Builder
 	for _, c := range exp.CreateCommands {

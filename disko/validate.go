@@ -1,4 +1,4 @@
-package partition
+package disko
 
 import (
 	"fmt"

@@ -1,10 +1,12 @@
-package partition
+package apply
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/nixlos/nixlos/partition"
 )
 
 // luks runs a cryptsetup step. A key from askPassword or passwordFile (a
@@ -29,7 +31,7 @@ func (s *Session) luks(orig []string) error {
 
 // keyFor returns the key behind a --key-file value that is a placeholder.
 func (s *Session) keyFor(v string, argv []string) ([]byte, bool, error) {
-	if v == PasswordPlaceholder {
+	if v == partition.PasswordPlaceholder {
 		name, dev := luksNameDevice(s.Plan, argv)
 		if pw, ok := s.passwords[name]; ok {
 			return pw, true, nil
@@ -56,7 +58,7 @@ func (s *Session) keyFor(v string, argv []string) ([]byte, bool, error) {
 }
 
 // luksNameDevice finds the LUKS entry a cryptsetup argv is about.
-func luksNameDevice(p *Plan, argv []string) (string, string) {
+func luksNameDevice(p *partition.Plan, argv []string) (string, string) {
 	for _, l := range p.LUKS {
 		for _, a := range argv {
 			if a == l.Name {
@@ -83,19 +85,19 @@ func (s *Session) Open() error {
 	for _, st := range s.Plan.Steps {
 		var err error
 		switch st.Op {
-		case OpMdadm, OpMdadmAssemble:
-			md := mdByDevice(s.Plan, st.Target)
+		case partition.OpMdadm, partition.OpMdadmAssemble:
+			md := s.Plan.MDByDevice(st.Target)
 			if md == nil || MDRunning(md.Device) {
 				continue
 			}
 			argv := []string{"mdadm", "--assemble", md.Device}
 			err = s.run(nil, s.resolveArgv(append(argv, md.Members...))...)
-		case OpLUKSOpen:
+		case partition.OpLUKSOpen:
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				continue
 			}
-			err = s.luks(withoutPersistent(st.Argv)) // as disko's mount does
-		case OpVGCreate, OpVGActivate:
+			err = s.luks(partition.WithoutPersistent(st.Argv)) // as disko's mount does
+		case partition.OpVGCreate, partition.OpVGActivate:
 			err = s.run(nil, "vgchange", "-a", "y", st.Target)
 		}
 		if err != nil {
@@ -113,28 +115,19 @@ func (s *Session) Close() error {
 	for i := len(s.Plan.Steps) - 1; i >= 0; i-- {
 		st := s.Plan.Steps[i]
 		switch st.Op {
-		case OpVGCreate, OpVGActivate:
+		case partition.OpVGCreate, partition.OpVGActivate:
 			errs = append(errs, s.run(nil, "vgchange", "-a", "n", st.Target))
-		case OpLUKSOpen:
+		case partition.OpLUKSOpen:
 			if exists("/dev/mapper/" + st.Argv[3]) {
 				errs = append(errs, s.run(nil, "cryptsetup", "close", st.Argv[3]))
 			}
-		case OpMdadm, OpMdadmAssemble:
+		case partition.OpMdadm, partition.OpMdadmAssemble:
 			if exists(st.Target) {
 				errs = append(errs, s.run(nil, "mdadm", "--stop", st.Target))
 			}
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func mdByDevice(p *Plan, dev string) *MDPlan {
-	for _, m := range p.Mdadm {
-		if m.Device == dev {
-			return m
-		}
-	}
-	return nil
 }
 
 func exists(path string) bool {
@@ -164,19 +157,10 @@ func (s *Session) Unmount() error {
 	return (&Mounter{Root: s.Root, Resolve: s.Resolve}).Unmount(s.Plan)
 }
 
-// withoutPersistent drops a trailing --persistent (which writes the LUKS2
-// header's flags) from a cryptsetup open argv.
-func withoutPersistent(argv []string) []string {
-	if n := len(argv); n > 0 && argv[n-1] == "--persistent" {
-		return argv[: n-1 : n-1]
-	}
-	return argv
-}
-
 // MDRunning reports whether an md array's device is there and running:
 // without udev, /dev/md/NAME and its node stay behind when the array is
 // stopped, with size 0.
 func MDRunning(path string) bool {
-	size, err := DeviceSize(path)
+	size, err := partition.DeviceSize(path)
 	return err == nil && size > 0
 }

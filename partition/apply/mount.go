@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nixlos/nixlos/blockdev"
+	"github.com/nixlos/nixlos/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,7 +57,7 @@ func (m *Mounter) target(mp string) string {
 // Mount mounts every filesystem of the plan in mount order (creating the
 // mountpoints, as disko's X-mount.mkdir does); already mounted ones are
 // left alone.
-func (m *Mounter) Mount(p *Plan) error {
+func (m *Mounter) Mount(p *partition.Plan) error {
 	for _, mt := range p.Mounts {
 		target := m.target(mt.Mountpoint)
 		if err := os.MkdirAll(target, 0o755); err != nil {
@@ -90,7 +91,7 @@ func (m *Mounter) Mount(p *Plan) error {
 }
 
 // Unmount unmounts the plan's filesystems in reverse mount order.
-func (m *Mounter) Unmount(p *Plan) error {
+func (m *Mounter) Unmount(p *partition.Plan) error {
 	var errs []error
 	for i := len(p.Mounts) - 1; i >= 0; i-- {
 		target := m.target(p.Mounts[i].Mountpoint)

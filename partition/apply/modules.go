@@ -1,13 +1,15 @@
-package partition
+package apply
 
 import (
 	"fmt"
 	"sort"
+
+	"github.com/nixlos/nixlos/partition"
 )
 
 // kernelModules lists the modules the plan's devices and mounts need. The
 // installer loads them up front: an initramfs may lack module autoloading.
-func (p *Plan) kernelModules() []string {
+func kernelModules(p *partition.Plan) []string {
 	set := map[string]bool{}
 	if len(p.LUKS) > 0 {
 		set["dm_mod"], set["dm_crypt"] = true, true
@@ -61,7 +63,7 @@ func (p *Plan) kernelModules() []string {
 // loadModules modprobes what the plan needs, ignoring failures (a module
 // may be built in, or missing, in which case the tool using it says so).
 func (s *Session) loadModules() {
-	mods := s.Plan.kernelModules()
+	mods := kernelModules(s.Plan)
 	if len(mods) == 0 {
 		return
 	}

@@ -1,13 +1,16 @@
-package partition
+package apply
 
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nixlos/nixlos/blockdev"
+	"github.com/nixlos/nixlos/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +35,7 @@ var (
 // virtual disk, not a block device, read-only, too small for the plan,
 // mounted (or holds the running system), backs active swap, md or dm, or is
 // the installer's boot medium. It checks every disk before returning.
-func CheckSafety(p *Plan) error {
+func CheckSafety(p *partition.Plan) error {
 	return checkSafety(p, nil)
 }
 
@@ -59,13 +62,13 @@ func (a *allowance) holders(h []string) bool {
 	return true
 }
 
-func checkSafety(p *Plan, allow *allowance) error {
+func checkSafety(p *partition.Plan, allow *allowance) error {
 	mounts, err := readMounts()
 	if err != nil {
 		return err
 	}
 	swaps := readSwaps()
-	for _, k := range sortedKeys(p.Disks) {
+	for _, k := range slices.Sorted(maps.Keys(p.Disks)) {
 		d := p.Disks[k]
 		if err := checkDisk(k, d, mounts, swaps, allow); err != nil {
 			return err
@@ -86,10 +89,10 @@ func CheckDevice(name, device string, minSize uint64) error {
 	if err != nil {
 		return err
 	}
-	return checkInUse(name, &DiskPlan{Device: device, SizeBytes: minSize}, mounts, readSwaps(), nil)
+	return checkInUse(name, &partition.DiskPlan{Device: device, SizeBytes: minSize}, mounts, readSwaps(), nil)
 }
 
-func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
+func checkDisk(key string, d *partition.DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
 	if err := checkInUse(key, d, mounts, swaps, allow); err != nil {
 		return err
 	}
@@ -100,7 +103,7 @@ func checkDisk(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint
 }
 
 // checkInUse is checkDisk without the boot-medium rule.
-func checkInUse(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
+func checkInUse(key string, d *partition.DiskPlan, mounts map[uint64]string, swaps map[uint64]string, allow *allowance) error {
 	bad := func(format string, a ...any) error {
 		return &UnsafeError{Disk: key, Device: d.Device, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -112,7 +115,7 @@ func checkInUse(key string, d *DiskPlan, mounts map[uint64]string, swaps map[uin
 		return bad("%v", err)
 	}
 	if bd.size < d.SizeBytes {
-		return bad("it has %s but the plan needs %s", FormatSize(bd.size), FormatSize(d.SizeBytes))
+		return bad("it has %s but the plan needs %s", partition.FormatSize(bd.size), partition.FormatSize(d.SizeBytes))
 	}
 	if bd.readOnly {
 		return bad("it is read-only")
@@ -171,7 +174,7 @@ func openBlockDev(path string) (*blockDev, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return nil, errors.New("it is not a block device")
 	}
-	size, err := DeviceSize(path)
+	size, err := partition.DeviceSize(path)
 	if err != nil {
 		return nil, err
 	}
@@ -180,8 +183,7 @@ func openBlockDev(path string) (*blockDev, error) {
 		return nil, err
 	}
 	bd := &blockDev{size: size, nodes: []blockNode{{name, st.Rdev}}}
-	ro, _ := os.ReadFile(filepath.Join(SysRoot, "class/block", name, "ro"))
-	bd.readOnly = strings.TrimSpace(string(ro)) == "1"
+	bd.readOnly = sys().Attr(name, "ro") == "1"
 	parts, _ := partitionsOf(name)
 	bd.nodes = append(bd.nodes, parts...)
 	return bd, nil

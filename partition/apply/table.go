@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"fmt"
@@ -8,12 +8,14 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
+	"github.com/nixlos/nixlos/disko"
+	"github.com/nixlos/nixlos/partition"
 )
 
 // writeGPT writes a GPT with exactly the planned partitions (names, type
 // GUIDs, attributes, partition GUIDs) and then the protective or hybrid MBR.
-func writeGPT(f *os.File, size uint64, parts []*PartPlan, hybrid *HybridMBR) error {
-	t := &gpt.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize}
+func writeGPT(f *os.File, size uint64, parts []*partition.PartPlan, hybrid *partition.HybridMBR) error {
+	t := &gpt.Table{LogicalSectorSize: partition.SectorSize, PhysicalSectorSize: partition.SectorSize}
 	for _, p := range parts {
 		if n := len(utf16.Encode([]rune(p.Label))); n > 36 {
 			return fmt.Errorf("partition %d: GPT name %q has %d UTF-16 units, at most 36 fit", p.Number, p.Label, n)
@@ -24,7 +26,7 @@ func writeGPT(f *os.File, size uint64, parts []*PartPlan, hybrid *HybridMBR) err
 	if err := t.Write(f, int64(size)); err != nil {
 		return fmt.Errorf("write GPT: %w", err)
 	}
-	slots := []MBRSlot{{Slot: 1, Type: 0xEE, StartSector: 1, Sectors: size/SectorSize - 1}}
+	slots := []partition.MBRSlot{{Slot: 1, Type: 0xEE, StartSector: 1, Sectors: size/partition.SectorSize - 1}}
 	if hybrid != nil {
 		slots = hybrid.Slots
 	}
@@ -33,8 +35,8 @@ func writeGPT(f *os.File, size uint64, parts []*PartPlan, hybrid *HybridMBR) err
 
 // writeMBREntries writes the four primary MBR entries and the signature,
 // leaving boot code and disk signature alone.
-func writeMBREntries(f *os.File, size uint64, slots []MBRSlot) error {
-	t := &mbr.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize}
+func writeMBREntries(f *os.File, size uint64, slots []partition.MBRSlot) error {
+	t := &mbr.Table{LogicalSectorSize: partition.SectorSize, PhysicalSectorSize: partition.SectorSize}
 	for i := 1; i <= 4; i++ {
 		p := &mbr.Partition{Index: i}
 		for _, s := range slots {
@@ -51,13 +53,13 @@ func writeMBREntries(f *os.File, size uint64, slots []MBRSlot) error {
 }
 
 // writeMSDOS writes an msdos table of primary partitions.
-func writeMSDOS(f *os.File, size uint64, parts []*PartPlan) error {
-	var slots []MBRSlot
+func writeMSDOS(f *os.File, size uint64, parts []*partition.PartPlan) error {
+	var slots []partition.MBRSlot
 	for _, p := range parts {
 		if p.Logical || p.MBRType == 0x05 || p.Number > 4 {
-			return fmt.Errorf("partition %d: extended and logical msdos partitions are %w", p.Number, ErrNotSupported)
+			return fmt.Errorf("partition %d: extended and logical msdos partitions are %w", p.Number, disko.ErrNotSupported)
 		}
-		slots = append(slots, MBRSlot{Slot: p.Number, Type: p.MBRType, Bootable: p.Bootable, StartSector: p.StartSector, Sectors: p.EndSector - p.StartSector + 1})
+		slots = append(slots, partition.MBRSlot{Slot: p.Number, Type: p.MBRType, Bootable: p.Bootable, StartSector: p.StartSector, Sectors: p.EndSector - p.StartSector + 1})
 	}
 	// a GPT left over from an earlier layout would win over the new MBR
 	if err := zeroGPTHeaders(f, size); err != nil {
@@ -67,8 +69,8 @@ func writeMSDOS(f *os.File, size uint64, parts []*PartPlan) error {
 }
 
 func zeroGPTHeaders(f *os.File, size uint64) error {
-	zero := make([]byte, SectorSize)
-	for _, off := range []int64{SectorSize, int64(size) - SectorSize} {
+	zero := make([]byte, partition.SectorSize)
+	for _, off := range []int64{partition.SectorSize, int64(size) - partition.SectorSize} {
 		if _, err := f.WriteAt(zero, off); err != nil {
 			return fmt.Errorf("clear old GPT header: %w", err)
 		}

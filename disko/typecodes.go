@@ -1,6 +1,8 @@
 // Code generated from `sgdisk -L` and `sgdisk -i` (gdisk 1.0.9) on a scratch image; DO NOT EDIT.
 
-package partition
+package disko
+
+import "strings"
 
 // sgdiskTypeCodes maps sgdisk's 4-hex type codes (upper case) to GPT type GUIDs.
 var sgdiskTypeCodes = map[string]string{
@@ -245,4 +247,13 @@ var sgdiskTypeCodes = map[string]string{
 	"FB01": "9198EFFC-31C0-11DB-8F78-000C2911D1B8",
 	"FC00": "9D275380-40AD-11DB-BF97-000C2911D1B8",
 	"FD00": "A19D880F-05FC-4D3B-A006-743F0F84911E",
+}
+
+// TypeGUID returns the GPT type GUID of a disko partition type: the GUID for
+// one of sgdisk's 4-hex type codes, any other value (a GUID) upper-cased.
+func TypeGUID(t string) string {
+	if g, ok := sgdiskTypeCodes[strings.ToUpper(t)]; ok {
+		return g
+	}
+	return strings.ToUpper(t)
 }

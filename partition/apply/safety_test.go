@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixlos/nixlos/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +34,7 @@ func TestCheckSafetyReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	majmin := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-	plan := &Plan{Disks: map[string]*DiskPlan{"main": {Device: dev, SizeBytes: 64 << 20}}}
+	plan := &partition.Plan{Disks: map[string]*partition.DiskPlan{"main": {Device: dev, SizeBytes: 64 << 20}}}
 	swapHeader := "Filename\tType\tSize\tUsed\tPriority\n"
 	for _, tc := range []struct {
 		name, mountinfo, swaps, want string
@@ -91,7 +92,7 @@ func TestBootMediumRefused(t *testing.T) {
 	f.WriteAt(pvd, 32768)
 	f.Close()
 	fakeProc(t, "", "")
-	err = CheckSafety(&Plan{Disks: map[string]*DiskPlan{"main": {Device: dev, SizeBytes: 1 << 20}}})
+	err = CheckSafety(&partition.Plan{Disks: map[string]*partition.DiskPlan{"main": {Device: dev, SizeBytes: 1 << 20}}})
 	if err == nil || !strings.Contains(err.Error(), "boot medium") {
 		t.Fatalf("got %v, want boot medium refusal", err)
 	}

@@ -1,4 +1,4 @@
-package partition
+package apply
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/nixlos/nixlos/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +18,7 @@ import (
 // (BLKRRPART) and then deletes and adds partitions with BLKPG where the
 // kernel's view differs, which also works on kernels without partition
 // table parsers and without udev.
-func syncKernelPartitions(f *os.File, parts []*PartPlan) error {
+func syncKernelPartitions(f *os.File, parts []*partition.PartPlan) error {
 	if err := rereadPartitions(f); err != nil && !errors.Is(err, unix.EINVAL) {
 		return err
 	}
@@ -25,7 +26,7 @@ func syncKernelPartitions(f *os.File, parts []*PartPlan) error {
 	if err != nil {
 		return err
 	}
-	want := map[int]*PartPlan{}
+	want := map[int]*partition.PartPlan{}
 	for _, p := range parts {
 		want[p.Number] = p
 	}
@@ -51,7 +52,7 @@ func syncKernelPartitions(f *os.File, parts []*PartPlan) error {
 }
 
 func blkpg(f *os.File, op, pno int, start, sectors uint64) error {
-	part := unix.BlkpgPartition{Start: int64(start * SectorSize), Length: int64(sectors * SectorSize), Pno: int32(pno)}
+	part := unix.BlkpgPartition{Start: int64(start * partition.SectorSize), Length: int64(sectors * partition.SectorSize), Pno: int32(pno)}
 	arg := unix.BlkpgIoctlArg{Op: int32(op), Datalen: int32(unsafe.Sizeof(part)), Data: (*byte)(unsafe.Pointer(&part))}
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg)))
 	if errno != 0 {
@@ -67,6 +68,9 @@ func fdSysName(f *os.File) (string, error) {
 	}
 	return sysName(st.Rdev)
 }
+
+// extent is a partition's first and last sector.
+type extent struct{ first, last uint64 }
 
 // kernelPartitions reads a disk's partitions (number → sectors) from sysfs.
 func kernelPartitions(disk string) (map[int]extent, error) {

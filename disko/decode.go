@@ -1,9 +1,10 @@
-// Package partition lays disks out exactly as disko would: it decodes disko
-// `devices` JSON (the fully evaluated form or the sparse hand-written form),
-// fills disko's defaults, validates, computes a Plan (partition geometry as
-// sgdisk/parted place it, the create steps with disko's tool arguments, the
-// mount order), and applies, mounts and unmounts that plan.
-package partition
+// Package disko is disko's schema and rules: it decodes disko `devices` JSON
+// (the fully evaluated form or the sparse hand-written form) into typed
+// devices, fills disko's defaults (names, labels, partition devices, udev
+// escaping), validates the layout and knows sgdisk's type codes. It reads
+// no disk and plans nothing: package partition plans a layout, package
+// partition/apply applies the plan.
+package disko
 
 import (
 	"bytes"
@@ -11,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 )
 
 // Devices is disko's `disko.devices` value.
@@ -379,12 +379,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// shellWords splits like disko's unquoted `toString list` interpolation:
-// the elements are joined with spaces and then split on whitespace.
-func shellWords(list []string) []string {
-	return strings.Fields(strings.Join(list, " "))
 }
 
 // Load decodes and normalizes a layout: Decode, then Normalize.
