@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nixlos/nixlos/blockdev"
 )
 
 // procRoot is where holders reads the process table (tests replace it).
@@ -48,12 +51,10 @@ func holders(devs map[string]string) string {
 		if ns, err := os.Readlink(filepath.Join(task, "ns/mnt")); err == nil && !seenNS[ns] {
 			seenNS[ns] = true
 			if data, err := os.ReadFile(filepath.Join(task, "mountinfo")); err == nil {
-				for _, l := range strings.Split(string(data), "\n") {
-					f := strings.Fields(l)
-					if len(f) > 4 {
-						if name, ok := devs[f[2]]; ok {
-							out = append(out, fmt.Sprintf("%s: %s mounted at %s in mount namespace %s", who, name, f[4], ns))
-						}
+				mounts, _ := blockdev.ParseMountinfo(bytes.NewReader(data))
+				for _, m := range mounts {
+					if name, ok := devs[fmt.Sprintf("%d:%d", m.Major, m.Minor)]; ok {
+						out = append(out, fmt.Sprintf("%s: %s mounted at %s in mount namespace %s", who, name, m.Mountpoint, ns))
 					}
 				}
 			}
