@@ -2,12 +2,14 @@ package install_test
 
 import (
 	"context"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixlos/nixlos/initramfs"
+	"github.com/nixlos/nixlos/internal/testenv"
 	"github.com/nixlos/nixlos/vmtest"
 )
 
@@ -19,8 +21,8 @@ lvm vgchange -a y pool >/dev/null
 mkdir -p /t && mount /dev/pool/root /t && mount /dev/pool/home /t/home
 `
 
-// TestLaptopKeepHome: nixlos.keep=/home on the blank disk is refused and
-// leaves every byte; then the laptop is installed, files (with their
+// TestLaptopKeepHome: nixlos.keep=/home on the blank disk, and on a disk
+// with another layout, is refused and leaves every byte; then the laptop is installed, files (with their
 // checksum) are written into /home and a marker into /, and the laptop is
 // reinstalled unattended with nixlos.keep=/home: / is new (the marker is
 // gone), /home's files and checksum are unchanged, and the machine boots.
@@ -45,6 +47,29 @@ func TestLaptopKeepHome(t *testing.T) {
 		t.Errorf("the refused keep changed the disk: %s → %s", before, after)
 	}
 	t.Logf("blank-disk refusal checked at %.0f s", time.Since(start).Seconds())
+
+	// (2) a disk with another layout (one GPT partition over the whole
+	// disk, written on the image file here): refused, nothing written
+	testenv.Tools(t, "sfdisk")
+	sf := exec.Command("sfdisk", "-q", img)
+	sf.Stdin = strings.NewReader("label: gpt\ntype=L, name=data\n")
+	if out, err := sf.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk %s: %v\n%s", img, err, out)
+	}
+	before = vmtest.FileSHA256(t, img)
+	vm = boot(t, uefi, e.initrd, "laptop-keep-other", cmdline+" nixlos.keep=/home", vmtest.Disk{Path: img})
+	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*\r?\n|complete)`), 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vm.Expect(context.Background(), "starting a shell", 30*time.Second)
+	vm.Kill()
+	if !regexp.MustCompile(`nixlos: install failed: [^\r\n]*keep /home[^\r\n]*nothing was touched[^\r\n]*fix`).MatchString(vm.Console()) {
+		t.Errorf("keep on a disk with another layout was not refused naming /home and the fix:\n%s", vm.Tail(20))
+	}
+	if after := vmtest.FileSHA256(t, img); after != before {
+		t.Errorf("the refused keep changed the disk with another layout: %s → %s", before, after)
+	}
+	t.Logf("other-layout refusal checked at %.0f s", time.Since(start).Seconds())
 
 	vm = boot(t, uefi, e.initrd, "laptop-keep-first", cmdline, vmtest.Disk{Path: img})
 	expectInstalled(t, vm, "laptop")
