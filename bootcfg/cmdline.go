@@ -249,7 +249,7 @@ func Parse(cmdline string) (Cmdline, error) {
 				continue
 			}
 			set(p)
-			c.Server = strings.TrimSuffix(p.Value, "/")
+			c.Server = strings.TrimRight(p.Value, "/") // every trailing slash: the base URL once
 		case p.Name == "nixlos.token":
 			if !validToken(p.Value) {
 				bad(p, "the PXE server writes this itself; boot again from the server's boot script", "is not 16 to 128 hex digits")
