@@ -75,9 +75,12 @@ func gunzip(b []byte, max int64) ([]byte, int, error) {
 }
 
 // unzstd decodes consecutive zstd frames (a multi-threaded zstd writes
-// several) and returns their joined output.
+// several) and returns their joined output. Each frame is streamed into a
+// buffer capped at what is left of max: a frame's declared content size is
+// not trusted (DecodeAll allocates it up front, so a 12-byte frame could
+// claim most of max).
 func unzstd(b []byte, max int64) ([]byte, int, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(1<<32))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(max)), zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -89,14 +92,15 @@ func unzstd(b []byte, max int64) ([]byte, int, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		out, err = dec.DecodeAll(b[off:off+n], out)
+		if err := dec.Reset(bytes.NewReader(b[off : off+n])); err != nil {
+			return nil, 0, fmt.Errorf("zstd: %w", err)
+		}
+		part, err := readCapped(dec, max-int64(len(out)))
 		if err != nil {
 			return nil, 0, fmt.Errorf("zstd: %w", err)
 		}
+		out = append(out, part...)
 		off += n
-		if int64(len(out)) > max {
-			return nil, 0, fmt.Errorf("zstd: decompresses to more than %d bytes", max)
-		}
 	}
 	return out, off, nil
 }
