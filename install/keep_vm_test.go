@@ -2,7 +2,9 @@ package install_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
+	"path"
 	"regexp"
 	"strings"
 	"testing"
@@ -33,19 +35,8 @@ func TestLaptopKeepHome(t *testing.T) {
 	const cmdline = "nixlos.host=laptop nixlos.auto=1 nixlos.disk=auto nixlos.after=poweroff"
 
 	// (2) blank disk: refused, nothing written
-	before := vmtest.FileSHA256(t, img)
-	vm := boot(t, uefi, e.initrd, "laptop-keep-blank", cmdline+" nixlos.keep=/home", vmtest.Disk{Path: img})
-	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*\r?\n|complete)`), 5*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	vm.Expect(context.Background(), "starting a shell", 30*time.Second)
-	vm.Kill()
-	if !regexp.MustCompile(`nixlos: install failed: [^\r\n]*keep /home[^\r\n]*missing[^\r\n]*fix`).MatchString(vm.Console()) {
-		t.Errorf("keep on a blank disk was not refused naming /home, what is missing and the fix:\n%s", vm.Tail(20))
-	}
-	if after := vmtest.FileSHA256(t, img); after != before {
-		t.Errorf("the refused keep changed the disk: %s → %s", before, after)
-	}
+	expectKeepRefused(t, e, "laptop-keep-blank", cmdline+" nixlos.keep=/home", img,
+		`keep /home[^\r\n]*missing[^\r\n]*fix`, "a blank disk (naming /home, what is missing and the fix)")
 	t.Logf("blank-disk refusal checked at %.0f s", time.Since(start).Seconds())
 
 	// (2) a disk with another layout (one GPT partition over the whole
@@ -56,33 +47,16 @@ func TestLaptopKeepHome(t *testing.T) {
 	if out, err := sf.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk %s: %v\n%s", img, err, out)
 	}
-	before = vmtest.FileSHA256(t, img)
-	vm = boot(t, uefi, e.initrd, "laptop-keep-other", cmdline+" nixlos.keep=/home", vmtest.Disk{Path: img})
-	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*\r?\n|complete)`), 5*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	vm.Expect(context.Background(), "starting a shell", 30*time.Second)
-	vm.Kill()
-	if !regexp.MustCompile(`nixlos: install failed: [^\r\n]*keep /home[^\r\n]*nothing was touched[^\r\n]*fix`).MatchString(vm.Console()) {
-		t.Errorf("keep on a disk with another layout was not refused naming /home and the fix:\n%s", vm.Tail(20))
-	}
-	if after := vmtest.FileSHA256(t, img); after != before {
-		t.Errorf("the refused keep changed the disk with another layout: %s → %s", before, after)
-	}
+	expectKeepRefused(t, e, "laptop-keep-other", cmdline+" nixlos.keep=/home", img,
+		`keep /home[^\r\n]*nothing was touched[^\r\n]*fix`, "a disk with another layout (naming /home and the fix)")
 	t.Logf("other-layout refusal checked at %.0f s", time.Since(start).Seconds())
 
-	vm = boot(t, uefi, e.initrd, "laptop-keep-first", cmdline, vmtest.Disk{Path: img})
+	vm := boot(t, uefi, e.initrd, "laptop-keep-first", cmdline, vmtest.Disk{Path: img})
 	expectInstalled(t, vm, "laptop")
 	pass := []initramfs.File{{Path: "etc/pass", Data: e.luksPass, Mode: 0o600}}
+	home := keptData{mount: "/home", dir: "/t/home", page: "alice/note.txt", text: "hello from before the reinstall"}
 	res := vmtest.RunCheck(t, vmtest.Check{Name: "laptop-keep-write", Disks: []vmtest.Disk{{Path: img}}, Files: pass,
-		Script: laptopOpen + `busybox dd if=/dev/urandom of=/t/home/data.bin bs=1M count=4 2>/dev/null
-mkdir -p /t/home/alice && echo "hello from before the reinstall" > /t/home/alice/note.txt
-echo old-root > /t/marker
-(cd /t/home && busybox find . -type f | busybox sort | busybox xargs busybox sha256sum > /tmp/sums)
-busybox mv /tmp/sums /t/home/SHA256SUMS
-echo "sums=$(busybox sha256sum /t/home/SHA256SUMS | busybox cut -d' ' -f1)"
-umount /t/home /t
-`})
+		Script: laptopOpen + home.writeScript() + "umount /t/home /t\n"})
 	if res.ExitCode != 0 {
 		t.Fatalf("writing /home failed (rc %d):\n%s", res.ExitCode, res.Output)
 	}
@@ -93,25 +67,8 @@ umount /t/home /t
 	expectInstalled(t, vm, "laptop")
 	noSecrets(t, e, "console", vm.Console())
 	res = vmtest.RunCheck(t, vmtest.Check{Name: "laptop-keep-read", Disks: []vmtest.Disk{{Path: img}}, Files: pass,
-		Script: laptopOpen + `test -e /t/marker && echo marker=present || echo marker=gone
-echo "sums=$(busybox sha256sum /t/home/SHA256SUMS | busybox cut -d' ' -f1)"
-(cd /t/home && busybox sha256sum -c SHA256SUMS >/dev/null && echo verify=ok || echo verify=bad)
-cat /t/home/alice/note.txt
-ls /t/etc/nixos >/dev/null && echo flake=yes
-`})
-	t.Logf("read-back after the reinstall:\n%s", res.Output)
-	if res.ExitCode != 0 {
-		t.Fatalf("read-back failed (rc %d)", res.ExitCode)
-	}
-	if field(t, res.Output, "marker") != "gone" {
-		t.Error("the marker in / survived: / was not recreated")
-	}
-	if got := field(t, res.Output, "sums"); got != sums || field(t, res.Output, "verify") != "ok" {
-		t.Errorf("/home changed: SHA256SUMS %s (was %s), verify %s", got, sums, field(t, res.Output, "verify"))
-	}
-	if !strings.Contains(res.Output, "hello from before the reinstall") || field(t, res.Output, "flake") != "yes" {
-		t.Error("the note in /home or the new system's /etc/nixos is missing")
-	}
+		Script: laptopOpen + home.readScript()})
+	home.assertKept(t, res, sums)
 	b := bootInstalled(t, e, uefi, "laptop-keep-boot", vmtest.Disk{Path: img})
 	if b.Host != "laptop" || b.Generation != 1 {
 		t.Errorf("reinstalled laptop: host=%s generation=%d; want laptop 1", b.Host, b.Generation)
@@ -143,17 +100,11 @@ func TestServerKeepData(t *testing.T) {
 	disks := []vmtest.Disk{{Path: d1}, {Path: d2}}
 	const cmdline = "nixlos.host=server nixlos.auto=1 nixlos.disk.disk1=/dev/vda nixlos.disk.disk2=/dev/vdb nixlos.after=poweroff"
 
+	srv := keptData{mount: "/srv", dir: "/s", page: "www/index.html", text: "served before the reinstall"}
 	vm := boot(t, bios, e.initrd, "server-keep-first", cmdline, disks...)
 	expectInstalled(t, vm, "server")
 	res := vmtest.RunCheck(t, vmtest.Check{Name: "server-keep-write", Disks: disks,
-		Script: serverOpen + `busybox dd if=/dev/urandom of=/s/data.bin bs=1M count=4 2>/dev/null
-mkdir -p /s/www && echo "served before the reinstall" > /s/www/index.html
-echo old-root > /t/marker
-(cd /s && busybox find . -type f ! -path './lost+found/*' | busybox sort | busybox xargs busybox sha256sum > /tmp/sums)
-busybox mv /tmp/sums /s/SHA256SUMS
-echo "sums=$(busybox sha256sum /s/SHA256SUMS | busybox cut -d' ' -f1)"
-umount /s /t
-`})
+		Script: serverOpen + srv.writeScript() + "umount /s /t\n"})
 	if res.ExitCode != 0 {
 		t.Fatalf("writing /srv failed (rc %d):\n%s", res.ExitCode, res.Output)
 	}
@@ -167,31 +118,14 @@ umount /s /t
 		t.Errorf("the unattended reinstall does not say it keeps /srv and erases /:\n%s", vm.Tail(40))
 	}
 	res = vmtest.RunCheck(t, vmtest.Check{Name: "server-keep-read", Disks: disks,
-		Script: serverOpen + `test -e /t/marker && echo marker=present || echo marker=gone
-echo "sums=$(busybox sha256sum /s/SHA256SUMS | busybox cut -d' ' -f1)"
-(cd /s && busybox sha256sum -c SHA256SUMS >/dev/null && echo verify=ok || echo verify=bad)
-cat /s/www/index.html
-ls /t/etc/nixos >/dev/null && echo flake=yes
-`})
-	t.Logf("read-back after the reinstall:\n%s", res.Output)
-	if res.ExitCode != 0 {
-		t.Fatalf("read-back failed (rc %d)", res.ExitCode)
-	}
-	if field(t, res.Output, "marker") != "gone" {
-		t.Error("the marker in / survived: / was not recreated")
-	}
+		Script: serverOpen + srv.readScript()})
+	srv.assertKept(t, res, sums)
 	// the kept chain's array is the same one; /boot's array was made anew
 	if got := field(t, res.Output, "uuid-raid1"); got != raidUUID || got == "" {
 		t.Errorf("raid1 array UUID %q after the reinstall, was %q: the kept array was created again", got, raidUUID)
 	}
 	if got := field(t, res.Output, "uuid-boot"); got == bootUUID || got == "" {
 		t.Errorf("boot array UUID %q after the reinstall, was %q: /boot was not recreated", got, bootUUID)
-	}
-	if got := field(t, res.Output, "sums"); got != sums || field(t, res.Output, "verify") != "ok" {
-		t.Errorf("/srv changed: SHA256SUMS %s (was %s), verify %s", got, sums, field(t, res.Output, "verify"))
-	}
-	if !strings.Contains(res.Output, "served before the reinstall") || field(t, res.Output, "flake") != "yes" {
-		t.Error("the page in /srv or the new system's /etc/nixos is missing")
 	}
 	b := bootInstalled(t, e, bios, "server-keep-boot", disks...)
 	if b.Host != "server" || b.Generation != 1 {
@@ -201,4 +135,70 @@ ls /t/etc/nixos >/dev/null && echo flake=yes
 		t.Errorf("/srv is not mounted on the booted server:\n%s", b.Report)
 	}
 	t.Logf("TestServerKeepData wall time %.0f s", time.Since(start).Seconds())
+}
+
+// expectKeepRefused boots the installer on img with cmdline (a keep that
+// must be refused) and checks the failure line matches want and that the
+// image's bytes are unchanged; what names the case in failures.
+func expectKeepRefused(t *testing.T, e *demoEnv, name, cmdline, img, want, what string) {
+	t.Helper()
+	before := vmtest.FileSHA256(t, img)
+	vm := boot(t, uefi, e.initrd, name, cmdline, vmtest.Disk{Path: img})
+	if _, err := vm.Expect(context.Background(), regexp.MustCompile(`nixlos: install (failed: [^\r\n]*\r?\n|complete)`), 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vm.Expect(context.Background(), "starting a shell", 30*time.Second)
+	vm.Kill()
+	if !regexp.MustCompile(`nixlos: install failed: [^\r\n]*` + want).MatchString(vm.Console()) {
+		t.Errorf("keep on %s was not refused:\n%s", what, vm.Tail(20))
+	}
+	if after := vmtest.FileSHA256(t, img); after != before {
+		t.Errorf("the refused keep on %s changed the disk: %s → %s", what, before, after)
+	}
+}
+
+// keptData is what a keep test writes before the reinstall and reads back
+// after it: 4 MiB of random data, a page of text and SHA256SUMS in the kept
+// volume (mounted at dir in the check guest, at mount on the machine), and
+// a marker in / (at /t).
+type keptData struct{ mount, dir, page, text string }
+
+// writeScript writes the data and the marker and prints sums=<SHA-256 of SHA256SUMS>.
+func (k keptData) writeScript() string {
+	return fmt.Sprintf(`busybox dd if=/dev/urandom of=%[1]s/data.bin bs=1M count=4 2>/dev/null
+mkdir -p %[1]s/%[2]s && echo "%[4]s" > %[1]s/%[3]s
+echo old-root > /t/marker
+(cd %[1]s && busybox find . -type f ! -path './lost+found/*' | busybox sort | busybox xargs busybox sha256sum > /tmp/sums)
+busybox mv /tmp/sums %[1]s/SHA256SUMS
+echo "sums=$(busybox sha256sum %[1]s/SHA256SUMS | busybox cut -d' ' -f1)"
+`, k.dir, path.Dir(k.page), k.page, k.text)
+}
+
+// readScript prints marker=, sums=, verify=, the page and flake=yes.
+func (k keptData) readScript() string {
+	return fmt.Sprintf(`test -e /t/marker && echo marker=present || echo marker=gone
+echo "sums=$(busybox sha256sum %[1]s/SHA256SUMS | busybox cut -d' ' -f1)"
+(cd %[1]s && busybox sha256sum -c SHA256SUMS >/dev/null && echo verify=ok || echo verify=bad)
+cat %[1]s/%[2]s
+ls /t/etc/nixos >/dev/null && echo flake=yes
+`, k.dir, k.page)
+}
+
+// assertKept checks readScript's output: / is new (the marker is gone), the
+// kept files and their checksum are unchanged, the new system's flake is there.
+func (k keptData) assertKept(t *testing.T, res vmtest.CheckResult, sums string) {
+	t.Helper()
+	t.Logf("read-back after the reinstall:\n%s", res.Output)
+	if res.ExitCode != 0 {
+		t.Fatalf("read-back failed (rc %d)", res.ExitCode)
+	}
+	if field(t, res.Output, "marker") != "gone" {
+		t.Error("the marker in / survived: / was not recreated")
+	}
+	if got := field(t, res.Output, "sums"); got != sums || field(t, res.Output, "verify") != "ok" {
+		t.Errorf("%s changed: SHA256SUMS %s (was %s), verify %s", k.mount, got, sums, field(t, res.Output, "verify"))
+	}
+	if !strings.Contains(res.Output, k.text) || field(t, res.Output, "flake") != "yes" {
+		t.Errorf("the page in %s or the new system's /etc/nixos is missing", k.mount)
+	}
 }
